@@ -1,0 +1,71 @@
+"""Log-mel + delta features of a data dir as ark/scp (one job of N, or the merge step).
+
+  python -m espnet_probe.bin.make_features --data_dir data/test_snr10 --out_dir dump/fbank/test_snr10 \
+      --clean_dir data/test --nj 4 --job 2          # one job (run under ${cmd} JOB=1:4)
+  python -m espnet_probe.bin.make_features ... --nj 4 --merge   # join jobs, write .done
+  python -m espnet_probe.bin.make_features --combine dump/fbank/train dump/fbank/train_aug \
+      --out_dir dump/fbank/train_robust             # union of finished sets
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from espnet_probe.audio.feature_dump import combine_feature_dirs, extract_job, merge_jobs
+from espnet_probe.audio.features import FbankConfig
+
+
+def data_dir_digest(path: str) -> str:
+    """Changes whenever the audio or utterance list of a data dir changes."""
+    h = hashlib.sha1()
+    for name in ("wav.scp", "segments", "utt2spk", "utt2clean"):
+        f = Path(path) / name
+        if f.exists():
+            h.update(name.encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data_dir", help="Kaldi data dir to featurise")
+    p.add_argument("--out_dir", required=True)
+    p.add_argument("--config", default="conf/fbank.yaml")
+    p.add_argument("--clean_dir", help="clean data dir whose audio gives the targets (noisy sets)")
+    p.add_argument("--nj", type=int, default=1)
+    p.add_argument("--job", type=int, help="which job to run (1-based)")
+    p.add_argument("--merge", action="store_true", help="merge finished jobs")
+    p.add_argument("--stats", action="store_true", help="accumulate global CMVN statistics")
+    p.add_argument("--print_config", action="store_true",
+                   help="print the settings that determine the output (for staleness checks)")
+    p.add_argument("--combine", nargs="+", metavar="FEATS_DIR", help="union of finished sets")
+    args = p.parse_args(argv)
+
+    if args.print_config:
+        cfg = FbankConfig.from_yaml(args.config)
+        print(json.dumps({"fbank": cfg.as_dict(), "nj": args.nj,
+                          "data": data_dir_digest(args.data_dir),
+                          "clean": data_dir_digest(args.clean_dir) if args.clean_dir else None},
+                         sort_keys=True))
+        return 0
+    if args.combine:
+        summary = combine_feature_dirs(args.out_dir, args.combine)
+    else:
+        if not args.data_dir or (args.job is None) == (not args.merge):
+            p.error("give --data_dir and exactly one of --job N or --merge (or use --combine)")
+        cfg = FbankConfig.from_yaml(args.config)
+        if args.merge:
+            summary = merge_jobs(args.data_dir, args.out_dir, cfg, args.nj, args.stats)
+        else:
+            n = extract_job(args.data_dir, args.out_dir, cfg, args.nj, args.job,
+                            args.clean_dir, args.stats)
+            summary = {"job": args.job, "utterances": n}
+    print(f"make_features {args.out_dir}: {json.dumps(summary)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

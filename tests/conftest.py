@@ -1,0 +1,37 @@
+"""Shared fixtures: where the real data lives, and helpers to build tiny data dirs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("PROBE_SHARED_DATA", REPO.parent / "shared" / "data"))
+LIBRISPEECH = SHARED_DATA / "LibriSpeech"
+MUSAN_MINI = SHARED_DATA / "musan_mini"
+
+
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (set PROBE_SHARED_DATA to its location)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def librispeech_dir() -> Path:
+    return need(LIBRISPEECH)
+
+
+@pytest.fixture(scope="session")
+def musan_mini_dir() -> Path:
+    return need(MUSAN_MINI)
+
+
+@pytest.fixture
+def recipe_env() -> dict:
+    """Environment for running the recipe's shell stages from a test."""
+    env = dict(os.environ)
+    env["PATH"] = f"{REPO / 'tools' / 'venv' / 'bin'}:{env['PATH']}"
+    return env
