@@ -78,8 +78,8 @@ if run_stage 1; then
       python -m espnet_probe.bin.import_data_dir --src "$d" --dst "${datadir}/$(basename "$d")"
     done
   else
-    # shellcheck disable=SC2086
-    "${local_data_script}" --out "${datadir}" --seed "${seed}" --nj "${nj}" ${local_data_opts}
+    # eval: local_data_opts may carry quoted values, e.g. --subsets 'dev-clean test-clean'
+    eval "\"${local_data_script}\" --out \"${datadir}\" --seed ${seed} --nj ${nj} ${local_data_opts}"
   fi
   python -m espnet_probe.bin.check_split --data "${datadir}" --train "${train_set}" \
     --valid "${valid_set}" --test ${test_sets}

@@ -1,4 +1,4 @@
-"""Bad input must fail loudly, naming the file or utterance; good input with pipes + segments loads."""
+"""Bad input fails loudly, naming the file or utterance; a good dir with pipes + segments loads."""
 
 from __future__ import annotations
 
@@ -275,3 +275,29 @@ def test_cli_reports_error_and_success(tmp_path, capsys):
                             "--no-check_audio"]) == 0
     cap = capsys.readouterr()
     assert "fixed: text: sorted" in cap.err and "audio not checked" in cap.out
+
+
+def test_crlf_and_non_utf8_tables(tmp_path):
+    src = good_dir(tmp_path)
+    (src / "text").write_bytes(b"a-1 HELLO\r\nb-1 WORLD\r\n")
+    with pytest.raises(DataDirError, match=r"CRLF\) line endings in text.*--fix"):
+        import_data_dir(src, tmp_path / "dst")
+    rep = import_data_dir(src, tmp_path / "dst", fix=True)
+    assert rep.changes == ["text: CRLF line endings rewritten"]
+    assert (tmp_path / "dst" / "text").read_bytes() == b"a-1 HELLO\nb-1 WORLD\n"
+    (src / "text").write_bytes(b"a-1 HELLO\nb-1 W\xf6RLD\n")  # latin-1
+    with pytest.raises(DataDirError, match=r"text:2: not UTF-8 text"):
+        import_data_dir(src, tmp_path / "dst2", fix=True)
+
+
+def test_fix_mode_errors_name_the_source_dir(tmp_path):
+    rec = write_audio(tmp_path / "rec1.flac", seconds=2.0)
+    src = write_files(tmp_path / "src", wav_scp=f"rec1 {rec}\n",
+                      segments="u-1 rec1 1.5 1.0\n",  # start after end: --fix cannot repair
+                      text="u-1 A\n", utt2spk="u-1 u\n", spk2utt="u u-1\n")
+    with pytest.raises(DataDirError) as e:
+        import_data_dir(src, tmp_path / "dst", fix=True)
+    assert f"{src / 'segments'}: 'u-1' has start 1.5 >= end 1.0" in str(e.value)
+    with pytest.raises(DataDirError) as e:
+        import_data_dir(src, tmp_path / "dst")
+    assert "--fix" not in str(e.value)

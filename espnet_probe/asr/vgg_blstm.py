@@ -106,7 +106,8 @@ class VGGBLSTMEncoder(AbsEncoder):
 
     def _run(self, xs_pad, ilens, collect):
         check_input(xs_pad, ilens, self.input_size, type(self).__name__)
-        xs_pad = xs_pad[:, : int(ilens.max())]
+        # zero the padding: the first conv's 3x3 window reaches one frame past the end
+        xs_pad = zero_padding(xs_pad[:, : int(ilens.max())], ilens)
         b, t, _ = xs_pad.shape
         # (B, T, C*F) -> (B, C, T, F): channel c holds features [c*F, (c+1)*F).
         x = xs_pad.reshape(b, t, self.in_channels, self.freq).transpose(1, 2)

@@ -22,6 +22,9 @@ class AudioError(RuntimeError):
         super().__init__(f"utterance '{utt}' ({source}): {reason}")
         self.utt, self.source, self.reason = utt, source, reason
 
+    def __reduce__(self):  # so the error survives the trip back from a worker process
+        return type(self), (self.utt, self.source, self.reason)
+
 
 def _read_pipe(utt: str, entry: str) -> tuple[np.ndarray, int]:
     cmd = entry[:-1].strip()

@@ -16,8 +16,12 @@ run inside this one command.
 from __future__ import annotations
 
 import argparse
+import sys
 
-from espnet_probe.data.augment import augment_data_dir, load_config
+from espnet_probe.audio.io import AudioError
+from espnet_probe.audio.mix import MixError
+from espnet_probe.data.augment import AugmentConfigError, MusanError, augment_data_dir, load_config
+from espnet_probe.data.kaldi_dir import DataDirError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,9 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--nj", type=int, default=1, help="worker processes")
     args = p.parse_args(argv)
-    cfg = load_config(args.config)
-    summary = augment_data_dir(args.src, args.dst, args.musan_dir, args.wav_dir, cfg,
-                               seed=args.seed, nj=args.nj)
+    if args.nj < 1:
+        p.error(f"--nj must be >= 1, got {args.nj}")
+    try:
+        cfg = load_config(args.config)
+        summary = augment_data_dir(args.src, args.dst, args.musan_dir, args.wav_dir, cfg,
+                                   seed=args.seed, nj=args.nj)
+    except (AudioError, MixError, MusanError, AugmentConfigError, DataDirError) as e:
+        print(f"augment_data_dir: error: {e}", file=sys.stderr)
+        return 1
     print(summary.line("augment_data_dir", args.dst), flush=True)
     return 0
 

@@ -32,7 +32,7 @@ def data_dir_digest(path: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data_dir", help="Kaldi data dir to featurise")
-    p.add_argument("--out_dir", required=True)
+    p.add_argument("--out_dir")
     p.add_argument("--config", default="conf/fbank.yaml")
     p.add_argument("--clean_dir", help="clean data dir whose audio gives the targets (noisy sets)")
     p.add_argument("--nj", type=int, default=1)
@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
                           "clean": data_dir_digest(args.clean_dir) if args.clean_dir else None},
                          sort_keys=True))
         return 0
+    if not args.out_dir:
+        p.error("--out_dir is required")
     if args.combine:
         summary = combine_feature_dirs(args.out_dir, args.combine)
     else:

@@ -13,15 +13,20 @@ SNR level mixes an utterance with the same noise recording at the same offset.
 from __future__ import annotations
 
 import argparse
+import sys
 
-from espnet_probe.data.augment import NOISE_TYPES, load_config, make_noisy_set
+from espnet_probe.audio.io import AudioError
+from espnet_probe.audio.mix import MixError
+from espnet_probe.data.augment import (AugmentConfigError, MusanError, NOISE_TYPES, load_config,
+                                       make_noisy_set)
+from espnet_probe.data.kaldi_dir import DataDirError
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--src", required=True, help="clean Kaldi data dir")
     p.add_argument("--dst", required=True, help="output data dir (replaced atomically)")
-    p.add_argument("--snr", type=float, required=True, help="SNR in dB")
+    p.add_argument("--snr", type=float, required=True, help="SNR in dB (0.01 dB resolution)")
     p.add_argument("--musan_dir", required=True, help="dir with noise/ music/ speech/ wavs")
     p.add_argument("--wav_dir", required=True, help="where the noisy wavs go")
     p.add_argument("--types", default=",".join(NOISE_TYPES),
@@ -30,13 +35,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--nj", type=int, default=1, help="worker processes")
     args = p.parse_args(argv)
+    if args.nj < 1:
+        p.error(f"--nj must be >= 1, got {args.nj}")
     types = tuple(t.strip() for t in args.types.split(",") if t.strip())
     bad = [t for t in types if t not in NOISE_TYPES]
     if bad or not types or len(set(types)) != len(types):
         p.error(f"--types must be distinct names from {', '.join(NOISE_TYPES)}; got {args.types!r}")
-    cfg = load_config(args.config)
-    summary = make_noisy_set(args.src, args.dst, args.musan_dir, args.wav_dir, args.snr, cfg,
-                             types=types, seed=args.seed, nj=args.nj)
+    try:
+        cfg = load_config(args.config)
+        summary = make_noisy_set(args.src, args.dst, args.musan_dir, args.wav_dir, args.snr, cfg,
+                                 types=types, seed=args.seed, nj=args.nj)
+    except (AudioError, MixError, MusanError, AugmentConfigError, DataDirError) as e:
+        print(f"make_noisy_set: error: {e}", file=sys.stderr)
+        return 1
     print(summary.line("make_noisy_set", args.dst), flush=True)
     return 0
 

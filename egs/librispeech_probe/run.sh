@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The paper's configuration: LibriSpeech (train-clean-100 / dev-clean / test-clean) with MUSAN.
+#   ./run.sh --librispeech_dir /data/LibriSpeech --musan_dir /data/musan
+# Without --librispeech_dir the subsets are downloaded into downloads/.
+# A tree with a single subset (e.g. mini LibriSpeech's train-clean-5) is split by speaker:
+#   ./run.sh --librispeech_dir ../../../shared/data/LibriSpeech --musan_dir ../../../shared/data/musan_mini \
+#            --subsets train-clean-5 --split_by_speaker train=14,dev=2,test=4
+# Every other option is passed to the shared recipe (../../run.sh --help lists them).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+librispeech_dir=""
+musan_dir=""
+subsets="train-clean-100 dev-clean test-clean"
+split_by_speaker=""
+args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --librispeech_dir) librispeech_dir=$2; shift 2 ;;
+    --subsets) subsets=$2; shift 2 ;;
+    --split_by_speaker) split_by_speaker=$2; shift 2 ;;
+    --musan_dir) musan_dir=$2; shift 2 ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+[ -n "${musan_dir}" ] || { echo "$0: --musan_dir is required (MUSAN or a MUSAN-layout dir)" >&2; exit 1; }
+
+if [ -n "${split_by_speaker}" ]; then
+  sets=(--train_set train --valid_set dev --test_sets test)
+else
+  set -- ${subsets}
+  sets=(--train_set "${1//-/_}" --valid_set "${2//-/_}" --test_sets "${3//-/_}")
+fi
+
+data_opts="--subsets '${subsets}'"
+[ -n "${librispeech_dir}" ] && data_opts+=" --librispeech_dir $(realpath "${librispeech_dir}")"
+[ -n "${split_by_speaker}" ] && data_opts+=" --split_by_speaker ${split_by_speaker}"
+
+exec ../../run.sh --local_data_script local/data.sh --local_data_opts "${data_opts}" \
+  --musan_dir "$(realpath "${musan_dir}")" "${sets[@]}" "${args[@]}"

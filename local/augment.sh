@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Noisy data dirs with MUSAN(-layout) noise: x-vector-style noisy copies of the training set
+# (data/<train_set>_aug) and fixed-SNR copies of each test set (data/<test>_snr<N>).
+#
+#   local/augment.sh --musan_dir DIR [--train_set train] [--test_sets "test"] [--snrs "20 10 0"]
+#       [--data data] [--audio_dir dump/audio] [--config conf/augment.yaml]
+#       [--types noise,music,babble] [--seed 0] [--nj 4] [--cmd "run.pl-like command"]
+#
+# An empty --train_set or --test_sets skips that part. Each output dir gets a .done file holding
+# its settings (inputs' checksums included); a dir whose .done matches is skipped, anything
+# else (partial, or made with other settings) is removed with its wavs and made again.
+# The python tools run --nj worker processes themselves, so --cmd (Kaldi run.pl interface)
+# only wraps one job per data dir, e.g. to send it to a queue.
+set -euo pipefail
+
+musan_dir=
+train_set=train
+test_sets=test
+snrs="20 10 0"
+data=data
+audio_dir=dump/audio
+config=conf/augment.yaml
+types=noise,music,babble
+seed=0
+nj=4
+cmd=
+
+log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (augment.sh) $*" >&2; }
+usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' >&2; exit "${1:-2}"; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --musan_dir|--train_set|--test_sets|--snrs|--data|--audio_dir|--config|--types|--seed|--nj|--cmd)
+      [ $# -ge 2 ] || { echo "$0: $1 needs a value" >&2; exit 2; }
+      name=${1#--}; printf -v "$name" '%s' "$2"; shift 2 ;;
+    --*=*)
+      name=${1%%=*}; name=${name#--}
+      case "$name" in
+        musan_dir|train_set|test_sets|snrs|data|audio_dir|config|types|seed|nj|cmd)
+          printf -v "$name" '%s' "${1#*=}"; shift ;;
+        *) echo "$0: unknown option $1" >&2; usage ;;
+      esac ;;
+    -h|--help) usage 0 ;;
+    --*) echo "$0: unknown option $1" >&2; usage ;;
+    *) echo "$0: unexpected argument $1" >&2; usage ;;
+  esac
+done
+
+[ -n "$musan_dir" ] || { echo "$0: --musan_dir is required" >&2; usage; }
+[ -d "$musan_dir" ] || { echo "$0: --musan_dir $musan_dir: not a directory" >&2; exit 1; }
+[ -f "$config" ] || { echo "$0: --config $config: file not found" >&2; exit 1; }
+
+# What an output depends on: the source data dir, the noise files, the config, the options.
+checksum() { md5sum | cut -d' ' -f1; }
+musan_sum=$(cd "$musan_dir" && find -L . -type f -iname '*.wav' -printf '%P %s\n' | LC_ALL=C sort | checksum)
+config_sum=$(checksum < "$config")
+src_sum() {
+  local f files=()
+  for f in wav.scp utt2spk text segments; do [ ! -f "$1/$f" ] || files+=("$1/$f"); done
+  cat "${files[@]}" | checksum
+}
+
+# make_set NAME SETTINGS -- COMMAND...: run COMMAND unless data/NAME is complete with SETTINGS.
+make_set() {
+  local name=$1 settings=$2; shift 3
+  local dst=${data}/${name} wav_dir=${audio_dir}/${name}
+  local logfile=${audio_dir}/log/augment_${name}.log
+  if [ -f "${dst}/.done" ] && [ "$(cat "${dst}/.done")" = "$settings" ]; then
+    log "${dst} is complete with these settings; skipping"
+    return 0
+  fi
+  log "making ${dst} (log: ${logfile})"
+  rm -rf "$dst" "$wav_dir"
+  mkdir -p "$(dirname "$logfile")"
+  local rc=0
+  if [ -n "$cmd" ]; then
+    ${cmd} "$logfile" "$@" --dst "$dst" --wav_dir "$wav_dir" || rc=$?
+  else
+    "$@" --dst "$dst" --wav_dir "$wav_dir" > "$logfile" 2>&1 || rc=$?
+  fi
+  if [ $rc -ne 0 ]; then
+    tail -n 5 "$logfile" >&2 || true
+    echo "$0: making ${dst} failed (exit ${rc}); see ${logfile}" >&2
+    exit 1
+  fi
+  grep -E '^(augment_data_dir|make_noisy_set):' "$logfile" | tail -n 1 >&2 || true
+  printf '%s\n' "$settings" > "${dst}/.done"
+}
+
+common="musan_dir=$(cd "$musan_dir" && pwd) musan=${musan_sum} config=${config_sum} seed=${seed}"
+
+if [ -n "$train_set" ]; then
+  src=${data}/${train_set}
+  [ -d "$src" ] || { echo "$0: training data dir ${src} not found" >&2; exit 1; }
+  make_set "${train_set}_aug" "augment src=${src} $(src_sum "$src") ${common}" -- \
+    python -m espnet_probe.bin.augment_data_dir --src "$src" --musan_dir "$musan_dir" \
+      --config "$config" --seed "$seed" --nj "$nj"
+fi
+
+for test_set in $test_sets; do
+  src=${data}/${test_set}
+  [ -d "$src" ] || { echo "$0: test data dir ${src} not found" >&2; exit 1; }
+  for snr in $snrs; do
+    make_set "${test_set}_snr${snr}" \
+      "noisy_set src=${src} $(src_sum "$src") snr=${snr} types=${types} ${common}" -- \
+      python -m espnet_probe.bin.make_noisy_set --src "$src" --snr "$snr" --types "$types" \
+        --musan_dir "$musan_dir" --config "$config" --seed "$seed" --nj "$nj"
+  done
+done
+log "done"
