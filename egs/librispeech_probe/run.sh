@@ -5,6 +5,7 @@
 # A tree with a single subset (e.g. mini LibriSpeech's train-clean-5) is split by speaker:
 #   ./run.sh --librispeech_dir ../../../shared/data/LibriSpeech --musan_dir ../../../shared/data/musan_mini \
 #            --subsets train-clean-5 --split_by_speaker train=14,dev=2,test=4
+# --max_utts_per_spk N keeps a seeded sample of N utterances per speaker (quick runs).
 # Every other option is passed to the shared recipe (../../run.sh --help lists them).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -13,6 +14,7 @@ librispeech_dir=""
 musan_dir=""
 subsets="train-clean-100 dev-clean test-clean"
 split_by_speaker=""
+max_utts_per_spk=""
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -20,6 +22,7 @@ while [ $# -gt 0 ]; do
     --subsets) subsets=$2; shift 2 ;;
     --split_by_speaker) split_by_speaker=$2; shift 2 ;;
     --musan_dir) musan_dir=$2; shift 2 ;;
+    --max_utts_per_spk) max_utts_per_spk=$2; shift 2 ;;
     *) args+=("$1"); shift ;;
   esac
 done
@@ -32,9 +35,10 @@ else
   sets=(--train_set "${1//-/_}" --valid_set "${2//-/_}" --test_sets "${3//-/_}")
 fi
 
-data_opts="--subsets '${subsets}'"
+data_opts="--subsets '${subsets}' --train_set ${sets[1]} --valid_set ${sets[3]} --test_set ${sets[5]}"
 [ -n "${librispeech_dir}" ] && data_opts+=" --librispeech_dir $(realpath "${librispeech_dir}")"
 [ -n "${split_by_speaker}" ] && data_opts+=" --split_by_speaker ${split_by_speaker}"
+[ -n "${max_utts_per_spk}" ] && data_opts+=" --max_utts_per_spk ${max_utts_per_spk}"
 
 exec ../../run.sh --local_data_script local/data.sh --local_data_opts "${data_opts}" \
   --musan_dir "$(realpath "${musan_dir}")" "${sets[@]}" "${args[@]}"

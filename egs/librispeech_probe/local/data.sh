@@ -23,6 +23,7 @@ split_by_speaker=""     # spec for a single subset, e.g. "14,2,4" or "train=0.7,
 max_utts_per_spk=""     # keep at most N utterances per speaker (quick runs)
 seed=0                  # seed for the speaker split and utterance limit
 out=data                # parent folder of the data dirs
+nj=1                    # accepted for run.sh's interface; preparation is I/O-light and serial
 
 usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; grep -E '^[a-z_]+=.*#' "$0" | sed 's/^/  --/'; }
 
@@ -31,7 +32,7 @@ while [ $# -gt 0 ]; do
     -h|--help) usage; exit 0 ;;
     --*=*) opt=${1%%=*}; val=${1#*=}; shift; set -- "$opt" "$val" "$@"; continue ;;
     --librispeech_dir|--download_dir|--url_base|--subsets|--train_set|--valid_set|--test_set|\
---split_by_speaker|--max_utts_per_spk|--seed|--out)
+--split_by_speaker|--max_utts_per_spk|--seed|--out|--nj)
       [ $# -ge 2 ] || { echo "$0: $1 needs a value" >&2; exit 2; }
       name=${1#--}; printf -v "$name" '%s' "$2"; shift 2 ;;
     *) echo "$0: unknown option '$1' (see --help)" >&2; exit 2 ;;

@@ -1,0 +1,91 @@
+"""The recipe's first stages end to end: ./run.sh on the embedded corpus, and the LibriSpeech egs."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import pytest
+
+from conftest import REPO
+from espnet_probe.data.kaldi_dir import load_data_dir
+
+pytestmark = pytest.mark.integration
+
+
+def _load_scp(recipe: Path, scp: str) -> dict:
+    import os
+    cwd = os.getcwd()
+    os.chdir(recipe)
+    try:
+        return dict(kaldiio.load_scp(scp).items())
+    finally:
+        os.chdir(cwd)
+
+
+def _check_recipe_outputs(recipe: Path, train: str, tests: list[str]) -> None:
+    data = recipe / "data"
+    train_dir = load_data_dir(data / train)
+    for t in tests:
+        test_dir = load_data_dir(data / t)
+        assert not set(test_dir.utt2spk.values()) & set(train_dir.utt2spk.values())
+        for snr in (20, 10, 0):
+            noisy = load_data_dir(data / f"{t}_snr{snr}", extra_files=("utt2clean", "noise_info"))
+            assert noisy.utt_ids == test_dir.utt_ids
+            assert all(f"snr={snr}" in v for v in noisy.extra["noise_info"].values())
+    aug = load_data_dir(data / f"{train}_aug", extra_files=("utt2clean",))
+    assert sorted(aug.extra["utt2clean"].values()) == train_dir.utt_ids
+
+    fb = recipe / "dump" / "fbank"
+    for name in (train, f"{train}_aug", f"{train}_robust", *tests):
+        assert (fb / name / ".done").exists()
+    feats = _load_scp(recipe, f"dump/fbank/{tests[0]}_snr0/feats.scp")
+    target = _load_scp(recipe, f"dump/fbank/{tests[0]}_snr0/target.scp")
+    clean = _load_scp(recipe, f"dump/fbank/{tests[0]}/feats.scp")
+    utt = sorted(feats)[0]
+    assert feats[utt].shape[1] == 240 and target[utt].shape == (feats[utt].shape[0], 80)
+    np.testing.assert_array_equal(target[utt], clean[utt][:, :80])
+    robust = (fb / f"{train}_robust" / "feats.scp").read_text().splitlines()
+    assert len(robust) == 2 * len(train_dir.utt2spk)
+    stats = np.load(fb / f"{train}_robust" / "cmvn.npz")
+    assert int(stats["count"]) == sum(
+        int(v.split()[1]) for v in (fb / f"{train}_robust" / "utt2num_frames").read_text().splitlines())
+
+
+def test_default_run_builds_data_and_features_on_embedded_corpus(tmp_path, recipe_env):
+    # The recipe writes into its working directory; run a copy of the top level there.
+    recipe = tmp_path / "recipe"
+    recipe.mkdir()
+    for name in ("run.sh", "path.sh", "cmd.sh", "local", "conf", "scripts"):
+        (recipe / name).symlink_to(REPO / name)
+    (recipe / "tools").symlink_to(REPO / "tools")
+    proc = subprocess.run(["./run.sh", "--stop_stage", "3", "--nj", "2"], cwd=recipe,
+                          env=recipe_env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Finished stages 1..3" in proc.stderr
+    _check_recipe_outputs(recipe, "train", ["test"])
+    assert len((recipe / "data" / "train" / "spk2utt").read_text().splitlines()) >= 10
+
+    again = subprocess.run(["./run.sh", "--stage", "3", "--stop_stage", "3"], cwd=recipe,
+                           env=recipe_env, capture_output=True, text=True)
+    assert again.returncode == 0 and again.stderr.count("already complete, skipped") == 7
+
+
+def test_librispeech_recipe_on_shared_data(tmp_path, recipe_env, librispeech_dir, musan_mini_dir):
+    # A scratch copy of the repository layout (symlinks), so data/ and dump/ land in tmp_path.
+    for name in ("run.sh", "path.sh", "cmd.sh", "local", "conf", "scripts", "tools"):
+        (tmp_path / name).symlink_to(REPO / name)
+    recipe = tmp_path / "egs" / "librispeech_probe"
+    recipe.mkdir(parents=True)
+    for name in ("run.sh", "local", "conf"):
+        (recipe / name).symlink_to(REPO / "egs" / "librispeech_probe" / name)
+    proc = subprocess.run(
+        ["./run.sh", "--librispeech_dir", str(librispeech_dir), "--musan_dir", str(musan_mini_dir),
+         "--subsets", "train-clean-5", "--split_by_speaker", "14,2,4", "--max_utts_per_spk", "6",
+         "--stop_stage", "3"],
+        cwd=recipe, env=recipe_env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _check_recipe_outputs(recipe, "train", ["test"])
+    assert len(load_data_dir(recipe / "data" / "train").utt2spk) == 14 * 6
