@@ -26,6 +26,15 @@ augment_config=${probe_root}/conf/augment.yaml
 test_snrs="20 10 0"
 # Features (stage 3)
 fbank_config=${probe_root}/conf/fbank.yaml
+# ASR (stages 4-6)
+token_type=char             # char | bpe
+nbpe=300                    # BPE vocabulary size when token_type=bpe
+asr_configs="${probe_root}/conf/asr/vgg_blstm_small.yaml ${probe_root}/conf/asr/blstm_small.yaml"
+asr_config=""               # a single config instead of asr_configs (e.g. conformer_small.yaml)
+asr_trainings="baseline robust"   # baseline: clean training set; robust: clean + noisy copy
+asr_args=""                 # extra ESPnet trainer options, e.g. "--max_epoch 30"
+ngpu=0
+asr_parallel=2              # ASR models trained at once (each with 1 thread on a CPU)
 datadir=data
 dumpdir=dump
 expdir=exp
@@ -37,6 +46,9 @@ Stages:
                --train_dir/--valid_dir/--test_dirs to import existing Kaldi data dirs
   2  noise     noisy training copy (<train>_aug) and fixed-SNR test sets (<test>_snr<N>)
   3  features  80 log-mel + deltas + accelerations (ark/scp), clean targets, global CMVN
+  4  tokens    token list of the training text (characters, or sentencepiece BPE)
+  5  asr_train CTC encoders x {baseline, robust} through ESPnet's trainer
+  6  asr_decode greedy CTC decoding of every test condition, WER/CER, Table 1
 Options (defaults in brackets):
   --stage [${stage}] --stop_stage [${stop_stage}] --nj [${nj}] --seed [${seed}]
   --local_data_script [${local_data_script}] --local_data_opts ["${local_data_opts}"]
@@ -45,6 +57,10 @@ Options (defaults in brackets):
   --musan_dir [${musan_dir:-synthetic}] --augment_config [${augment_config}]
   --test_snrs ["${test_snrs}"]
   --fbank_config [${fbank_config}]
+  --token_type [${token_type}] --nbpe [${nbpe}]
+  --asr_configs ["${asr_configs}"]  --asr_config (one config instead)
+  --asr_trainings ["${asr_trainings}"] --asr_args ["${asr_args}"] --ngpu [${ngpu}]
+  --asr_parallel [${asr_parallel}]
   --datadir [${datadir}] --dumpdir [${dumpdir}] --expdir [${expdir}]
 Job backend: cmd.sh (local runner by default; Kaldi queue.pl / slurm.pl on a cluster).
 HELP
@@ -111,6 +127,58 @@ if run_stage 3; then
     --noisy_sets "${aug_set}:${train_set}$(for t in ${test_sets}; do for s in ${test_snrs}; do printf ' %s_snr%s:%s' "$t" "$s" "$t"; done; done)"
   python -m espnet_probe.bin.make_features --out_dir "${dumpdir}/fbank/${robust_set}" \
     --combine "${dumpdir}/fbank/${train_set}" "${dumpdir}/fbank/${aug_set}"
+fi
+
+if [ -n "${asr_config}" ]; then asr_configs=${asr_config}; fi
+token_dir=${dumpdir}/tokens/${token_type}
+bpemodel=""
+if [ "${token_type}" = bpe ]; then token_dir+=${nbpe}; bpemodel=${token_dir}/bpe.model; fi
+token_list=${token_dir}/tokens.txt
+asr_tag() { echo "asr_$(basename "$1" .yaml)_$2"; }   # config, training
+asr_train_set() { if [ "$1" = robust ]; then echo "${robust_set}"; else echo "${train_set}"; fi; }
+
+if run_stage 4; then
+  log "Stage 4: ${token_type} token list from ${train_set}"
+  python -m espnet_probe.bin.make_tokens --text "${datadir}/${train_set}/text" \
+    --token_type "${token_type}" --nbpe "${nbpe}" --out_dir "${token_dir}"
+fi
+
+if run_stage 5; then
+  log "Stage 5: ASR training: $(for c in ${asr_configs}; do basename "$c" .yaml; done | xargs) x {${asr_trainings}}"
+  pids=()
+  for config in ${asr_configs}; do
+    for training in ${asr_trainings}; do
+      while [ "$(jobs -rp | wc -l)" -ge "${asr_parallel}" ]; do sleep 2; done
+      "${probe_root}/local/asr_train.sh" --config "${config}" \
+        --exp "${expdir}/$(asr_tag "${config}" "${training}")" --model "$(basename "${config}" .yaml)" \
+        --training "${training}" --train_set "$(asr_train_set "${training}")" \
+        --valid_set "${valid_set}" --featdir "${dumpdir}/fbank" --token_list "${token_list}" \
+        --token_type "${token_type}" --bpemodel "${bpemodel}" --ngpu "${ngpu}" \
+        --asr_args "${asr_args}" --cmd "${cuda_cmd}" &
+      pids+=($!)
+    done
+  done
+  failed=0
+  for pid in "${pids[@]}"; do wait "${pid}" || failed=$((failed + 1)); done
+  [ "${failed}" -eq 0 ] || { log "${failed} ASR training(s) failed"; exit 1; }
+fi
+
+if run_stage 6; then
+  log "Stage 6: greedy CTC decoding and scoring of ${test_sets}${noisy_test_sets}"
+  exps=()
+  for config in ${asr_configs}; do
+    for training in ${asr_trainings}; do
+      exp=${expdir}/$(asr_tag "${config}" "${training}")
+      exps+=("${exp}")
+      for t in ${test_sets} ${noisy_test_sets}; do
+        ${decode_cmd} "${exp}/decode_${t}/decode.log" \
+          python -m espnet_probe.bin.asr_decode --asr_exp "${exp}" \
+            --feats_dir "${dumpdir}/fbank/${t}" --out "${exp}/decode_${t}"
+        grep -h "asr_decode" "${exp}/decode_${t}/decode.log" >&2 || true
+      done
+    done
+  done
+  python -m espnet_probe.bin.asr_results --exps "${exps[@]}" --out "${expdir}/asr_results"
 fi
 
 log "Finished stages ${stage}..${stop_stage}"

@@ -1,0 +1,155 @@
+"""Griffin-Lim speed and quality: our batched torch implementation vs librosa.griffinlim.
+
+  tools/venv/bin/python bench/bench_griffinlim.py [--threads 2] [--n_iter 32] [--repeats 3]
+
+Real LibriSpeech utterances (../shared/data) -> log-mel (conf/fbank.yaml) -> pseudo-inverse
+magnitude; every method then gets the same magnitudes, iteration count, STFT settings and
+exact output lengths. Prints a markdown table: wall time (best of --repeats, interleaved so
+machine load hits every method alike), CPU time, speed-up over librosa, and STOI of each
+method's audio against the original recording.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--librispeech", type=Path,
+                   default=REPO.parent / "shared" / "data" / "LibriSpeech" / "train-clean-5")
+    p.add_argument("--fbank_config", type=Path, default=REPO / "conf" / "fbank.yaml")
+    p.add_argument("--vocoder_config", type=Path, default=REPO / "conf" / "vocoder.yaml")
+    p.add_argument("--n_utts", type=int, default=10, help="one utterance from each of N speakers")
+    p.add_argument("--min_dur", type=float, default=5.0, help="shortest utterance picked (s)")
+    p.add_argument("--max_dur", type=float, default=12.0, help="longest utterance picked (s)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--n_iter", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=3)
+    return p.parse_args(argv)
+
+
+ARGS = parse_args()
+# Thread pools read these at import time: set them before numpy / torch load.
+for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[var] = str(ARGS.threads)
+
+import librosa  # noqa: E402  (the baseline only; the vocoder itself does not use it)
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+import torch  # noqa: E402
+from pystoi import stoi  # noqa: E402
+
+sys.path.insert(0, str(REPO))
+from espnet_probe.audio.features import FbankConfig, LogMelExtractor  # noqa: E402
+from espnet_probe.audio.vocoder import (VocoderConfig, griffin_lim, length_batches,  # noqa: E402
+                                        mel_to_magnitude)
+
+
+def pick_utterances(root: Path, n: int, lo: float, hi: float) -> list[Path]:
+    """First utterance of lo..hi seconds (in sorted order) of each of the first n speakers."""
+    if not root.is_dir():
+        sys.exit(f"bench_griffinlim: real data not found at {root}")
+    picked = []
+    for spk in sorted(root.iterdir(), key=lambda d: d.name):
+        for flac in sorted(spk.glob("*/*.flac")):
+            if lo <= sf.info(flac).duration <= hi:
+                picked.append(flac)
+                break
+        if len(picked) == n:
+            break
+    return picked
+
+
+def ours_batched(mags, lengths, cfg, vc, n_iter):
+    out = [None] * len(mags)
+    frames = [m.shape[0] for m in mags]
+    for batch in length_batches(list(range(len(mags))), frames, vc.batch_frames, vc.max_batch):
+        padded = torch.zeros(len(batch), max(frames[i] for i in batch), mags[0].shape[1])
+        for row, i in enumerate(batch):
+            padded[row, :frames[i]] = mags[i]
+        wav = griffin_lim(padded, cfg, n_iter=n_iter, momentum=vc.momentum,
+                          lengths=[lengths[i] for i in batch], seed=vc.seed, init=vc.init_phase)
+        for row, i in enumerate(batch):
+            out[i] = wav[row, :lengths[i]].numpy()
+    return out
+
+
+def ours_single(mags, lengths, cfg, vc, n_iter):
+    return [griffin_lim(m, cfg, n_iter=n_iter, momentum=vc.momentum, lengths=[n], seed=vc.seed,
+                        init=vc.init_phase).numpy() for m, n in zip(mags, lengths)]
+
+
+def librosa_gl(mags, lengths, cfg, vc, n_iter):
+    # librosa's defaults (momentum 0.99, random init) with the front end's STFT; its stft pads
+    # with zeros by default, so reflect padding is asked for to invert the same framing.
+    return [librosa.griffinlim(m.numpy().T, n_iter=n_iter, hop_length=cfg.hop_length,
+                               win_length=cfg.win_length, n_fft=cfg.n_fft, window="hann",
+                               center=True, length=n, pad_mode="reflect", random_state=vc.seed)
+            for m, n in zip(mags, lengths)]
+
+
+def main() -> int:
+    torch.set_num_threads(ARGS.threads)
+    cfg = FbankConfig.from_yaml(ARGS.fbank_config)
+    vc = VocoderConfig.from_yaml(ARGS.vocoder_config)
+    files = pick_utterances(ARGS.librispeech, ARGS.n_utts, ARGS.min_dur, ARGS.max_dur)
+    wavs = [sf.read(f, dtype="float32")[0] for f in files]
+    lengths = [w.size for w in wavs]
+    total = sum(lengths) / cfg.sample_rate
+    ext = LogMelExtractor(cfg)
+    mags = [mel_to_magnitude(ext(w)[1], cfg) for w in wavs]
+
+    methods = {"ours, batched (torch)": ours_batched, "ours, one at a time (torch)": ours_single,
+               "librosa.griffinlim, one at a time": librosa_gl}
+    ours_batched(mags[:2], lengths[:2], cfg, vc, 2)  # warm up thread pools and FFT plans
+    librosa_gl(mags[:1], lengths[:1], cfg, vc, 2)
+    load_before = os.getloadavg()
+    wall = {name: [] for name in methods}
+    cpu = {name: [] for name in methods}
+    outputs = {}
+    for _ in range(ARGS.repeats):
+        for name, fn in methods.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            outputs[name] = fn(mags, lengths, cfg, vc, ARGS.n_iter)
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    load_after = os.getloadavg()
+
+    ref = "librosa.griffinlim, one at a time"
+    scores = {name: [stoi(w, o, cfg.sample_rate, extended=False) for w, o in zip(wavs, outs)]
+              for name, outs in outputs.items()}
+    for name, outs in outputs.items():
+        assert all(o.shape == w.shape for o, w in zip(outs, wavs)), name
+
+    print(f"# Griffin-Lim benchmark, {datetime.date.today().isoformat()}")
+    print(f"{len(files)} LibriSpeech train-clean-5 utterances ({total:.1f} s of audio, "
+          f"{min(lengths) / cfg.sample_rate:.1f}-{max(lengths) / cfg.sample_rate:.1f} s each), "
+          f"n_iter={ARGS.n_iter}, momentum={vc.momentum}, random init (seed {vc.seed}), "
+          f"n_fft={cfg.n_fft} win={cfg.win_length} hop={cfg.hop_length} hann, "
+          f"{ARGS.threads} threads, best of {ARGS.repeats} interleaved runs.")
+    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"torch {torch.__version__}, librosa {librosa.__version__}, numpy {np.__version__}; "
+          f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after.\n")
+    print("| method | wall (s) | CPU (s) | x real time | speed-up vs librosa | STOI mean | "
+          "STOI min | STOI - librosa |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name in methods:
+        best = min(wall[name])
+        print(f"| {name} | {best:.3f} | {min(cpu[name]):.3f} | {total / best:.0f} | "
+              f"{min(wall[ref]) / best:.2f} | {np.mean(scores[name]):.4f} | "
+              f"{np.min(scores[name]):.4f} | {np.mean(scores[name]) - np.mean(scores[ref]):+.4f} |")
+    print("\nUtterances: " + ", ".join(f.stem for f in files))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

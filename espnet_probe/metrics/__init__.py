@@ -1,0 +1,1 @@
+"""Scoring: speaker-verification trials and error rates, speech quality, mel distances."""

@@ -1,0 +1,1 @@
+"""Speaker encoders that turn (resynthesised) speech into embeddings for verification scoring."""

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Train one CTC ASR model with ESPnet's trainer (through espnet_probe.bin.asr_train, which only
+# registers our encoders). Resumable: ESPnet's --resume continues from checkpoint.pth, and a
+# finished experiment (.done for the same settings) is skipped.
+set -euo pipefail
+config=""
+exp=""
+train_set=""
+valid_set=""
+featdir=dump/fbank
+token_list=""
+token_type=char
+bpemodel=""
+ngpu=0
+num_threads=1
+model=""
+training=""
+asr_args=""            # extra ESPnet options, e.g. "--max_epoch 30 --batch_bins 4000000"
+cmd="python -m espnet_probe.bin.run_jobs"
+help_message="Usage: $0 --config conf/asr/x.yaml --exp exp/asr_x --train_set train --valid_set dev --token_list tokens.txt"
+. "$(dirname "$0")/../scripts/parse_options.sh"
+
+for v in config exp train_set valid_set token_list; do
+  [ -n "${!v}" ] || { echo "$0: --${v} is required" >&2; exit 1; }
+done
+settings="config=$(sha1sum < "${config}" | cut -c1-12) train=${train_set} valid=${valid_set} tokens=$(sha1sum < "${token_list}" | cut -c1-12) ${asr_args}"
+if [ -f "${exp}/.done" ] && [ "$(cat "${exp}/.done")" = "${settings}" ]; then
+  echo "ASR ${exp}: already trained, skipped" >&2; exit 0
+fi
+if [ -f "${exp}/.settings" ] && [ "$(cat "${exp}/.settings")" != "${settings}" ]; then
+  echo "ASR ${exp}: settings changed, training from scratch" >&2; rm -rf "${exp}"
+fi
+mkdir -p "${exp}"
+echo "${settings}" > "${exp}/.settings"
+rm -f "${exp}/.done"
+
+extra=()
+[ -n "${bpemodel}" ] && extra+=(--bpemodel "${bpemodel}")
+start=$(date +%s)
+# shellcheck disable=SC2086
+OMP_NUM_THREADS=${num_threads} ${cmd} "${exp}/train.log" \
+  python -m espnet_probe.bin.asr_train --config "${config}" --output_dir "${exp}" \
+    --ngpu "${ngpu}" --num_att_plot 0 --resume true --use_tensorboard false \
+    --train_data_path_and_name_and_type "${featdir}/${train_set}/feats.scp,speech,kaldi_ark" \
+    --train_data_path_and_name_and_type "${featdir}/${train_set}/text,text,text" \
+    --train_shape_file "${featdir}/${train_set}/feats_shape" \
+    --valid_data_path_and_name_and_type "${featdir}/${valid_set}/feats.scp,speech,kaldi_ark" \
+    --valid_data_path_and_name_and_type "${featdir}/${valid_set}/text,text,text" \
+    --valid_shape_file "${featdir}/${valid_set}/feats_shape" \
+    --normalize_conf "stats_file=${featdir}/${train_set}/cmvn.npz" \
+    --token_list "${token_list}" --token_type "${token_type}" "${extra[@]}" ${asr_args} \
+  || { echo "$0: training failed, see ${exp}/train.log" >&2; tail -n 20 "${exp}/train.log" >&2; exit 1; }
+cat > "${exp}/probe_info.yaml" <<INFO
+model: ${model:-$(basename "${config}" .yaml)}
+training: ${training}
+config: ${config}
+train_set: ${train_set}
+train_seconds: $(( $(date +%s) - start ))
+machine: "$(nproc --all) CPU cores, ${ngpu} GPU, ${num_threads} thread(s)"
+INFO
+echo "${settings}" > "${exp}/.done"
+echo "ASR ${exp}: trained in $(( $(date +%s) - start )) s" >&2
