@@ -133,7 +133,9 @@ def test_cli_jobs_merge_resume_and_failures(tmp_path, speech, capsys):
     out2 = tmp_path / "scores2"
     assert score_quality.main(["--ref_scp", ref, "--est_scp", est, "--out", str(out2),
                                "--metrics", "stoi,pesq"]) == 0
-    assert (out2 / "stoi").read_text() == (out / "stoi").read_text()
+    # (pystoi's last bit can differ between processes, so compare to 1e-9)
+    again = {x.split()[0]: float(x.split()[1]) for x in (out2 / "stoi").read_text().splitlines()}
+    assert again == pytest.approx(tables["stoi"], abs=1e-9)
     assert not (out2 / "estoi").exists()
 
     # An estimate regenerated after its job ran makes that job stale for the merge
