@@ -34,7 +34,8 @@ def speech() -> list[tuple[str, np.ndarray]]:
 def noisy(wav: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     noise = rng.standard_normal(wav.size)
-    noise *= np.sqrt(np.mean(wav.astype(np.float64) ** 2) / np.mean(noise ** 2)) / 10 ** (snr_db / 20)
+    gain = np.sqrt(np.mean(wav.astype(np.float64) ** 2) / np.mean(noise ** 2))
+    noise *= gain / 10 ** (snr_db / 20)
     out = wav + noise
     return (out / max(1.0, np.abs(out).max())).astype(np.float32)
 

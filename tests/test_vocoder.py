@@ -11,14 +11,24 @@ import soundfile as sf
 import torch
 
 from espnet_probe.audio.features import FbankConfig, LogMelExtractor, mel_filterbank
-from espnet_probe.audio.vocoder import (MAGNITUDE_FLOOR, VocodeError, VocoderConfig, _BatchFraming,
-                                        griffin_lim, length_batches, mel_pinv, mel_shape,
-                                        mel_to_magnitude, spectral_convergence, vocode)
+from espnet_probe.audio.io import load_audio
+from espnet_probe.audio.vocoder import (MAGNITUDE_FLOOR, SampleCounts, VocodeError, VocoderConfig,
+                                        _BatchFraming, griffin_lim, length_batches, mel_pinv,
+                                        mel_shape, mel_to_magnitude, parallel_map,
+                                        spectral_convergence, torch_threads, vocode)
 from espnet_probe.bin import vocode as vocode_cli
+from espnet_probe.data.kaldi_dir import Segment
 
 REPO = Path(__file__).resolve().parents[1]
 # Short utterances of two women and two men (train-clean-5), 2.0-2.5 s each.
 UTTS = ["118-47824-0026", "1737-146161-0007", "1867-154075-0014", "669-129074-0004"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    # small transforms gain nothing from intra-op threads, which stall badly on a busy machine
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +162,8 @@ def test_padded_frames_do_not_leak(cfg):
     batch = torch.zeros(2, mags[0].shape[0], mags[0].shape[1])
     batch[0], batch[1, :mags[1].shape[0]] = mags[0], mags[1]
     clean = griffin_lim(batch, cfg, n_iter=4, lengths=[16000, 6400])
-    batch[1, mags[1].shape[0]:] = 1e6  # garbage where the short utterance is padded
+    batch[1, mags[1].shape[0]:] = float("nan")  # garbage where the short one is padded
+    batch[1, -1] = float("inf")
     dirty = griffin_lim(batch, cfg, n_iter=4, lengths=[16000, 6400])
     np.testing.assert_array_equal(clean.numpy(), dirty.numpy())
 
@@ -189,6 +200,19 @@ def test_length_batches_respect_limits():
     for b in batches:
         assert len(b) <= 3 and len(b) * max(frames[i] for i in b) <= 1400
     assert batches[0] == [1, 5]  # longest first, two of ~700 frames fill the budget
+
+
+def test_parallel_map_keeps_order_propagates_errors_and_restores_threads():
+    before = torch.get_num_threads()
+    assert list(parallel_map(lambda x: x * x, range(9), 3)) == [x * x for x in range(9)]
+
+    def fail_on_4(x):
+        if x == 4:
+            raise VocodeError("item 4 is bad")
+        return x
+    with pytest.raises(VocodeError, match="item 4"):
+        list(parallel_map(fail_on_4, range(9), 2))
+    assert torch.get_num_threads() == before
 
 
 # --- Griffin-Lim quality on real speech ------------------------------------------------------
@@ -244,6 +268,22 @@ def test_mel_shape_reads_headers_and_falls_back(tmp_path):
         assert mel_shape(loc) == (37, 80)
 
 
+def test_sample_counts_from_wav_scp_with_segments_and_from_a_table(tmp_path):
+    sf.write(tmp_path / "rec.wav", noise_wav(32000), 16000, subtype="PCM_16")
+    d = tmp_path / "seg"
+    d.mkdir()
+    (d / "wav.scp").write_text(f"rec {tmp_path / 'rec.wav'}\n")
+    (d / "segments").write_text("a rec 0.0 0.75\nb rec 1.2 2.5\n")  # b runs past the end
+    counts = SampleCounts(d / "wav.scp", 16000)
+    assert counts("a") == 12000 and counts("b") == 32000 - 19200
+    assert counts("b") == load_audio("b", str(tmp_path / "rec.wav"), Segment("rec", 1.2, 2.5)).size
+    with pytest.raises(VocodeError, match="'c'"):
+        counts("c")
+    (tmp_path / "utt2num_samples").write_text("a 100\nb 1.5\n")
+    with pytest.raises(VocodeError, match="'b'.*not a sample count"):
+        SampleCounts(tmp_path / "utt2num_samples", 16000)
+
+
 @pytest.fixture
 def mel_set(tmp_path, flac, speech, log_mels):
     """A kaldi scp of three real log-mels plus a matching wav.scp and utt2num_samples."""
@@ -294,6 +334,13 @@ def test_cli_jobs_merge_and_resume(tmp_path, mel_set, speech, cfg):
         assert sf.info(out2 / "wav" / f"{u}.wav").frames == speech[u].size
     settings = json.loads((out2 / "vocode_config.json").read_text())
     assert settings["vocoder"]["n_iter"] == 32 and settings["exact_lengths"]
+    # concurrent workers write exactly what one worker writes
+    out3 = tmp_path / "voc3"
+    assert run_cli("--mel_scp", d / "mel.scp", "--out_dir", out3, "--lengths_from",
+                   data / "utt2num_samples", "--fbank_config", REPO / "conf" / "fbank.yaml",
+                   "--config", REPO / "conf" / "vocoder.yaml", "--num_threads", 2) == 0
+    for u in utts:
+        assert (out3 / "wav" / f"{u}.wav").read_bytes() == (out2 / "wav" / f"{u}.wav").read_bytes()
 
 
 def test_cli_errors_name_the_utterance(tmp_path, mel_set, capsys, log_mels):
@@ -319,6 +366,12 @@ def test_cli_errors_name_the_utterance(tmp_path, mel_set, capsys, log_mels):
                    REPO / "conf" / "fbank.yaml", "--config", REPO / "conf" / "vocoder.yaml") == 1
     err = capsys.readouterr().err
     assert f"'{utts[1]}'" in err and "NaN" in err
+    # frames of the wrong dimension
+    with kaldiio.WriteHelper(f"ark,scp:{d}/dim.ark,{d}/dim.scp") as w:
+        w(utts[2], log_mels[utts[2]][:, :40])
+    assert run_cli("--mel_scp", d / "dim.scp", "--out_dir", tmp_path / "o5", "--fbank_config",
+                   REPO / "conf" / "fbank.yaml", "--config", REPO / "conf" / "vocoder.yaml") == 1
+    assert f"'{utts[2]}' has 40-dim frames" in capsys.readouterr().err
     # resuming a directory with other settings would mix outputs
     cfg2 = tmp_path / "v.yaml"
     cfg2.write_text("n_iter: 1\n")

@@ -11,10 +11,14 @@ utterance independent of its batch mates (the result equals running it alone, to
 the target magnitude is zero on padded frames, the STFT of each estimate reflect-pads every
 utterance at its *own* end, and the inverse STFT's window normalisation counts only the
 utterance's own frames. The initial phase of each utterance comes from its own generator.
+
+The second half vocodes a kaldi scp of log-mels into a directory of WAV files in resumable jobs
+(``python -m espnet_probe.bin.vocode``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -23,9 +27,10 @@ import re
 import struct
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import kaldiio
 import numpy as np
@@ -42,9 +47,10 @@ from espnet_probe.utils.fileio import atomic_open, shard
 
 logger = logging.getLogger(__name__)
 
-# Negative magnitudes are meaningless; the pseudo-inverse rings slightly below zero between filter
-# centres and outside fmin..fmax, so its output is clamped at this floor (zero, not a small
-# positive value: bins no filter covers should stay silent rather than gain a noise floor).
+# Negative magnitudes are meaningless, and the pseudo-inverse dips below zero where a log-mel
+# changes sharply between neighbouring filters (0.16 % of in-band bins of real speech, 4e-6 of
+# the energy), so its output is clamped at this floor. Zero rather than a small positive value:
+# bins no filter covers (below fmin, above fmax) come back exactly zero and should stay silent.
 MAGNITUDE_FLOOR = 0.0
 _PHASE_EPS = 1e-12  # guards the phase of an all-zero STFT bin (padding, out-of-band bins)
 INIT_PHASES = ("random", "zero")
@@ -57,7 +63,7 @@ class VocoderConfig:
     init_phase: str = "random"
     seed: int = 0
     peak_limit: float = 0.99
-    batch_frames: int = 12000
+    batch_frames: int = 1000
     max_batch: int = 16
 
     @classmethod
@@ -98,7 +104,9 @@ def mel_pinv(cfg: FbankConfig) -> torch.Tensor:
 
     Shared between calls: do not modify it in place.
     """
-    fb = mel_filterbank(cfg).astype(np.float64)  # pinv in float64: the filters are ill-conditioned
+    # float64: the lowest filters are narrower than an FFT bin, so the filterbank is rank
+    # deficient (79 of 80 for conf/fbank.yaml) and its small singular values need the precision
+    fb = mel_filterbank(cfg).astype(np.float64)
     return torch.from_numpy(np.linalg.pinv(fb).T.astype(np.float32))
 
 
@@ -247,7 +255,8 @@ def griffin_lim(magnitude, cfg: FbankConfig, n_iter: int = 32, momentum: float =
     frames, samples = _frame_counts(mag.shape[0], mag.shape[1], cfg.hop_length, lengths,
                                     num_frames)
     framing = _BatchFraming(cfg, frames, samples)
-    target = mag[:, :framing.n_frames] * framing.frame_mask[:, :, None]
+    # where, not a product: inf * 0 on a padded frame would be NaN and leak through the OLA
+    target = torch.where(framing.frame_mask[:, :, None], mag[:, :framing.n_frames], 0.0)
     bad = [i for i, t in enumerate(frames) if not torch.isfinite(target[i, :t]).all()]
     if bad:
         raise ValueError(f"utterance #{bad[0]}: magnitude has NaN or infinite values")
@@ -338,6 +347,36 @@ def vocode(log_mel_batch: Sequence, lengths: Sequence[int] | None, cfg: FbankCon
 
 # ---------------------------------------------------------------------------------------------
 # Vocoding a kaldi scp of log-mels into DIR/wav/<utt>.wav, in resumable jobs.
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Set torch's intra-op thread count for a block, then restore it."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def parallel_map(fn, items: Sequence, workers: int) -> Iterator:
+    """fn over items on ``workers`` Python threads, each running torch single-threaded; yields
+    results in order. Torch ops release the GIL, so this uses ``workers`` cores. On 2 idle
+    cores this is about as fast as 2 intra-op torch threads (bench/RESULTS_griffinlim.md), but
+    when other processes share the cores, intra-op barriers stall (single runs up to 100x
+    slower than idle were measured) while independent workers slow down only in proportion."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with torch_threads(1), ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(fn, item) for item in items]
+        try:
+            for fut in futures:
+                yield fut.result()
+        finally:
+            for fut in futures:
+                fut.cancel()
 
 
 class VocodeError(RuntimeError):
@@ -459,9 +498,10 @@ def _check_settings(out_dir: Path, settings: dict) -> None:
 
 def vocode_scp(mel_scp: str | Path, out_dir: str | Path, cfg: FbankConfig,
                vocoder_cfg: VocoderConfig, lengths_from: str | Path | None = None,
-               nj: int = 1, job: int | None = None) -> dict:
+               nj: int = 1, job: int | None = None, workers: int = 1) -> dict:
     """Vocode this job's share of ``mel_scp`` into out_dir/wav/<utt>.wav and list them in
-    out_dir/wav.scp (wav.<job>.scp for a job); already written utterances are kept."""
+    out_dir/wav.scp (wav.<job>.scp for a job); already written utterances are kept.
+    ``workers`` batches run at once, each on one torch thread (see parallel_map)."""
     mel_scp, out_dir = Path(mel_scp), Path(out_dir)
     entries = read_table(mel_scp)
     if not entries:
@@ -499,30 +539,33 @@ def vocode_scp(mel_scp: str | Path, out_dir: str | Path, cfg: FbankConfig,
                               f"{1 + samples // cfg.hop_length} frames): mismatched files")
         todo.append(_Item(utt, entries[utt], frames, samples))
 
+    def run(batch: list[_Item]) -> tuple[float, int]:
+        mels = []
+        for it in batch:
+            try:
+                mels.append(kaldiio.load_mat(it.loc))
+            except (OSError, ValueError) as e:
+                raise VocodeError(f"{mel_scp}: utterance '{it.utt}': cannot read "
+                                  f"{it.loc} ({e})") from None
+        lengths = [it.samples for it in batch] if counts is not None else None
+        try:
+            wavs, gains = vocode(mels, lengths, cfg, vocoder_cfg,
+                                 utt_ids=[it.utt for it in batch], return_gains=True)
+        except ValueError as e:
+            raise VocodeError(f"{mel_scp}: {e}") from None
+        for it, wav in zip(batch, wavs):
+            write_wav(wav_dir / f"{it.utt}.wav", wav, cfg.sample_rate)
+        return sum(w.size for w in wavs) / cfg.sample_rate, sum(g < 1.0 for g in gains)
+
     start = time.perf_counter()
     seconds, rescaled = 0.0, 0
     batches = length_batches(todo, [it.frames for it in todo], vocoder_cfg.batch_frames,
                              vocoder_cfg.max_batch)
     desc = "vocode" + (f" job {job}/{nj}" if job is not None else "")
     with tqdm(total=len(todo), desc=desc, unit="utt", file=sys.stderr, mininterval=2) as bar:
-        for batch in batches:
-            mels = []
-            for it in batch:
-                try:
-                    mels.append(kaldiio.load_mat(it.loc))
-                except (OSError, ValueError) as e:
-                    raise VocodeError(f"{mel_scp}: utterance '{it.utt}': cannot read "
-                                      f"{it.loc} ({e})") from None
-            lengths = [it.samples for it in batch] if counts is not None else None
-            try:
-                wavs, gains = vocode(mels, lengths, cfg, vocoder_cfg,
-                                     utt_ids=[it.utt for it in batch], return_gains=True)
-            except ValueError as e:
-                raise VocodeError(f"{mel_scp}: {e}") from None
-            for it, wav, gain in zip(batch, wavs, gains):
-                write_wav(wav_dir / f"{it.utt}.wav", wav, cfg.sample_rate)
-                seconds += wav.size / cfg.sample_rate
-                rescaled += gain < 1.0
+        for batch, (secs, n_scaled) in zip(batches, parallel_map(run, batches, workers)):
+            seconds += secs
+            rescaled += n_scaled
             bar.update(len(batch))
     elapsed = time.perf_counter() - start
     write_table(out_dir / _wav_scp_name(job), {u: str(wav_dir / f"{u}.wav") for u in utts})

@@ -1,7 +1,8 @@
 """Speaker-verification EER / minDCF of a set of utterances with the GE2E encoder.
 
-  python -m espnet_probe.bin.score_speaker --wav_scp exp/.../wav/wav.scp --trials data/test/trials \\
-      --out exp/.../scores/speaker_ge2e [--nj 2] [--n_boot 1000] [--seed 0] [--p_target 0.01]
+  python -m espnet_probe.bin.score_speaker --wav_scp exp/.../wav/wav.scp \\
+      --trials data/test/trials --out exp/.../scores/speaker_ge2e \\
+      [--nj 2] [--n_boot 1000] [--seed 0] [--p_target 0.01] [--c_miss 1] [--c_fa 1]
 
 Embeds every utterance named in the trials (an utterance missing from wav.scp is an error),
 scores each trial by cosine similarity and writes OUT/embeddings.npz (utts, embeddings, status,

@@ -5,6 +5,7 @@
       --config conf/vocoder.yaml --lengths_from data/test/wav.scp
   ... --nj 4 --job 2     # one job of four (run under ${cmd} JOB=1:4): writes wav.2.scp
   ... --nj 4 --merge     # join wav.{1..4}.scp into wav.scp once all jobs finished
+  ... --num_threads 2    # one job using two cores (batches run side by side)
 
 Writes OUT_DIR/wav/<utt>.wav (16-bit PCM) and OUT_DIR/wav.scp; re-running skips utterances
 already written. --lengths_from gives exact output lengths: a wav.scp (*.scp; a segments file
@@ -19,11 +20,10 @@ import json
 import logging
 import sys
 
-import torch
-
 from espnet_probe.audio.features import FbankConfig
 from espnet_probe.audio.io import AudioError
-from espnet_probe.audio.vocoder import VocodeError, VocoderConfig, merge_wav_scps, vocode_scp
+from espnet_probe.audio.vocoder import (VocodeError, VocoderConfig, merge_wav_scps, torch_threads,
+                                        vocode_scp)
 from espnet_probe.data.kaldi_dir import DataDirError
 
 
@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nj", type=int, default=1)
     p.add_argument("--job", type=int, help="which job to run (1-based); writes wav.JOB.scp")
     p.add_argument("--merge", action="store_true", help="merge wav.{1..nj}.scp into wav.scp")
-    p.add_argument("--num_threads", type=int, default=0, help="torch threads (0: torch default)")
+    p.add_argument("--num_threads", type=int, default=1,
+                   help="batches vocoded at once, one torch thread each (keep nj x this <= cores)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -48,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give either --job or --merge, not both")
     if args.nj > 1 and args.job is None and not args.merge:
         p.error(f"--nj {args.nj} needs --job J (one job) or --merge")
-    if args.num_threads > 0:
-        torch.set_num_threads(args.num_threads)
+    if args.num_threads < 1:
+        p.error("--num_threads must be >= 1")
 
     try:
         if args.merge:
@@ -57,8 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cfg = FbankConfig.from_yaml(args.fbank_config)
             vocoder_cfg = VocoderConfig.from_yaml(args.config)
-            summary = vocode_scp(args.mel_scp, args.out_dir, cfg, vocoder_cfg, args.lengths_from,
-                                 args.nj, args.job)
+            # parallelism comes from concurrent batches, not intra-op threads (parallel_map)
+            with torch_threads(1):
+                summary = vocode_scp(args.mel_scp, args.out_dir, cfg, vocoder_cfg,
+                                     args.lengths_from, args.nj, args.job, args.num_threads)
     except (VocodeError, AudioError, DataDirError, ValueError) as e:
         print(f"vocode: error: {e}", file=sys.stderr)
         return 1

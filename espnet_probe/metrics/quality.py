@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from espnet_probe.audio.io import SAMPLE_RATE, load_audio
 from espnet_probe.data.kaldi_dir import DataDirError, read_table
+from espnet_probe.metrics import blas_threads, entry_fingerprint
 from espnet_probe.utils.fileio import atomic_open, shard
 
 METRICS = ("stoi", "estoi", "pesq")
@@ -121,25 +122,14 @@ def read_pairs(ref_scp: str | Path, est_scp: str | Path,
     missing = sorted(set(ref) - set(est))
     if missing and not allow_subset:
         raise DataDirError(f"{est_scp}: {len(missing)} utterances of {ref_scp} have no estimate "
-                           f"(e.g. '{missing[0]}'); pass allow_subset to score only those present")
+                           f"(e.g. '{missing[0]}'); give --allow_subset to score only those present")
     return [(u, ref[u], est[u]) for u in sorted(est)]
-
-
-def _entry_fingerprint(entry: str) -> str:
-    # A path's size and mtime change when the audio is regenerated; a pipe is taken as is.
-    if not entry.rstrip().endswith("|"):
-        try:
-            st = os.stat(entry)
-            return f"{entry}:{st.st_size}:{st.st_mtime_ns}"
-        except OSError:
-            pass
-    return entry
 
 
 def shard_digest(items: list[tuple[str, str, str]], metrics, max_len_diff: int) -> str:
     h = hashlib.sha1(json.dumps([list(metrics), max_len_diff, SAMPLE_RATE]).encode())
     for utt, r, e in items:
-        h.update(f"{utt}\t{_entry_fingerprint(r)}\t{_entry_fingerprint(e)}\n".encode())
+        h.update(f"{utt}\t{entry_fingerprint(r)}\t{entry_fingerprint(e)}\n".encode())
     return h.hexdigest()
 
 
@@ -169,8 +159,9 @@ def run_job(ref_scp, est_scp, out_dir, nj: int = 1, job: int = 1, metrics=METRIC
         except (QualityError, json.JSONDecodeError):
             pass  # unreadable: redo it
     failed = 0
-    with atomic_open(path) as f:
-        f.write(json.dumps({"digest": digest, "nj": nj, "job": job, "metrics": list(metrics)}) + "\n")
+    with atomic_open(path) as f, blas_threads(1):
+        header = {"digest": digest, "nj": nj, "job": job, "metrics": list(metrics)}
+        f.write(json.dumps(header) + "\n")
         for utt, ref_entry, est_entry in tqdm(items, desc=f"quality job {job}/{nj}",
                                               file=sys.stderr, mininterval=2):
             ref = load_audio(utt, ref_entry)

@@ -239,15 +239,3 @@ def read_trials(path: str | Path) -> Trials:
     if not pairs:
         raise TrialsError(f"{path}: no trials")
     return Trials(pairs=pairs)
-
-
-def check_trials_against(trials: Trials, utt2spk: dict[str, str], source: str) -> None:
-    """Labels must agree with utt2spk (guards against a trials list of another data set)."""
-    for a, b, t in trials.pairs:
-        for u in (a, b):
-            if u not in utt2spk:
-                raise TrialsError(f"trial utterance '{u}' is not in {source}")
-        if (utt2spk[a] == utt2spk[b]) != t:
-            raise TrialsError(f"trial {a} {b} is labelled {'target' if t else 'nontarget'} but "
-                              f"{source} says the speakers are {utt2spk[a]} and {utt2spk[b]}")
-
