@@ -71,6 +71,16 @@ def pick_utterances(root: Path, n: int, lo: float, hi: float) -> list[Path]:
     return picked
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def ours_batched(mags, lengths, cfg, vc, n_iter, workers, one_batch=False):
     """As the vocode tool runs: length-sorted batches (conf/vocoder.yaml limits) on workers;
     one_batch puts every utterance in a single padded batch instead."""
@@ -166,7 +176,7 @@ def main() -> int:
           f"n_iter={ARGS.n_iter}, momentum={vc.momentum}, random init (seed {vc.seed}), "
           f"n_fft={cfg.n_fft} win={cfg.win_length} hop={cfg.hop_length} hann, "
           f"{ARGS.threads} threads, best of {ARGS.repeats} interleaved runs.")
-    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    print(f"Machine: {cpu_model()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, librosa {librosa.__version__}, numpy {np.__version__}; "
           f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after.\n")
     print("| method | wall (s) | CPU (s) | x real time | speed-up vs librosa one at a time | "
