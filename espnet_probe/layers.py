@@ -22,10 +22,12 @@ Supported encoders:
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Union
 
+import numpy as np
 import torch
 
 from espnet_probe.asr.blstm import LayerOutput, zero_padding
@@ -67,8 +69,13 @@ def load_asr_model(
     ``checkpoint`` may be a plain state dict (``valid.loss.best.pth``,
     ``N epoch.pth``) or a trainer ``checkpoint.pth`` (``{"model": ...}``).
     Unlike ESPnet's loader, parameter names must match exactly: a silently
-    half-loaded model would make every probe meaningless.
+    half-loaded model would make every probe meaningless.  The global_mvn
+    statistics travel in the checkpoint, so a moved or deleted stats file
+    (config.yaml keeps the path used in training) is not needed.
     """
+    import argparse
+
+    import yaml
     from espnet2.tasks.asr import ASRTask
 
     register_encoders()
@@ -76,13 +83,19 @@ def load_asr_model(
     for what, path in (("config", config), ("checkpoint", checkpoint)):
         if not path.is_file():
             raise FileNotFoundError(f"ASR {what} not found: {path}")
-    _check_stats_file(config)
-    model, _ = ASRTask.build_model_from_file(config, None, device)
+    with config.open(encoding="utf-8") as f:
+        conf = yaml.safe_load(f)
+    if not isinstance(conf, dict):
+        raise ValueError(f"{config}: not an ESPnet training config (no mapping)")
     state = torch.load(checkpoint, map_location=device, weights_only=False)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict):
         raise ValueError(f"{checkpoint}: not a state dict (got {type(state).__name__})")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _stand_in_stats(conf, state, config, Path(tmp))
+        model = ASRTask.build_model(argparse.Namespace(**conf)).to(device)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(
@@ -94,19 +107,26 @@ def load_asr_model(
     return model
 
 
-def _check_stats_file(config: Path) -> None:
-    """global_mvn reads its stats file at build time; say which config names it."""
-    import yaml
-
-    with config.open(encoding="utf-8") as f:
-        conf = yaml.safe_load(f) or {}
-    if conf.get("normalize") == "global_mvn":
-        stats = (conf.get("normalize_conf") or {}).get("stats_file")
-        if stats is None or not Path(stats).is_file():
-            raise FileNotFoundError(
-                f"{config}: normalize_conf.stats_file {stats!r} does not exist "
-                "(paths in config.yaml are relative to where training ran)"
-            )
+def _stand_in_stats(conf: dict, state: dict, config: Path, tmp: Path) -> None:
+    """If global_mvn's stats file is gone, build from the checkpoint's own mean/std."""
+    if conf.get("normalize") != "global_mvn":
+        return
+    norm_conf = dict(conf.get("normalize_conf") or {})
+    stats = norm_conf.get("stats_file")
+    if stats is not None and Path(stats).is_file():
+        return
+    if "normalize.mean" not in state or "normalize.std" not in state:
+        raise FileNotFoundError(
+            f"{config}: normalize_conf.stats_file {stats!r} does not exist and the "
+            "checkpoint has no normalize.mean/std to stand in for it"
+        )
+    log.info("stats file %s not found; global_mvn statistics come from the checkpoint", stats)
+    mean = state["normalize.mean"].double().cpu().numpy()
+    std = state["normalize.std"].double().cpu().numpy()
+    path = tmp / "feats_stats.npz"
+    np.savez(path, count=np.array(1.0), sum=mean, sum_square=std**2 + mean**2)
+    norm_conf["stats_file"] = str(path)
+    conf["normalize_conf"] = norm_conf
 
 
 @torch.no_grad()

@@ -217,7 +217,7 @@ def test_configs_parse_and_build_ctc_only_models(tmp_path, name, encoder_class, 
          "--normalize_conf", f"stats_file={stats}", "--output_dir", str(tmp_path / "exp")]
     )
     assert args.input_size == 240 and args.model_conf["ctc_weight"] == 1.0
-    assert args.decoder is None and args.normalize == "global_mvn"
+    assert args.decoder is None and args.normalize == "global_mvn" and args.token_type == "bpe"
     if args.encoder_conf.get("hidden_size", 0) > 256:  # paper scale: check sizes, skip 100M params
         assert args.encoder_conf["hidden_size"] == 1024
         cls = register_encoders()[args.encoder]

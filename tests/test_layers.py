@@ -176,6 +176,9 @@ def test_load_asr_model_errors(tmp_path):
     torch.save({}, ckpt)
     with pytest.raises(FileNotFoundError, match="gone.npz"):
         load_asr_model(cfg, ckpt)
+    torch.save([1, 2], ckpt)
+    with pytest.raises(ValueError, match="not a state dict"):
+        load_asr_model(cfg, ckpt)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,8 +234,9 @@ def test_train_one_epoch_save_and_reload(tmp_path):
     from espnet_probe.bin import asr_train
 
     c = make_tiny_corpus(tmp_path / "data")
+    # characters instead of the config's BPE: no sentencepiece model needed for random text
     common = ["--config", str(CONF / "vgg_blstm_small.yaml"), "--token_list", str(c["tokens"]),
-              "--ngpu", "0", *TINY_VGG, *data_args(c)]
+              "--token_type", "char", "--ngpu", "0", *TINY_VGG, *data_args(c)]
     stats_dir = tmp_path / "exp" / "asr_stats"
     # ESPnet's collect-stats pass, through the real command line (registration at import)
     proc = subprocess.run(
@@ -284,3 +288,13 @@ def test_train_one_epoch_save_and_reload(tmp_path):
     assert torch.equal(layers[-1].hidden, out)
     again = extract_layers(load_asr_model(exp / "config.yaml", exp / "checkpoint.pth"), x, lens)
     assert all(torch.equal(a.hidden, b.hidden) for a, b in zip(layers, again))
+    # the stats file may move after training: the checkpoint carries mean and std
+    stats.rename(stats.with_suffix(".moved"))
+    moved = extract_layers(load_asr_model(exp / "config.yaml", exp / "1epoch.pth"), x, lens)
+    assert all(torch.equal(a.hidden, b.hidden) for a, b in zip(layers, moved))
+
+    # a checkpoint of another architecture is refused, not half-loaded
+    wrong = {k: v for k, v in saved.items() if not k.startswith("encoder.blstm.rnns.4")}
+    torch.save(wrong, tmp_path / "wrong.pth")
+    with pytest.raises(ValueError, match="does not match"):
+        load_asr_model(exp / "config.yaml", tmp_path / "wrong.pth")

@@ -2,7 +2,25 @@
 
 Exactly ``python -m espnet2.bin.asr_train`` (every ESPnet option: --config,
 --collect_stats, --resume, --ngpu, DDP ...) plus ``encoder: vgg_blstm`` and
-``encoder: blstm``.  See conf/asr/*.yaml.
+``encoder: blstm``.  The configs in conf/asr/ hold the model and optimisation;
+the command line gives the data (features as kaldi_ark, (T, 240) per utterance),
+the token list (and --bpemodel for token_type bpe), the CMVN stats and output_dir:
+
+  python -m espnet_probe.bin.asr_train --config conf/asr/vgg_blstm_small.yaml \\
+      --ngpu 0 --token_list TOKENS [--bpemodel BPE.model] \\
+      --normalize_conf stats_file=STATS.npz \\
+      --train_data_path_and_name_and_type DUMP/train/feats.scp,speech,kaldi_ark \\
+      --train_data_path_and_name_and_type DUMP/train/text,text,text \\
+      --train_shape_file DUMP/train/feats_shape \\
+      --valid_data_path_and_name_and_type DUMP/dev/feats.scp,speech,kaldi_ark \\
+      --valid_data_path_and_name_and_type DUMP/dev/text,text,text \\
+      --valid_shape_file DUMP/dev/feats_shape \\
+      --output_dir EXP/asr_vgg_blstm_small [--resume true]
+
+STATS.npz is either the feature stage's cmvn.npz or ESPnet's own collect-stats
+pass: the same command with ``--collect_stats true --normalize none
+--output_dir EXP/asr_stats`` (no stats_file), which writes
+EXP/asr_stats/train/feats_stats.npz.
 """
 
 from __future__ import annotations
