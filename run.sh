@@ -27,8 +27,8 @@ test_snrs="20 10 0"
 # Features (stage 3)
 fbank_config=${probe_root}/conf/fbank.yaml
 # ASR (stages 4-6)
-token_type=char             # char | bpe
-nbpe=300                    # BPE vocabulary size when token_type=bpe
+token_type=""               # char | bpe; empty: each ASR config's own token_type (char if unset)
+nbpe=100                    # sentencepiece BPE vocabulary size
 asr_configs="${probe_root}/conf/asr/vgg_blstm_small.yaml ${probe_root}/conf/asr/blstm_small.yaml"
 asr_config=""               # a single config instead of asr_configs (e.g. conformer_small.yaml)
 asr_trainings="baseline robust"   # baseline: clean training set; robust: clean + noisy copy
@@ -57,7 +57,7 @@ Options (defaults in brackets):
   --musan_dir [${musan_dir:-synthetic}] --augment_config [${augment_config}]
   --test_snrs ["${test_snrs}"]
   --fbank_config [${fbank_config}]
-  --token_type [${token_type}] --nbpe [${nbpe}]
+  --token_type [${token_type:-from each ASR config}] --nbpe [${nbpe}]
   --asr_configs ["${asr_configs}"]  --asr_config (one config instead)
   --asr_trainings ["${asr_trainings}"] --asr_args ["${asr_args}"] --ngpu [${ngpu}]
   --asr_parallel [${asr_parallel}]
@@ -130,30 +130,39 @@ if run_stage 3; then
 fi
 
 if [ -n "${asr_config}" ]; then asr_configs=${asr_config}; fi
-token_dir=${dumpdir}/tokens/${token_type}
-bpemodel=""
-if [ "${token_type}" = bpe ]; then token_dir+=${nbpe}; bpemodel=${token_dir}/bpe.model; fi
-token_list=${token_dir}/tokens.txt
+# Output units belong to a model: the pure BLSTM's last layers run at 12.5 frames/s, too slow
+# for LibriSpeech's ~14 characters/s, so its paper-scale config asks for BPE.
+config_token_type() {
+  [ -n "${token_type}" ] && { echo "${token_type}"; return; }
+  python -c 'import sys, yaml; print((yaml.safe_load(open(sys.argv[1])) or {}).get("token_type") or "char")' "$1"
+}
+token_dir() { if [ "$1" = bpe ]; then echo "${dumpdir}/tokens/bpe${nbpe}"; else echo "${dumpdir}/tokens/$1"; fi; }
 asr_tag() { echo "asr_$(basename "$1" .yaml)_$2"; }   # config, training
 asr_train_set() { if [ "$1" = robust ]; then echo "${robust_set}"; else echo "${train_set}"; fi; }
 
 if run_stage 4; then
-  log "Stage 4: ${token_type} token list from ${train_set}"
-  python -m espnet_probe.bin.make_tokens --text "${datadir}/${train_set}/text" \
-    --token_type "${token_type}" --nbpe "${nbpe}" --out_dir "${token_dir}"
+  types=$(for config in ${asr_configs}; do config_token_type "${config}"; done | sort -u | xargs)
+  log "Stage 4: token lists (${types}) from ${train_set}"
+  for type in ${types}; do
+    python -m espnet_probe.bin.make_tokens --text "${datadir}/${train_set}/text" \
+      --token_type "${type}" --nbpe "${nbpe}" --out_dir "$(token_dir "${type}")"
+  done
 fi
 
 if run_stage 5; then
   log "Stage 5: ASR training: $(for c in ${asr_configs}; do basename "$c" .yaml; done | xargs) x {${asr_trainings}}"
   pids=()
   for config in ${asr_configs}; do
+    type=$(config_token_type "${config}")
+    bpemodel=""
+    [ "${type}" = bpe ] && bpemodel=$(token_dir bpe)/bpe.model
     for training in ${asr_trainings}; do
       while [ "$(jobs -rp | wc -l)" -ge "${asr_parallel}" ]; do sleep 2; done
       "${probe_root}/local/asr_train.sh" --config "${config}" \
         --exp "${expdir}/$(asr_tag "${config}" "${training}")" --model "$(basename "${config}" .yaml)" \
         --training "${training}" --train_set "$(asr_train_set "${training}")" \
-        --valid_set "${valid_set}" --featdir "${dumpdir}/fbank" --token_list "${token_list}" \
-        --token_type "${token_type}" --bpemodel "${bpemodel}" --ngpu "${ngpu}" \
+        --valid_set "${valid_set}" --featdir "${dumpdir}/fbank" \
+        --token_list "$(token_dir "${type}")/tokens.txt" --token_type "${type}" --bpemodel "${bpemodel}" --ngpu "${ngpu}" \
         --asr_args "${asr_args}" --cmd "${cuda_cmd}" &
       pids+=($!)
     done

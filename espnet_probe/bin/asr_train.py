@@ -17,6 +17,9 @@ the token list (and --bpemodel for token_type bpe), the CMVN stats and output_di
       --valid_shape_file DUMP/dev/feats_shape \\
       --output_dir EXP/asr_vgg_blstm_small [--resume true]
 
+A config may grow its encoder layer by layer first (``encoder_pretraining``, see
+espnet_probe.asr.pretraining): each stage is one more ESPnet run under output_dir/pretrain/.
+
 STATS.npz is either the feature stage's cmvn.npz or ESPnet's own collect-stats
 pass: the same command with ``--collect_stats true --normalize none
 --output_dir EXP/asr_stats`` (no stats_file), which writes
@@ -25,6 +28,9 @@ EXP/asr_stats/train/feats_stats.npz.
 
 from __future__ import annotations
 
+import sys
+
+from espnet_probe.asr.pretraining import run_with_pretraining
 from espnet_probe.asr.register import register_encoders
 
 # At import time on purpose: multi-GPU training spawns workers that re-import
@@ -42,7 +48,7 @@ def main(argv=None):
     from espnet2.tasks.asr import ASRTask
 
     register_encoders()
-    ASRTask.main(cmd=argv)
+    run_with_pretraining(sys.argv[1:] if argv is None else argv, lambda cmd: ASRTask.main(cmd=cmd))
 
 
 if __name__ == "__main__":
