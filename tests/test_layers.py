@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from espnet_probe.asr import register_encoders
+from espnet_probe.asr.pretraining import espnet_config
 from espnet_probe.layers import encoder_layers, extract_layers, layer_table, load_asr_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +39,7 @@ def build_model(tmp_path: Path, config: str, *overrides: str):
     tokens = tmp_path / "tokens.txt"
     tokens.write_text("<blank>\n<unk>\n<space>\na\nb\n<sos/eos>\n", encoding="utf-8")
     args = ASRTask.get_parser().parse_args(
-        ["--config", str(CONF / config), "--token_list", str(tokens),
+        ["--config", str(espnet_config(CONF / config, tmp_path / "asr.yaml")), "--token_list", str(tokens),
          "--normalize_conf", f"stats_file={stats}", "--output_dir", str(tmp_path), *overrides]
     )
     torch.manual_seed(0)
@@ -81,8 +82,9 @@ def test_vgg_blstm_model_layers_start_with_normalised_input(tmp_path):
 
 
 def test_blstm_model_layers(tmp_path):
+    # the paper's schedule (blstm.yaml, downsampling after layers 2, 3, 4), tiny sizes
     model = build_model(
-        tmp_path, "blstm_small.yaml", "--encoder_conf", "hidden_size=8",
+        tmp_path, "blstm.yaml", "--encoder_conf", "hidden_size=8",
         "--encoder_conf", "projection_size=8",
     )
     x, lens = feats_batch([33, 20])
@@ -234,8 +236,8 @@ def test_train_one_epoch_save_and_reload(tmp_path):
     from espnet_probe.bin import asr_train
 
     c = make_tiny_corpus(tmp_path / "data")
-    # characters instead of the config's BPE: no sentencepiece model needed for random text
-    common = ["--config", str(CONF / "vgg_blstm_small.yaml"), "--token_list", str(c["tokens"]),
+    common = ["--config", str(espnet_config(CONF / "vgg_blstm_small.yaml", tmp_path / "asr.yaml")),
+              "--token_list", str(c["tokens"]),
               "--token_type", "char", "--ngpu", "0", *TINY_VGG, *data_args(c)]
     stats_dir = tmp_path / "exp" / "asr_stats"
     # ESPnet's collect-stats pass, through the real command line (registration at import)

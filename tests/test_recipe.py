@@ -5,9 +5,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import json
+
 import kaldiio
 import numpy as np
 import pytest
+import yaml
 
 from conftest import REPO
 from espnet_probe.data.kaldi_dir import load_data_dir
@@ -71,6 +74,32 @@ def test_default_run_builds_data_and_features_on_embedded_corpus(tmp_path, recip
     again = subprocess.run(["./run.sh", "--stage", "3", "--stop_stage", "3"], cwd=recipe,
                            env=recipe_env, capture_output=True, text=True)
     assert again.returncode == 0 and again.stderr.count("already complete, skipped") == 7
+
+    # ASR stages with a tiny VGG-BLSTM (one pretraining stage, one epoch each): the stage
+    # plumbing, not the accuracy, is under test here.
+    conf = yaml.safe_load((REPO / "conf" / "asr" / "vgg_blstm_small.yaml").read_text())
+    conf["encoder_conf"].update(conv_channels=[4, 4, 8, 8], hidden_size=16, projection_size=16)
+    conf["encoder_pretraining"] = {"layers": [1], "epochs": 1}
+    conf["max_epoch"] = 1
+    tiny = tmp_path / "tiny_vgg.yaml"
+    tiny.write_text(yaml.safe_dump(conf))
+    asr = subprocess.run(["./run.sh", "--stage", "4", "--stop_stage", "6", "--asr_config", str(tiny)],
+                         cwd=recipe, env=recipe_env, capture_output=True, text=True)
+    assert asr.returncode == 0, asr.stderr[-3000:]
+    for training in ("baseline", "robust"):
+        exp = recipe / "exp" / f"asr_tiny_vgg_{training}"
+        assert (exp / ".done").exists() and (exp / "pretrain" / "L1" / "1epoch.pth").exists()
+        info = yaml.safe_load((exp / "probe_info.yaml").read_text())
+        assert info["training"] == training and info["train_set"] == (
+            "train" if training == "baseline" else "train_robust")
+        for condition in ("test", "test_snr20", "test_snr10", "test_snr0"):
+            result = json.loads((exp / f"decode_{condition}" / "result.json").read_text())
+            assert result["utterances"] == 128 and 0.0 <= result["cer"]["rate"] <= 200.0
+    table = (recipe / "exp" / "asr_results.md").read_text()
+    assert "tiny_vgg" in table and "robust" in table
+    rerun = subprocess.run(["./run.sh", "--stage", "5", "--stop_stage", "5", "--asr_config", str(tiny)],
+                           cwd=recipe, env=recipe_env, capture_output=True, text=True)
+    assert rerun.returncode == 0 and rerun.stderr.count("already trained, skipped") == 2
 
 
 def test_librispeech_recipe_on_shared_data(tmp_path, recipe_env, librispeech_dir, musan_mini_dir):

@@ -73,6 +73,15 @@ def parse_schedule(conf: dict, config_path: str) -> Optional[Schedule]:
     return Schedule(layers=layers, epochs=epochs)
 
 
+def espnet_config(config: str | Path, out: str | Path) -> Path:
+    """Write ``config`` without our pretraining key to ``out``: a file ESPnet's parser accepts."""
+    with open(config) as f:
+        conf = yaml.safe_load(f) or {}
+    with atomic_open(out, "w") as f:
+        yaml.safe_dump({k: v for k, v in conf.items() if k != CONFIG_KEY}, f, sort_keys=False)
+    return Path(out)
+
+
 def _option(argv: Sequence[str], name: str) -> Optional[str]:
     """The value of the last ``--name value`` / ``--name=value`` in argv."""
     value = None
@@ -125,8 +134,7 @@ def run_with_pretraining(argv: Sequence[str], run: Callable[[List[str]], None]) 
     out.mkdir(parents=True, exist_ok=True)
     stripped = out / "asr_config.yaml"  # what ESPnet reads: the config minus our key
     if _is_rank0():
-        with atomic_open(stripped, "w") as f:
-            yaml.safe_dump({k: v for k, v in conf.items() if k != CONFIG_KEY}, f, sort_keys=False)
+        espnet_config(config, stripped)
     base = _replace_option(argv, "--config", str(stripped))
     subsample = (conf.get("encoder_conf") or {}).get("subsample")
 

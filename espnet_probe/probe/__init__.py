@@ -1,0 +1,1 @@
+"""Frame-wise probes of ASR layers."""

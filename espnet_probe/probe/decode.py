@@ -1,0 +1,150 @@
+"""Probe decoding: every probed layer's predicted log-mel for a feature set, as ark/scp.
+
+Writes ``<out_dir>/<layer>/mel.{ark,scp}`` (float32 (T, n_mels), T = the input's frames) and
+``<out_dir>/summary.json`` with, per layer, the L1 to the log-mel the encoder heard and, when
+the set has a ``target.scp`` (noisy sets: the clean log-mel), the L1 to the clean log-mel.
+The directory is built under a temporary name and swapped in whole; a finished directory with
+the same settings is kept as it is on re-runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import kaldiio
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from espnet_probe.utils.fileio import atomic_dir
+
+log = logging.getLogger(__name__)
+
+
+class ProbeDecodeError(RuntimeError):
+    """The feature set or probe model cannot be decoded as asked."""
+
+
+def _load_scp(path: Path) -> Dict[str, str]:
+    entries: Dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            parts = line.split(maxsplit=1)
+            if len(parts) != 2:
+                raise ProbeDecodeError(f"{path}:{n}: expected '<utt> <ark:offset>', got {line.strip()!r}")
+            entries[parts[0]] = parts[1].strip()
+    if not entries:
+        raise ProbeDecodeError(f"{path} is empty")
+    return entries
+
+
+def _batches(lengths: Dict[str, int], batch_frames: int) -> List[List[str]]:
+    """Utterances sorted by length, packed so a padded batch stays under batch_frames."""
+    batches, current = [], []
+    for utt in sorted(lengths, key=lambda u: (lengths[u], u)):
+        if current and lengths[utt] * (len(current) + 1) > batch_frames:
+            batches.append(current)
+            current = []
+        current.append(utt)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _check_matrix(mat: np.ndarray, utt: str, where: Path, dim: Optional[int]) -> None:
+    if mat.ndim != 2 or mat.shape[0] == 0 or (dim is not None and mat.shape[1] != dim):
+        raise ProbeDecodeError(f"{where}: utterance {utt} has shape {mat.shape}, expected (T>0, {dim})")
+    if not np.isfinite(mat).all():
+        raise ProbeDecodeError(f"{where}: utterance {utt} has NaN/inf values")
+
+
+def decode_set(model, feats_dir: str | Path, out_dir: str | Path, batch_frames: int = 20000,
+               settings: Optional[dict] = None) -> dict:
+    """Run every probe of ``model`` (a ProbeModel) over ``feats_dir/feats.scp``."""
+    feats_dir, out_dir = Path(feats_dir), Path(out_dir)
+    settings = dict(settings or {}, feats=str(feats_dir / "feats.scp"))
+    done = out_dir / ".done"
+    if done.exists() and json.loads(done.read_text()) == settings:
+        log.info("%s: already decoded, skipped", out_dir)
+        return json.loads((out_dir / "summary.json").read_text())
+
+    feats_scp = feats_dir / "feats.scp"
+    if not feats_scp.is_file():
+        raise ProbeDecodeError(f"no feats.scp in {feats_dir}")
+    feats = _load_scp(feats_scp)
+    target_scp = feats_dir / "target.scp"
+    targets = _load_scp(target_scp) if target_scp.is_file() else None
+    if targets is not None and set(targets) != set(feats):
+        raise ProbeDecodeError(
+            f"{target_scp} and {feats_scp} list different utterances "
+            f"(e.g. {sorted(set(targets) ^ set(feats))[:3]})")
+    n_mels = model.n_mels
+    mats = {}
+    for utt, loc in feats.items():
+        mat = kaldiio.load_mat(loc)
+        _check_matrix(mat, utt, feats_scp, None)
+        mats[utt] = np.array(mat, dtype=np.float32)  # writable, for torch.from_numpy
+    lengths = {utt: m.shape[0] for utt, m in mats.items()}
+
+    sums = {name: {"heard": 0.0, "clean": 0.0} for name in model.layer_names}
+    total_frames = 0
+    model.eval()
+    with atomic_dir(out_dir) as tmp:
+        writers = {}
+        for name in model.layer_names:
+            (tmp / name).mkdir()
+            writers[name] = kaldiio.WriteHelper(f"ark,scp:{tmp / name / 'mel.ark'},{tmp / name / 'mel.scp'}")
+        try:
+            for batch in tqdm(_batches(lengths, batch_frames), desc=f"probe_decode {feats_dir.name}",
+                              unit="batch", mininterval=5, disable=None):
+                longest = max(lengths[u] for u in batch)
+                x = torch.zeros(len(batch), longest, mats[batch[0]].shape[1])
+                for i, utt in enumerate(batch):
+                    x[i, : lengths[utt]] = torch.from_numpy(mats[utt])
+                lens = torch.tensor([lengths[u] for u in batch])
+                with torch.no_grad():
+                    preds = model.predict(x, lens)
+                for i, utt in enumerate(batch):
+                    t = lengths[utt]
+                    heard = mats[utt][:, :n_mels]
+                    clean = None
+                    if targets is not None:
+                        clean = kaldiio.load_mat(targets[utt])
+                        _check_matrix(clean, utt, target_scp, n_mels)
+                        if clean.shape[0] != t:
+                            raise ProbeDecodeError(
+                                f"{target_scp}: utterance {utt} has {clean.shape[0]} frames, "
+                                f"its features {t}")
+                    for name, pred in preds.items():
+                        mel = pred[i, :t].numpy().astype(np.float32)
+                        writers[name](utt, mel)
+                        sums[name]["heard"] += float(np.abs(mel - heard).sum())
+                        if clean is not None:
+                            sums[name]["clean"] += float(np.abs(mel - clean).sum())
+                    total_frames += t
+        finally:
+            for w in writers.values():
+                w.close()
+        for name in model.layer_names:  # scp entries must name the final location
+            scp = tmp / name / "mel.scp"
+            final_ark = out_dir / name / "mel.ark"
+            lines = []
+            for line in scp.read_text().splitlines():
+                utt, loc = line.split(maxsplit=1)
+                lines.append(f"{utt} {final_ark}:{loc.rsplit(':', 1)[1]}")
+            scp.write_text("\n".join(lines) + "\n")
+        denom = total_frames * n_mels
+        summary = {
+            "set": feats_dir.name, "utterances": len(mats), "frames": total_frames,
+            "layers": {
+                name: {"l1_heard": round(s["heard"] / denom, 5),
+                       **({"l1_clean": round(s["clean"] / denom, 5)} if targets is not None else {})}
+                for name, s in sums.items()
+            },
+        }
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=1))
+        (tmp / ".done").write_text(json.dumps(settings))
+    return summary

@@ -1,0 +1,107 @@
+"""ESPnet task that trains the frame-wise layer probes on a frozen ASR model.
+
+A real ``AbsTask``: ESPnet's trainer, YAML configs, --resume, checkpoints, DDP through
+``espnet2.bin.launch`` and ``build_model_from_file`` all work as for any ESPnet task.
+
+Data: ``speech`` = the feature ark the ASR model was trained on ((T, 240): log-mel | delta |
+accel), and for ``target: clean`` also ``target`` = the clean log-mel ark of the same
+utterance ((T, 80), dump/fbank/<set>/target.scp).
+
+Task options:
+  --asr_train_config / --asr_model_file   the frozen ASR model (config.yaml + checkpoint)
+  --asr_init trained|random               random = the control: encoder re-initialised (seeded)
+  --layers all | name ...                 which layers to probe (input = the features, "layer 0")
+  --target heard|clean                    L1 to the log-mel the encoder heard (default) or clean
+  --probe_conf hidden_size=256 highway_layers=4
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Callable, Collection, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from espnet2.tasks.abs_task import AbsTask
+from espnet2.train.collate_fn import CommonCollateFn
+from espnet2.train.trainer import Trainer
+from espnet2.utils.nested_dict_action import NestedDictAction
+from espnet2.utils.types import str_or_none
+
+from espnet_probe.layers import load_asr_model
+from espnet_probe.probe.model import ProbeModel, probe_layer_specs, reinitialise_encoder
+
+
+class ProbeTask(AbsTask):
+    num_optimizers: int = 1
+    class_choices_list = []
+    trainer = Trainer
+
+    @classmethod
+    def add_task_arguments(cls, parser: argparse.ArgumentParser):
+        group = parser.add_argument_group(description="Probe related")
+        group.add_argument("--asr_train_config", type=str_or_none, default=None,
+                           help="config.yaml of the trained ESPnet ASR model to probe")
+        group.add_argument("--asr_model_file", type=str_or_none, default=None,
+                           help="its checkpoint (e.g. valid.loss.ave.pth)")
+        group.add_argument("--asr_init", choices=["trained", "random"], default="trained",
+                           help="random: the control, the encoder re-initialised with --seed")
+        group.add_argument("--layers", type=str, nargs="+", default=["all"],
+                           help="'all' or layer names (python -m espnet_probe.bin.probe_train "
+                                "--list_layers CONFIG CHECKPOINT prints them)")
+        group.add_argument("--target", choices=["heard", "clean"], default="heard",
+                           help="heard: the log-mel the encoder was given (noisy for noisy data); "
+                                "clean: the 'target' data entry")
+        group.add_argument("--feat_dim", type=int, default=240,
+                           help="feature size of 'speech' (240 = log-mel + delta + accel)")
+        group.add_argument("--n_mels", type=int, default=80, help="mel bins of the target")
+        group.add_argument("--probe_conf", action=NestedDictAction,
+                           default={"hidden_size": 256, "highway_layers": 4},
+                           help="LayerProbe options: hidden_size, highway_layers")
+
+    @classmethod
+    def build_collate_fn(cls, args: argparse.Namespace, train: bool
+                         ) -> Callable[[Collection[Tuple[str, Dict[str, np.ndarray]]]],
+                                       Tuple[List[str], Dict[str, torch.Tensor]]]:
+        return CommonCollateFn(float_pad_value=0.0, int_pad_value=-1)
+
+    @classmethod
+    def build_preprocess_fn(cls, args: argparse.Namespace, train: bool
+                            ) -> Optional[Callable[[str, Dict[str, np.ndarray]], Dict[str, np.ndarray]]]:
+        return None
+
+    @classmethod
+    def required_data_names(cls, train: bool = True, inference: bool = False) -> Tuple[str, ...]:
+        return ("speech",)
+
+    @classmethod
+    def optional_data_names(cls, train: bool = True, inference: bool = False) -> Tuple[str, ...]:
+        return ("target",)
+
+    @classmethod
+    def build_model(cls, args: argparse.Namespace) -> ProbeModel:
+        if not args.asr_train_config or not args.asr_model_file:
+            raise ValueError("the probe task needs --asr_train_config and --asr_model_file")
+        asr = load_asr_model(args.asr_train_config, args.asr_model_file)
+        if args.asr_init == "random":
+            reinitialise_encoder(asr, seed=args.seed)
+        layers = list(args.layers)
+        wanted = "all" if layers == ["all"] else layers
+        specs = probe_layer_specs(asr, args.feat_dim, wanted)
+        conf = dict(args.probe_conf or {})
+        unknown = set(conf) - {"hidden_size", "highway_layers"}
+        if unknown:
+            raise ValueError(f"--probe_conf: unknown option(s) {sorted(unknown)}; "
+                             "known: hidden_size, highway_layers")
+        return ProbeModel(asr, specs, target=args.target, n_mels=args.n_mels, **conf)
+
+    @classmethod
+    def build_optimizers(cls, args: argparse.Namespace, model: torch.nn.Module) -> List[torch.optim.Optimizer]:
+        from espnet2.tasks.abs_task import optim_classes
+
+        optim_class = optim_classes.get(args.optim)
+        if optim_class is None:
+            raise ValueError(f"--optim must be one of {list(optim_classes)}: {args.optim}")
+        # only the probes learn; the ASR model is frozen
+        params = [p for p in model.parameters() if p.requires_grad]
+        return [optim_class(params, **args.optim_conf)]

@@ -1,0 +1,187 @@
+"""The probe: frame-wise Highway probes, their ESPnet task, training and decoding."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from conftest import LIBRISPEECH, need
+from espnet_probe.asr.pretraining import espnet_config
+from espnet_probe.audio.features import FbankConfig, LogMelExtractor
+from espnet_probe.probe.model import LayerProbe, ProbeModel, masked_l1, probe_layer_specs
+from test_layers import build_model, write_stats
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+
+@pytest.mark.parametrize("rate", [1, 2, 4, 8])
+@pytest.mark.parametrize("num_frames", [37, 40, 64])
+def test_downsampled_layer_is_upsampled_to_the_input_length(rate, num_frames):
+    probe = LayerProbe(input_size=12, rate=rate, hidden_size=16, n_mels=80)
+    t_layer = -(-num_frames // rate)  # ceil: frame skipping / ceil-mode pooling
+    out = probe(torch.randn(2, t_layer, 12), num_frames)
+    assert out.shape == (2, num_frames, 80)
+    # a conv front end that drops edge frames gives fewer: the last frame is repeated
+    short = probe(torch.randn(2, max(1, t_layer - 2), 12), num_frames)
+    assert short.shape == (2, num_frames, 80)
+    assert torch.equal(short[:, -1], short[:, -2])
+
+
+def test_probe_sees_no_neighbouring_frame():
+    torch.manual_seed(0)
+    probe = LayerProbe(input_size=10, rate=1, hidden_size=32).eval()
+    x = torch.randn(1, 20, 10)
+    y = probe(x, 20)
+    for t in range(19):
+        changed = x.clone()
+        changed[:, t + 1] += 5.0 * torch.randn(10)
+        y2 = probe(changed, 20)
+        assert torch.equal(y2[:, : t + 1], y[:, : t + 1]), f"frame {t} moved when frame {t + 1} changed"
+        assert not torch.equal(y2[:, t + 1], y[:, t + 1])
+    # an upsampled layer: output frame t depends only on hidden frame t // rate
+    up = LayerProbe(input_size=10, rate=4, hidden_size=32).eval()
+    h = torch.randn(1, 5, 10)
+    base = up(h, 20)
+    h2 = h.clone()
+    h2[:, 3] += 1.0
+    moved = (up(h2, 20) - base).abs().sum(-1)[0] > 0
+    assert moved.nonzero().flatten().tolist() == [12, 13, 14, 15]
+
+
+def test_masked_l1_ignores_padding():
+    pred = torch.zeros(2, 5, 3)
+    target = torch.ones(2, 5, 3)
+    target[1, 3:] = 100.0  # padding of the second utterance
+    assert masked_l1(pred, target, torch.tensor([5, 3])).item() == pytest.approx(1.0)
+
+
+def test_probe_model_freezes_asr_and_reports_every_layer(tmp_path):
+    asr = build_model(tmp_path, "blstm_small.yaml", "--encoder_conf", "hidden_size=8",
+                      "--encoder_conf", "projection_size=8")
+    specs = probe_layer_specs(asr, 240)
+    assert [s[0] for s in specs] == ["input"] + [f"blstm{k}" for k in range(1, 6)]
+    assert [s[2] for s in specs] == [1, 1, 1, 2, 4, 4]
+    model = ProbeModel(asr, specs, hidden_size=16).train()
+    assert not asr.training and all(not p.requires_grad for p in asr.parameters())
+    x = 1.0 + 2.0 * torch.randn(2, 50, 240)
+    lens = torch.tensor([50, 33])
+    loss, stats, weight = model(speech=x, speech_lengths=lens)
+    assert set(stats) == {"loss"} | {f"l1_{s[0]}" for s in specs}
+    assert loss.item() == pytest.approx(sum(stats[f"l1_{s[0]}"].item() for s in specs), rel=1e-5)
+    loss.backward()
+    assert all(p.grad is None for p in asr.parameters())
+    assert all(p.grad is not None for p in model.probes.parameters())
+    preds = model.predict(x, lens)
+    assert all(p.shape == (2, 50, 80) and p[1, 33:].abs().sum() == 0 for p in preds.values())
+    with pytest.raises(ValueError, match="unknown layer"):
+        probe_layer_specs(asr, 240, ["blstm9"])
+    with pytest.raises(ValueError, match="needs a 'target'"):
+        ProbeModel(asr, specs, target="clean")(speech=x, speech_lengths=lens)
+
+
+def real_features(root: Path, n_utts: int = 24) -> Path:
+    """(T, 240) features of real LibriSpeech utterances as a dump dir (feats.scp, feats_shape)."""
+    flacs = sorted(need(LIBRISPEECH / "train-clean-5").rglob("*.flac"))[:n_utts]
+    extractor = LogMelExtractor(FbankConfig())
+    root.mkdir(parents=True)
+    shapes = []
+    with kaldiio.WriteHelper(f"ark,scp:{root}/feats.ark,{root}/feats.scp") as w:
+        for flac in flacs:
+            wav, sr = soundfile.read(flac, dtype="float32")
+            assert sr == 16000
+            feats, _ = extractor(wav[: 16000 * 4])  # 4 s is plenty per utterance
+            w[flac.stem] = feats
+            shapes.append(f"{flac.stem} {feats.shape[0]},{feats.shape[1]}")
+    (root / "feats_shape").write_text("\n".join(shapes) + "\n")
+    stats = np.concatenate(list(kaldiio.load_scp(str(root / "feats.scp")).values()))
+    np.savez(root / "cmvn.npz", count=np.array(len(stats)), sum=stats.sum(0), sum_square=(stats**2).sum(0))
+    return root
+
+
+@pytest.mark.integration
+def test_probe_task_trains_through_espnet_and_decodes(tmp_path):
+    """ESPnet trainer end to end on real speech: the layer-0 probe beats the mean mel."""
+    import yaml
+    from espnet2.tasks.asr import ASRTask
+
+    from espnet_probe.asr import register_encoders
+    from espnet_probe.bin import probe_decode, probe_train
+
+    feats = real_features(tmp_path / "dump")
+    # an untrained tiny ASR model saved the way ESPnet saves one
+    asr_dir = tmp_path / "asr"
+    asr_dir.mkdir()
+    register_encoders()
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("<blank>\n<unk>\n<space>\na\n<sos/eos>\n")
+    args = ASRTask.get_parser().parse_args(
+        ["--config", str(espnet_config(ROOT / "conf/asr/vgg_blstm_small.yaml", tmp_path / "asr.yaml")),
+         "--token_list", str(tokens),
+         "--normalize_conf", f"stats_file={feats / 'cmvn.npz'}", "--output_dir", str(asr_dir),
+         "--encoder_conf", "conv_channels=[4,4,4,4]", "--encoder_conf", "hidden_size=8",
+         "--encoder_conf", "projection_size=8"])
+    asr = ASRTask.build_model(args)
+    (asr_dir / "config.yaml").write_text(yaml.safe_dump(vars(args)))
+    torch.save(asr.state_dict(), asr_dir / "model.pth")
+
+    exp = tmp_path / "probe"
+    data = [f"{feats}/feats.scp,speech,kaldi_ark"]
+    probe_train.main([
+        "--config", str(ROOT / "conf/probe/probe_small.yaml"), "--ngpu", "0",
+        "--asr_train_config", str(asr_dir / "config.yaml"), "--asr_model_file", str(asr_dir / "model.pth"),
+        "--layers", "input", "blstm5", "--probe_conf", "hidden_size=64",
+        "--train_data_path_and_name_and_type", data[0], "--train_shape_file", str(feats / "feats_shape"),
+        "--valid_data_path_and_name_and_type", data[0], "--valid_shape_file", str(feats / "feats_shape"),
+        "--batch_bins", "400000", "--max_epoch", "12", "--optim_conf", "lr=0.005",
+        "--output_dir", str(exp)])
+    assert (exp / "valid.loss.best.pth").exists() and (exp / "config.yaml").exists()
+
+    out = tmp_path / "decode"
+    assert probe_decode.main(["--probe_exp", str(exp), "--feats_dir", str(feats), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["layers"]) == {"input", "blstm5"} and summary["utterances"] == 24
+
+    mels = {u: m[:, :80] for u, m in kaldiio.load_scp(str(feats / "feats.scp")).items()}
+    pred = dict(kaldiio.load_scp(str(out / "input" / "mel.scp")))
+    assert set(pred) == set(mels) and all(pred[u].shape == mels[u].shape for u in mels)
+    allmel = np.concatenate(list(mels.values()))
+    mean_l1 = float(np.abs(allmel - allmel.mean(0)).mean())
+    l1_input = summary["layers"]["input"]["l1_heard"]
+    assert l1_input == pytest.approx(
+        float(np.mean(np.concatenate([np.abs(pred[u] - mels[u]) for u in mels]))), rel=1e-3)
+    assert l1_input < 0.6 * mean_l1, (l1_input, mean_l1)
+
+    # re-running decodes nothing; a NaN in the features is reported with its utterance
+    assert probe_decode.main(["--probe_exp", str(exp), "--feats_dir", str(feats), "--out", str(out)]) == 0
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    with kaldiio.WriteHelper(f"ark,scp:{bad}/feats.ark,{bad}/feats.scp") as w:
+        m = np.zeros((30, 240), dtype=np.float32)
+        m[3, 7] = np.nan
+        w["utt_nan"] = m
+    assert probe_decode.main(["--probe_exp", str(exp), "--feats_dir", str(bad), "--out", str(tmp_path / "o")]) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_random_encoder_control_changes_only_the_encoder(tmp_path):
+    from espnet_probe.probe.model import reinitialise_encoder
+
+    asr = build_model(tmp_path, "blstm_small.yaml", "--encoder_conf", "hidden_size=8",
+                      "--encoder_conf", "projection_size=8")
+    before = {k: v.clone() for k, v in asr.state_dict().items()}
+    reinitialise_encoder(asr, seed=3)
+    after = asr.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("encoder.") for k in changed)
+    again = build_model(tmp_path, "blstm_small.yaml", "--encoder_conf", "hidden_size=8",
+                        "--encoder_conf", "projection_size=8")
+    reinitialise_encoder(again, seed=3)
+    assert all(torch.equal(after[k], again.state_dict()[k]) for k in after)
