@@ -34,7 +34,15 @@ asr_config=""               # a single config instead of asr_configs (e.g. confo
 asr_trainings="baseline robust"   # baseline: clean training set; robust: clean + noisy copy
 asr_args=""                 # extra ESPnet trainer options, e.g. "--max_epoch 30"
 ngpu=0
-asr_parallel=2              # ASR models trained at once (each with 1 thread on a CPU)
+asr_parallel=2              # ASR models (and probes) trained at once (1 thread each on a CPU)
+# Probes (stages 7-9)
+probe_config=${probe_root}/conf/probe/probe_small.yaml
+probe_train_set=""          # default: <train>_robust, clean + noisy, so every probe has heard
+                            # the conditions it decodes (the baseline ASR models included)
+probe_controls=true         # also probe a randomly initialised encoder of each architecture
+probe_args=""               # extra ESPnet options for probe training, e.g. "--max_epoch 10"
+vocoder_config=${probe_root}/conf/vocoder.yaml
+vocode_max_utts=32          # utterances vocoded per test condition (speakers in turn); 0 = all
 datadir=data
 dumpdir=dump
 expdir=exp
@@ -49,6 +57,9 @@ Stages:
   4  tokens    token list of the training text (characters, or sentencepiece BPE)
   5  asr_train CTC encoders x {baseline, robust} through ESPnet's trainer
   6  asr_decode greedy CTC decoding of every test condition, WER/CER, Table 1
+  7  probe_train frame-wise Highway probes on every layer of each ASR model (+ random encoders)
+  8  probe_decode predicted log-mel per layer and condition (+ the oracle: the input's own mel)
+  9  vocode    Griffin-Lim audio per layer and condition
 Options (defaults in brackets):
   --stage [${stage}] --stop_stage [${stop_stage}] --nj [${nj}] --seed [${seed}]
   --local_data_script [${local_data_script}] --local_data_opts ["${local_data_opts}"]
@@ -61,6 +72,9 @@ Options (defaults in brackets):
   --asr_configs ["${asr_configs}"]  --asr_config (one config instead)
   --asr_trainings ["${asr_trainings}"] --asr_args ["${asr_args}"] --ngpu [${ngpu}]
   --asr_parallel [${asr_parallel}]
+  --probe_config [${probe_config}] --probe_train_set [${probe_train_set:-<train>_robust}]
+  --probe_controls [${probe_controls}] --probe_args ["${probe_args}"]
+  --vocoder_config [${vocoder_config}] --vocode_max_utts [${vocode_max_utts}]
   --datadir [${datadir}] --dumpdir [${dumpdir}] --expdir [${expdir}]
 Job backend: cmd.sh (local runner by default; Kaldi queue.pl / slurm.pl on a cluster).
 HELP
@@ -188,6 +202,83 @@ if run_stage 6; then
     done
   done
   python -m espnet_probe.bin.asr_results --exps "${exps[@]}" --out "${expdir}/asr_results"
+fi
+
+probe_train_set=${probe_train_set:-${robust_set}}
+asr_checkpoint() {
+  for name in valid.loss.ave.pth valid.loss.best.pth; do
+    [ -e "$1/${name}" ] && { echo "$1/${name}"; return; }
+  done
+  log "no trained ASR model in $1 (run stage 5)"; exit 1
+}
+# probe experiments: "<probe exp> <asr exp> <trained|random>"
+probe_jobs=()
+for config in ${asr_configs}; do
+  for training in ${asr_trainings}; do
+    tag=$(asr_tag "${config}" "${training}")
+    probe_jobs+=("${expdir}/probe_${tag#asr_} ${expdir}/${tag} trained")
+  done
+  if [ "${probe_controls}" = true ]; then
+    first_training=${asr_trainings%% *}
+    probe_jobs+=("${expdir}/probe_$(basename "${config}" .yaml)_random ${expdir}/$(asr_tag "${config}" "${first_training}") random")
+  fi
+done
+decode_sets=""
+for t in ${test_sets} ${noisy_test_sets}; do decode_sets+=" ${dumpdir}/fbank/${t}"; done
+
+if run_stage 7; then
+  log "Stage 7: probe training (${#probe_jobs[@]} experiments) on ${probe_train_set}"
+  pids=()
+  for job in "${probe_jobs[@]}"; do
+    read -r pexp aexp init <<< "${job}"
+    while [ "$(jobs -rp | wc -l)" -ge "${asr_parallel}" ]; do sleep 2; done
+    "${probe_root}/local/probe_train.sh" --config "${probe_config}" --exp "${pexp}" \
+      --asr_config "${aexp}/config.yaml" --asr_model "$(asr_checkpoint "${aexp}")" --asr_init "${init}" \
+      --train_set "${probe_train_set}" --valid_set "${valid_set}" --featdir "${dumpdir}/fbank" \
+      --ngpu "${ngpu}" --probe_args "${probe_args}" --cmd "${cuda_cmd}" &
+    pids+=($!)
+  done
+  failed=0
+  for pid in "${pids[@]}"; do wait "${pid}" || failed=$((failed + 1)); done
+  [ "${failed}" -eq 0 ] || { log "${failed} probe training(s) failed"; exit 1; }
+fi
+
+if run_stage 8; then
+  log "Stage 8: probe decoding of${decode_sets}"
+  pids=()
+  for job in "${probe_jobs[@]}"; do
+    read -r pexp _ _ <<< "${job}"
+    while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
+    # shellcheck disable=SC2086
+    ${decode_cmd} "${pexp}/log/probe_decode.log" \
+      python -m espnet_probe.bin.probe_decode --probe_exp "${pexp}" --feats_dir ${decode_sets} &
+    pids+=($!)
+  done
+  # shellcheck disable=SC2086
+  ${decode_cmd} "${expdir}/probe_oracle/log/probe_decode.log" \
+    python -m espnet_probe.bin.probe_decode --oracle --out_root "${expdir}/probe_oracle" \
+      --feats_dir ${decode_sets} &
+  pids+=($!)
+  failed=0
+  for pid in "${pids[@]}"; do wait "${pid}" || failed=$((failed + 1)); done
+  [ "${failed}" -eq 0 ] || { log "${failed} probe decoding job(s) failed, see ${expdir}/probe_*/log"; exit 1; }
+fi
+
+if run_stage 9; then
+  log "Stage 9: vocoding every layer (${vocode_max_utts:-all} utts per condition)"
+  pids=()
+  for pexp in $(for job in "${probe_jobs[@]}"; do echo "${job%% *}"; done) "${expdir}/probe_oracle"; do
+    while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
+    ${train_cmd} "${pexp}/log/vocode.log" \
+      python -m espnet_probe.bin.vocode_layers --data "${datadir}" --max_utts "${vocode_max_utts}" \
+        --fbank_config "${fbank_config}" --config "${vocoder_config}" \
+        --decode_dirs $(for t in ${test_sets} ${noisy_test_sets}; do echo "${pexp}/decode_${t}"; done) &
+    pids+=($!)
+  done
+  failed=0
+  for pid in "${pids[@]}"; do wait "${pid}" || failed=$((failed + 1)); done
+  [ "${failed}" -eq 0 ] || { log "${failed} vocoding job(s) failed, see ${expdir}/probe_*/log/vocode.log"; exit 1; }
+  log "Stage 9: $(find "${expdir}" -path '*/decode_*/*/wav/*.wav' | wc -l) wavs under ${expdir}/probe_*"
 fi
 
 log "Finished stages ${stage}..${stop_stage}"

@@ -144,8 +144,8 @@ def test_probe_task_trains_through_espnet_and_decodes(tmp_path):
         "--output_dir", str(exp)])
     assert (exp / "valid.loss.best.pth").exists() and (exp / "config.yaml").exists()
 
-    out = tmp_path / "decode"
-    assert probe_decode.main(["--probe_exp", str(exp), "--feats_dir", str(feats), "--out", str(out)]) == 0
+    out = exp / "decode_dump"
+    assert probe_decode.main(["--probe_exp", str(exp), "--feats_dir", str(feats)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["layers"]) == {"input", "blstm5"} and summary["utterances"] == 24
 
@@ -160,15 +160,21 @@ def test_probe_task_trains_through_espnet_and_decodes(tmp_path):
     assert l1_input < 0.6 * mean_l1, (l1_input, mean_l1)
 
     # re-running decodes nothing; a NaN in the features is reported with its utterance
-    assert probe_decode.main(["--probe_exp", str(exp), "--feats_dir", str(feats), "--out", str(out)]) == 0
+    mtime = (out / "input" / "mel.ark").stat().st_mtime
+    assert probe_decode.main(["--probe_exp", str(exp), "--feats_dir", str(feats)]) == 0
+    assert (out / "input" / "mel.ark").stat().st_mtime == mtime
+    # the oracle "layer" is the heard log-mel itself
+    assert probe_decode.main(["--oracle", "--out_root", str(tmp_path / "oracle"), "--feats_dir", str(feats)]) == 0
+    oracle = dict(kaldiio.load_scp(str(tmp_path / "oracle" / "decode_dump" / "original" / "mel.scp")))
+    assert all(np.array_equal(oracle[u], mels[u]) for u in mels)
     bad = tmp_path / "bad"
     bad.mkdir()
     with kaldiio.WriteHelper(f"ark,scp:{bad}/feats.ark,{bad}/feats.scp") as w:
         m = np.zeros((30, 240), dtype=np.float32)
         m[3, 7] = np.nan
         w["utt_nan"] = m
-    assert probe_decode.main(["--probe_exp", str(exp), "--feats_dir", str(bad), "--out", str(tmp_path / "o")]) == 1
-    assert not (tmp_path / "o").exists()
+    assert probe_decode.main(["--probe_exp", str(exp), "--feats_dir", str(bad)]) == 1
+    assert not (exp / "decode_bad").exists()
 
 
 def test_random_encoder_control_changes_only_the_encoder(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from espnet_probe.data.kaldi_dir import load_data_dir
+from espnet_probe.data.kaldi_dir import load_data_dir, read_table
 
 pytestmark = pytest.mark.integration
 
@@ -100,6 +100,36 @@ def test_default_run_builds_data_and_features_on_embedded_corpus(tmp_path, recip
     rerun = subprocess.run(["./run.sh", "--stage", "5", "--stop_stage", "5", "--asr_config", str(tiny)],
                            cwd=recipe, env=recipe_env, capture_output=True, text=True)
     assert rerun.returncode == 0 and rerun.stderr.count("already trained, skipped") == 2
+
+    # Probe stages: trained and random-encoder probes, decoding, the oracle and vocoding.
+    probe = subprocess.run(
+        ["./run.sh", "--stage", "7", "--stop_stage", "9", "--asr_config", str(tiny),
+         "--probe_args", "--max_epoch 1 --probe_conf hidden_size=16", "--vocode_max_utts", "4"],
+        cwd=recipe, env=recipe_env, capture_output=True, text=True)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    layers = ["input", "cnn1", "cnn2", "pool1", "cnn3", "cnn4", "pool2"] + [f"blstm{k}" for k in range(1, 6)]
+    conditions = ["test", "test_snr20", "test_snr10", "test_snr0"]
+    test_dir = load_data_dir(recipe / "data" / "test")
+    for name in ("probe_tiny_vgg_baseline", "probe_tiny_vgg_robust", "probe_tiny_vgg_random"):
+        pexp = recipe / "exp" / name
+        assert (pexp / ".done").exists()
+        for condition in conditions:
+            decode = pexp / f"decode_{condition}"
+            summary = json.loads((decode / "summary.json").read_text())
+            assert list(summary["layers"]) == layers and summary["utterances"] == 128
+            vocoded = (decode / "vocoded_utts").read_text().split()
+            assert len(vocoded) == 4 and len({test_dir.utt2spk[u] for u in vocoded}) == 4
+            for layer in layers:
+                mel = _load_scp(recipe, f"exp/{name}/decode_{condition}/{layer}/mel.scp")
+                wavs = (decode / layer / "wav.scp").read_text().splitlines()
+                assert len(mel) == 128 and len(wavs) == 4
+    oracle = recipe / "exp" / "probe_oracle" / "decode_test_snr0"
+    assert len((oracle / "original" / "wav.scp").read_text().splitlines()) == 4
+    import soundfile
+    utt = (oracle / "vocoded_utts").read_text().split()[0]
+    wav, sr = soundfile.read(oracle / "original" / "wav" / f"{utt}.wav")
+    ref = soundfile.info(recipe / read_table(recipe / "data" / "test_snr0" / "wav.scp")[utt])
+    assert sr == 16000 and abs(len(wav) - ref.frames) <= 160
 
 
 def test_librispeech_recipe_on_shared_data(tmp_path, recipe_env, librispeech_dir, musan_mini_dir):

@@ -1,10 +1,13 @@
 """Predicted log-mel of every probed layer for one feature set (ark/scp per layer).
 
   python -m espnet_probe.bin.probe_decode --probe_exp exp/probe_vgg_blstm_small_baseline \\
-      --feats_dir dump/fbank/test_snr10 --out exp/probe_vgg_blstm_small_baseline/decode_test_snr10
+      --feats_dir dump/fbank/test dump/fbank/test_snr10
+  python -m espnet_probe.bin.probe_decode --oracle --out_root exp/probe_oracle --feats_dir ...
 
-Writes OUT/<layer>/mel.{ark,scp} and OUT/summary.json (per-layer L1 to the heard and, where the
-set has target.scp, the clean log-mel). Re-running with the same model and set does nothing.
+Writes <out_root>/decode_<set>/<layer>/mel.{ark,scp} (out_root defaults to the probe exp) and
+summary.json (per-layer L1 to the heard and, where the set has target.scp, the clean log-mel).
+--oracle writes the input's own log-mel as the single layer "original". Re-running with the
+same model and set does nothing.
 """
 
 from __future__ import annotations
@@ -27,33 +30,43 @@ def best_probe_checkpoint(exp: Path) -> Path:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--probe_exp", type=Path, required=True, help="probe_train output_dir")
+    p.add_argument("--probe_exp", type=Path, help="probe_train output_dir")
+    p.add_argument("--oracle", action="store_true", help="write the heard log-mel (no model)")
     p.add_argument("--checkpoint", type=Path, help="default: the averaged/best valid checkpoint")
-    p.add_argument("--feats_dir", type=Path, required=True, help="dump/fbank/<set>")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--feats_dir", type=Path, nargs="+", required=True, help="dump/fbank/<set> ...")
+    p.add_argument("--out_root", type=Path, help="default: --probe_exp")
     p.add_argument("--batch_frames", type=int, default=20000)
     args = p.parse_args(argv)
+    if args.oracle == (args.probe_exp is not None):
+        p.error("give either --probe_exp or --oracle")
+    if args.oracle and args.out_root is None:
+        p.error("--oracle needs --out_root")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
     import torch
 
-    from espnet_probe.probe.decode import ProbeDecodeError, decode_set
+    from espnet_probe.probe.decode import HeardMel, ProbeDecodeError, decode_set
     from espnet_probe.tasks.probe import ProbeTask
 
     register_encoders()
     torch.set_num_threads(1)
+    out_root = args.out_root or args.probe_exp
     try:
-        checkpoint = args.checkpoint or best_probe_checkpoint(args.probe_exp)
-        model, _ = ProbeTask.build_model_from_file(args.probe_exp / "config.yaml", checkpoint, "cpu")
-        summary = decode_set(model, args.feats_dir, args.out, args.batch_frames,
-                             settings={"checkpoint": str(checkpoint),
-                                       "mtime": Path(checkpoint).stat().st_mtime})
+        if args.oracle:
+            model, settings = HeardMel(), {"oracle": True}
+        else:
+            checkpoint = args.checkpoint or best_probe_checkpoint(args.probe_exp)
+            model, _ = ProbeTask.build_model_from_file(args.probe_exp / "config.yaml", checkpoint, "cpu")
+            settings = {"checkpoint": str(checkpoint), "mtime": Path(checkpoint).stat().st_mtime}
+        for feats_dir in args.feats_dir:
+            out = out_root / f"decode_{feats_dir.name}"
+            summary = decode_set(model, feats_dir, out, args.batch_frames, settings=settings)
+            print(f"probe_decode {out}: {summary['utterances']} utts, L1 "
+                  + ", ".join(f"{n} {v['l1_heard']:.3f}" for n, v in summary["layers"].items()),
+                  file=sys.stderr)
     except (ProbeDecodeError, FileNotFoundError, ValueError) as e:
         print(f"probe_decode: error: {e}", file=sys.stderr)
         return 1
-    layers = summary["layers"]
-    print(f"probe_decode {args.out}: {summary['utterances']} utts, "
-          + ", ".join(f"{n} {v['l1_heard']:.3f}" for n, v in layers.items()), file=sys.stderr)
     return 0
 
 

@@ -61,6 +61,25 @@ def _check_matrix(mat: np.ndarray, utt: str, where: Path, dim: Optional[int]) ->
         raise ProbeDecodeError(f"{where}: utterance {utt} has NaN/inf values")
 
 
+class HeardMel:
+    """Stand-in for a ProbeModel whose only "layer" returns the heard log-mel itself.
+
+    Decoding with it writes the oracle: the original (possibly noisy) log-mel, vocoded like
+    every layer so vocoder loss and probe loss can be told apart.
+    """
+
+    layer_names = ["original"]
+
+    def __init__(self, n_mels: int = 80):
+        self.n_mels = n_mels
+
+    def eval(self):
+        return self
+
+    def predict(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return {"original": speech[..., : self.n_mels]}
+
+
 def decode_set(model, feats_dir: str | Path, out_dir: str | Path, batch_frames: int = 20000,
                settings: Optional[dict] = None) -> dict:
     """Run every probe of ``model`` (a ProbeModel) over ``feats_dir/feats.scp``."""

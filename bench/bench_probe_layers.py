@@ -1,0 +1,111 @@
+"""All-layer probe training in one pass vs one run per layer (the obvious alternative).
+
+Times training steps of espnet_probe.probe.model.ProbeModel on real dumped features with a
+trained ASR model: (a) one model probing all N layers (one frozen-encoder pass feeds N probes),
+(b) N models probing one layer each, as N separate runs would. Reports the cost of (a) relative
+to one single-layer run and to the N runs together. Run from the repository root after the
+default recipe's stage 5:
+
+  tools/venv/bin/python bench/bench_probe_layers.py --asr_exp exp/asr_vgg_blstm_small_baseline \\
+      --feats dump/fbank/train/feats.scp --steps 6 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import torch
+
+from espnet_probe.layers import load_asr_model
+from espnet_probe.probe.model import ProbeModel, probe_layer_specs
+
+
+def batches(feats_scp: str, batch_frames: int, n_batches: int):
+    mats = []
+    for _, mat in kaldiio.load_scp_sequential(feats_scp):
+        mats.append(np.array(mat, dtype=np.float32))
+        if sum(len(m) for m in mats) > batch_frames * n_batches * 1.5:
+            break
+    mats.sort(key=len)
+    out, current = [], []
+    for m in mats:
+        if current and len(m) * (len(current) + 1) > batch_frames:
+            out.append(current)
+            current = []
+        current.append(m)
+    out.append(current)
+    result = []
+    for group in out[:n_batches]:
+        lens = torch.tensor([len(m) for m in group])
+        x = torch.zeros(len(group), int(lens.max()), group[0].shape[1])
+        for i, m in enumerate(group):
+            x[i, : len(m)] = torch.from_numpy(m)
+        result.append((x, lens))
+    return result
+
+
+def time_training(model: ProbeModel, data, repeats: int) -> float:
+    """Median seconds for one pass of Adam steps over ``data``."""
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    model.train()
+    x, lens = data[0]
+    model(speech=x, speech_lengths=lens)[0].backward()  # warm-up
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for x, lens in data:
+            opt.zero_grad()
+            loss, _, _ = model(speech=x, speech_lengths=lens)
+            loss.backward()
+            opt.step()
+        runs.append(time.perf_counter() - start)
+    return statistics.median(runs)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--asr_exp", type=Path, required=True)
+    p.add_argument("--feats", default="dump/fbank/train/feats.scp")
+    p.add_argument("--steps", type=int, default=6, help="batches per timed pass")
+    p.add_argument("--batch_frames", type=int, default=8000)
+    p.add_argument("--hidden_size", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    checkpoint = next(args.asr_exp / n for n in ("valid.loss.ave.pth", "valid.loss.best.pth")
+                      if (args.asr_exp / n).exists())
+    asr = load_asr_model(args.asr_exp / "config.yaml", checkpoint)
+    data = batches(args.feats, args.batch_frames, args.steps)
+    specs = probe_layer_specs(asr, data[0][0].size(-1))
+    torch.manual_seed(0)
+    all_layers = time_training(ProbeModel(asr, specs, hidden_size=args.hidden_size), data, args.repeats)
+    single = {}
+    for spec in specs:
+        torch.manual_seed(0)
+        single[spec[0]] = time_training(ProbeModel(asr, [spec], hidden_size=args.hidden_size), data,
+                                        args.repeats)
+    frames = sum(int(lens.sum()) for _, lens in data)
+    print(f"# probe training: all {len(specs)} layers in one pass vs one run per layer")
+    print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch thread, torch {torch.__version__}")
+    print(f"ASR: {args.asr_exp} ({checkpoint.name}); {len(data)} batches, {frames} frames per pass; "
+          f"probe hidden {args.hidden_size}; median of {args.repeats}")
+    print("\n| probed | s per pass |\n|---|---|")
+    print(f"| all {len(specs)} layers, one pass | {all_layers:.2f} |")
+    for name, t in single.items():
+        print(f"| {name} only | {t:.2f} |")
+    mean_single = statistics.mean(single.values())
+    print(f"\nall-layers pass / mean single-layer run: **{all_layers / mean_single:.2f}x**; "
+          f"/ most expensive single layer ({max(single, key=single.get)}): "
+          f"{all_layers / max(single.values()):.2f}x")
+    print(f"{len(specs)} separate runs: {sum(single.values()):.2f} s, "
+          f"i.e. **{sum(single.values()) / all_layers:.2f}x** the one-pass cost")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Train the layer probes of one ASR model with ESPnet's trainer (espnet_probe.bin.probe_train).
+# Resumable: ESPnet's --resume continues from checkpoint.pth; a finished experiment (.done for
+# the same settings) is skipped, changed settings start it afresh.
+set -euo pipefail
+config=""
+exp=""
+asr_config=""
+asr_model=""
+asr_init=trained       # trained | random (the control)
+train_set=""
+valid_set=""
+featdir=dump/fbank
+ngpu=0
+num_threads=1
+probe_args=""          # extra ESPnet options, e.g. "--max_epoch 10 --layers input blstm5"
+cmd="python -m espnet_probe.bin.run_jobs"
+help_message="Usage: $0 --config conf/probe/x.yaml --exp exp/probe_x --asr_config exp/asr_x/config.yaml --asr_model exp/asr_x/valid.loss.ave.pth --train_set train --valid_set dev"
+. "$(dirname "$0")/../scripts/parse_options.sh"
+
+for v in config exp asr_config asr_model train_set valid_set; do
+  [ -n "${!v}" ] || { echo "$0: --${v} is required" >&2; exit 1; }
+done
+settings="config=$(sha1sum < "${config}" | cut -c1-12) asr=$(sha1sum < "${asr_model}" | cut -c1-12) init=${asr_init} train=${train_set} valid=${valid_set} ${probe_args}"
+if [ -f "${exp}/.done" ] && [ "$(cat "${exp}/.done")" = "${settings}" ]; then
+  echo "probe ${exp}: already trained, skipped" >&2; exit 0
+fi
+if [ -f "${exp}/.settings" ] && [ "$(cat "${exp}/.settings")" != "${settings}" ]; then
+  echo "probe ${exp}: settings changed, training from scratch" >&2; rm -rf "${exp}"
+fi
+mkdir -p "${exp}"
+echo "${settings}" > "${exp}/.settings"
+rm -f "${exp}/.done"
+
+# target: clean (config or --probe_args) reads the clean log-mel of each utterance as "target"
+target=$(python -c 'import sys, yaml; print((yaml.safe_load(open(sys.argv[1])) or {}).get("target", "heard"))' "${config}")
+case " ${probe_args} " in *" --target clean "*) target=clean ;; *" --target heard "*) target=heard ;; esac
+extra=()
+if [ "${target}" = clean ]; then
+  extra+=(--train_data_path_and_name_and_type "${featdir}/${train_set}/target.scp,target,kaldi_ark"
+          --valid_data_path_and_name_and_type "${featdir}/${valid_set}/target.scp,target,kaldi_ark")
+fi
+
+start=$(date +%s)
+# shellcheck disable=SC2086
+OMP_NUM_THREADS=${num_threads} ${cmd} "${exp}/train.log" \
+  python -m espnet_probe.bin.probe_train --config "${config}" --output_dir "${exp}" \
+    --ngpu "${ngpu}" --resume true \
+    --asr_train_config "${asr_config}" --asr_model_file "${asr_model}" --asr_init "${asr_init}" \
+    --train_data_path_and_name_and_type "${featdir}/${train_set}/feats.scp,speech,kaldi_ark" \
+    --train_shape_file "${featdir}/${train_set}/feats_shape" \
+    --valid_data_path_and_name_and_type "${featdir}/${valid_set}/feats.scp,speech,kaldi_ark" \
+    --valid_shape_file "${featdir}/${valid_set}/feats_shape" "${extra[@]}" ${probe_args} \
+  || { echo "$0: probe training failed, see ${exp}/train.log" >&2; tail -n 20 "${exp}/train.log" >&2; exit 1; }
+echo "${settings}" > "${exp}/.done"
+echo "probe ${exp}: trained in $(( $(date +%s) - start )) s" >&2
