@@ -194,11 +194,18 @@ if run_stage 6; then
       exp=${expdir}/$(asr_tag "${config}" "${training}")
       exps+=("${exp}")
       for t in ${test_sets} ${noisy_test_sets}; do
+        while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
         ${decode_cmd} "${exp}/decode_${t}/decode.log" \
           python -m espnet_probe.bin.asr_decode --asr_exp "${exp}" \
-            --feats_dir "${dumpdir}/fbank/${t}" --out "${exp}/decode_${t}"
-        grep -h "asr_decode" "${exp}/decode_${t}/decode.log" >&2 || true
+            --feats_dir "${dumpdir}/fbank/${t}" --out "${exp}/decode_${t}" &
       done
+    done
+  done
+  wait
+  for exp in "${exps[@]}"; do
+    for t in ${test_sets} ${noisy_test_sets}; do
+      grep -h "asr_decode" "${exp}/decode_${t}/decode.log" >&2 \
+        || { log "decoding failed: ${exp}/decode_${t}/decode.log"; exit 1; }
     done
   done
   python -m espnet_probe.bin.asr_results --exps "${exps[@]}" --out "${expdir}/asr_results"
