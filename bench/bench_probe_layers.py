@@ -8,6 +8,9 @@ default recipe's stage 5:
 
   tools/venv/bin/python bench/bench_probe_layers.py --asr_exp exp/asr_vgg_blstm_small_baseline \\
       --feats dump/fbank/train/feats.scp --steps 6 --repeats 3
+  # paper-scale encoder shape (untrained weights: the cost does not depend on them)
+  tools/venv/bin/python bench/bench_probe_layers.py --asr_config conf/asr/vgg_blstm.yaml \
+      --stats dump/fbank/train/cmvn.npz --hidden_size 512 --steps 2 --repeats 1
 """
 
 from __future__ import annotations
@@ -50,6 +53,24 @@ def batches(feats_scp: str, batch_frames: int, n_batches: int):
     return result
 
 
+def untrained_model(config: Path, stats: str) -> torch.nn.Module:
+    import tempfile
+
+    from espnet2.tasks.asr import ASRTask
+
+    from espnet_probe.asr.pretraining import espnet_config
+    from espnet_probe.asr.register import register_encoders
+
+    register_encoders()
+    with tempfile.TemporaryDirectory() as tmp:
+        tokens = Path(tmp) / "tokens.txt"
+        tokens.write_text("<blank>\n<unk>\n<space>\na\n<sos/eos>\n")
+        args = ASRTask.get_parser().parse_args(
+            ["--config", str(espnet_config(config, Path(tmp) / "asr.yaml")), "--token_list", str(tokens),
+             "--normalize_conf", f"stats_file={stats}", "--output_dir", tmp])
+        return ASRTask.build_model(args).eval()
+
+
 def time_training(model: ProbeModel, data, repeats: int) -> float:
     """Median seconds for one pass of Adam steps over ``data``."""
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
@@ -70,7 +91,9 @@ def time_training(model: ProbeModel, data, repeats: int) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--asr_exp", type=Path, required=True)
+    p.add_argument("--asr_exp", type=Path, help="a trained ASR experiment (config.yaml + checkpoint)")
+    p.add_argument("--asr_config", type=Path, help="instead: build an untrained model of this shape")
+    p.add_argument("--stats", default="dump/fbank/train/cmvn.npz", help="CMVN stats for --asr_config")
     p.add_argument("--feats", default="dump/fbank/train/feats.scp")
     p.add_argument("--steps", type=int, default=6, help="batches per timed pass")
     p.add_argument("--batch_frames", type=int, default=8000)
@@ -78,9 +101,16 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     torch.set_num_threads(1)
-    checkpoint = next(args.asr_exp / n for n in ("valid.loss.ave.pth", "valid.loss.best.pth")
-                      if (args.asr_exp / n).exists())
-    asr = load_asr_model(args.asr_exp / "config.yaml", checkpoint)
+    if (args.asr_exp is None) == (args.asr_config is None):
+        p.error("give --asr_exp or --asr_config")
+    if args.asr_exp is not None:
+        checkpoint = next(args.asr_exp / n for n in ("valid.loss.ave.pth", "valid.loss.best.pth")
+                          if (args.asr_exp / n).exists())
+        asr = load_asr_model(args.asr_exp / "config.yaml", checkpoint)
+        source = f"{args.asr_exp} ({checkpoint.name})"
+    else:
+        asr = untrained_model(args.asr_config, args.stats)
+        source = f"{args.asr_config} (untrained, same shape)"
     data = batches(args.feats, args.batch_frames, args.steps)
     specs = probe_layer_specs(asr, data[0][0].size(-1))
     torch.manual_seed(0)
@@ -93,7 +123,7 @@ def main() -> None:
     frames = sum(int(lens.sum()) for _, lens in data)
     print(f"# probe training: all {len(specs)} layers in one pass vs one run per layer")
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch thread, torch {torch.__version__}")
-    print(f"ASR: {args.asr_exp} ({checkpoint.name}); {len(data)} batches, {frames} frames per pass; "
+    print(f"ASR: {source}; {len(data)} batches, {frames} frames per pass; "
           f"probe hidden {args.hidden_size}; median of {args.repeats}")
     print("\n| probed | s per pass |\n|---|---|")
     print(f"| all {len(specs)} layers, one pass | {all_layers:.2f} |")
