@@ -269,6 +269,8 @@ if run_stage 8; then
   failed=0
   for pid in "${pids[@]}"; do wait "${pid}" || failed=$((failed + 1)); done
   [ "${failed}" -eq 0 ] || { log "${failed} probe decoding job(s) failed, see ${expdir}/probe_*/log"; exit 1; }
+  python -m espnet_probe.bin.probe_results --out "${expdir}/probe_results" \
+    --exps $(for job in "${probe_jobs[@]}"; do echo "${job%% *}"; done)
 fi
 
 if run_stage 9; then

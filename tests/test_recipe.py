@@ -123,6 +123,8 @@ def test_default_run_builds_data_and_features_on_embedded_corpus(tmp_path, recip
                 mel = _load_scp(recipe, f"exp/{name}/decode_{condition}/{layer}/mel.scp")
                 wavs = (decode / layer / "wav.scp").read_text().splitlines()
                 assert len(mel) == 128 and len(wavs) == 4
+    results = (recipe / "exp" / "probe_results.csv").read_text().splitlines()
+    assert len(results) == 1 + 3 * len(conditions) * len(layers)
     oracle = recipe / "exp" / "probe_oracle" / "decode_test_snr0"
     assert len((oracle / "original" / "wav.scp").read_text().splitlines()) == 4
     import soundfile
