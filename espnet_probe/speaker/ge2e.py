@@ -60,8 +60,7 @@ class EmbedStats:
         return {s: sum(1 for v in self.status.values() if v == s) for s in STATUSES}
 
     def report(self) -> dict:
-        return {s: {"count": c, "ids": sorted(u for u, v in self.status.items() if v == s)}
-                for s, c in self.counts().items() if s != "ok"}
+        return GE2E.status_report(list(self.status), list(self.status.values()))
 
 
 class GE2EEncoder:
@@ -182,8 +181,12 @@ def cosine_scores(emb: dict[str, np.ndarray] | tuple[list[str], np.ndarray],
 
 # ---------------------------------------------------------------- scoring a wav.scp
 
-def _fingerprint(entries: list[tuple[str, str]]) -> str:
-    h = hashlib.sha1(b"ge2e-v1")
+GE2E_NAME = "GE2E (resemblyzer pretrained, 256-d)"
+
+
+def entries_digest(entries: list[tuple[str, str]], encoder_tag: str = "ge2e-v1") -> str:
+    """Changes when the audio, the utterance list or the encoder (``encoder_tag``) changes."""
+    h = hashlib.sha1(encoder_tag.encode())
     for utt, entry in entries:
         h.update(f"{utt}\t{entry_fingerprint(entry)}\n".encode())
     return h.hexdigest()
@@ -217,6 +220,26 @@ def embed_entries(entries: list[tuple[str, str]], nj: int = 1) -> tuple[list[str
     return utts, np.concatenate([r[1] for r in results]), [s for r in results for s in r[2]]
 
 
+@dataclass(frozen=True)
+class Embedder:
+    """A speaker encoder as the scorers see it: ``embed(entries, nj)`` -> (utts, (N, D) unit
+    vectors, statuses); ``tag`` names the encoder *and its weights* in cache digests."""
+
+    name: str
+    tag: str
+    embed: object  # Callable[[list[tuple[str, str]], int], tuple[list, np.ndarray, list]]
+    statuses: tuple = STATUSES  # "ok" first; the others are counted in result.json
+
+    def status_report(self, utts: list[str], status: list[str]) -> dict:
+        kinds = [s for s in self.statuses if s != "ok"]
+        kinds += sorted(set(status) - set(self.statuses))
+        return {k: {"count": sum(v == k for v in status),
+                    "ids": sorted(u for u, v in zip(utts, status) if v == k)} for k in kinds}
+
+
+GE2E = Embedder(GE2E_NAME, "ge2e-v1", embed_entries)
+
+
 def load_embeddings(path: Path, digest: str | None = None):
     """(utts, embeddings, statuses) from an embeddings.npz, or None if absent or stale."""
     if not path.exists():
@@ -227,11 +250,15 @@ def load_embeddings(path: Path, digest: str | None = None):
         return list(z["utts"]), z["embeddings"], list(z["status"])
 
 
-def score_speaker(wav_scp: str | Path, trials: Trials, out_dir: str | Path, nj: int = 1,
-                  n_boot: int = 1000, seed: int = 0, p_target: float = 0.01,
-                  c_miss: float = 1.0, c_fa: float = 1.0) -> dict:
-    """Embed every trial utterance of ``wav_scp``, score the trials, write the results."""
-    out_dir = Path(out_dir)
+def save_embeddings(path: Path, utts: list[str], emb: np.ndarray, status: list[str],
+                    digest: str) -> None:
+    with atomic_open(path, "wb") as f:
+        np.savez(f, utts=np.array(utts), embeddings=emb, status=np.array(status),
+                 digest=np.array(digest))
+
+
+def trial_entries(wav_scp: str | Path, trials: Trials) -> list[tuple[str, str]]:
+    """(utt, wav.scp entry) of every utterance the trials use; a missing one is an error."""
     scp = read_table(wav_scp)
     needed = trials.utterances()
     missing = [u for u in needed if u not in scp]
@@ -239,27 +266,34 @@ def score_speaker(wav_scp: str | Path, trials: Trials, out_dir: str | Path, nj: 
         named = ", ".join(f"'{u}'" for u in missing[:3])
         raise SpeakerScoringError(f"{wav_scp}: {len(missing)} trial utterances are missing "
                                   f"(e.g. {named})")
-    entries = [(u, scp[u]) for u in needed]
-    digest = _fingerprint(entries)
+    return [(u, scp[u]) for u in needed]
+
+
+def score_speaker(wav_scp: str | Path, trials: Trials, out_dir: str | Path, nj: int = 1,
+                  n_boot: int = 1000, seed: int = 0, p_target: float = 0.01,
+                  c_miss: float = 1.0, c_fa: float = 1.0, embedder: Embedder = GE2E) -> dict:
+    """Embed every trial utterance of ``wav_scp``, score the trials, write the results:
+    OUT/embeddings.npz (reused while the audio and encoder are unchanged), OUT/scores and
+    OUT/result.json."""
+    out_dir = Path(out_dir)
+    entries = trial_entries(wav_scp, trials)
+    digest = entries_digest(entries, embedder.tag)
     emb_path = out_dir / "embeddings.npz"
     cached = load_embeddings(emb_path, digest)
     if cached is not None:
         utts, emb, status = cached
         print(f"score_speaker: reusing {emb_path} ({len(utts)} embeddings)", file=sys.stderr)
     else:
-        utts, emb, status = embed_entries(entries, nj)
-        with atomic_open(emb_path, "wb") as f:
-            np.savez(f, utts=np.array(utts), embeddings=emb, status=np.array(status),
-                     digest=np.array(digest))
+        utts, emb, status = embedder.embed(entries, nj)
+        save_embeddings(emb_path, utts, emb, status, digest)
     scores = cosine_scores((utts, emb), trials)
     labels = np.array([t for *_, t in trials.pairs])
     with atomic_open(out_dir / "scores") as f:
         for (a, b, t), s in zip(trials.pairs, scores):
             f.write(f"{a} {b} {s:.8f} {'target' if t else 'nontarget'}\n")
     result = verification_result(scores, labels, n_boot, seed, p_target, c_miss, c_fa)
-    stats = EmbedStats(dict(zip(utts, status)))
-    result.update({"encoder": "GE2E (resemblyzer pretrained, 256-d)", "scoring": "cosine",
-                   "wav_scp": str(wav_scp), "n_utts": len(utts), "preprocess": stats.report()})
+    result.update({"encoder": embedder.name, "scoring": "cosine", "wav_scp": str(wav_scp),
+                   "n_utts": len(utts), "preprocess": embedder.status_report(utts, status)})
     with atomic_open(out_dir / "result.json") as f:
         json.dump(result, f, indent=1)
     return result

@@ -1,0 +1,92 @@
+"""The report of a whole experiment: scores.csv, RESULTS.md and the paper's figures.
+
+  python -m espnet_probe.bin.make_report --out exp/report \\
+      --scores exp/probe_*/scores.csv exp/probe_oracle/scores.csv exp/score_original/scores.csv \\
+      [--asr_results exp/asr_results.csv] \\
+      [--speaker_id vgg_blstm_small:baseline:exp/asr_vgg_blstm_small_baseline/speaker_id/results.csv] \\
+      [--mel_figure vgg_blstm_small:baseline:clean:exp/probe_vgg_blstm_small_baseline/decode_test ...] \\
+      [--oracle_root exp/probe_oracle] [--mel_utt UTT] [--header "one paragraph"]
+
+Writes OUT/scores.csv (model,training,condition,layer,layer_index,metric,value,ci_low,ci_high,n),
+OUT/RESULTS.md (Table 1 WER, Table 2 EER per layer for each speaker encoder, STOI/ESTOI/PESQ,
+mel L1/MCD, speaker-ID accuracy, PESQ failures) and PNG plots: eer_ge2e.png, eer_resnet.png
+(Fig. 2a), stoi.png (Fig. 4), pesq.png, speaker_id.png, mel_<model>.png (Fig. 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from espnet_probe.scoring.layer_scores import LayerScoringError
+from espnet_probe.scoring.plots import plot_mel_layers, plot_metric_per_layer
+from espnet_probe.scoring.report import collect, results_markdown, write_report_csv
+from espnet_probe.utils.fileio import atomic_open
+
+FIGURES = [("eer_ge2e", "EER % (GE2E)", "Fig. 2a: speaker-verification EER per layer, GE2E"),
+           ("eer_resnet", "EER % (ThinResNet)",
+            "Fig. 2a: speaker-verification EER per layer, ThinResNet-34 + GhostVLAD"),
+           ("stoi", "STOI", "Fig. 4: STOI per layer, baseline vs robust"),
+           ("pesq", "PESQ (wb)", "Wideband PESQ per layer"),
+           ("speaker_id_acc", "accuracy %", "Linear speaker-ID probe accuracy per layer")]
+
+
+def _triple(text: str, n: int, what: str) -> list[str]:
+    parts = text.split(":", n - 1)
+    if len(parts) != n:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return parts
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--scores", type=Path, nargs="+", required=True,
+                   help="scores.csv files written by score_layers")
+    p.add_argument("--asr_results", type=Path, help="exp/asr_results.csv (Table 1)")
+    p.add_argument("--speaker_id", nargs="*", default=[],
+                   type=lambda t: _triple(t, 3, "MODEL:TRAINING:results.csv"))
+    p.add_argument("--mel_figure", nargs="*", default=[],
+                   type=lambda t: _triple(t, 4, "MODEL:TRAINING:CONDITION:decode_dir"),
+                   help="columns of the mel figure, one PNG per model")
+    p.add_argument("--oracle_root", type=Path, help="probe_oracle exp (the heard input mel)")
+    p.add_argument("--mel_utt", help="utterance of the mel figure (default: the first vocoded)")
+    p.add_argument("--header", default="", help="a paragraph on top of RESULTS.md")
+    args = p.parse_args(argv)
+    try:
+        speaker_id = [(m, t, Path(f)) for m, t, f in args.speaker_id]
+        for _, _, f in speaker_id:
+            if not f.is_file():
+                raise LayerScoringError(f"{f}: not found (run the speaker-ID probe)")
+        rows = collect(args.scores, args.asr_results, speaker_id)
+        write_report_csv(args.out / "scores.csv", rows)
+        plots = {}
+        for metric, ylabel, title in FIGURES:
+            if plot_metric_per_layer(rows, metric, ylabel, args.out / f"{metric}.png"):
+                plots[f"{metric}.png"] = title
+        by_model: dict[str, list] = {}
+        for model, training, cond, decode_dir in args.mel_figure:
+            by_model.setdefault(model, []).append((training, cond, Path(decode_dir)))
+        for model, cols in by_model.items():
+            if args.oracle_root is None:
+                p.error("--mel_figure needs --oracle_root")
+            utt = args.mel_utt
+            if utt is None:
+                utt = (cols[0][2] / "vocoded_utts").read_text().split()[0]
+            columns = [(f"{training}, {cond}", d, args.oracle_root / d.name)
+                       for training, cond, d in cols]
+            if plot_mel_layers(columns, utt, args.out / f"mel_{model}.png"):
+                plots[f"mel_{model}.png"] = f"Fig. 3: log-mel per layer, {model}"
+        with atomic_open(args.out / "RESULTS.md") as f:
+            f.write(results_markdown(rows, plots, args.header))
+    except (LayerScoringError, FileNotFoundError, KeyError, ValueError) as e:
+        print(f"make_report: error: {e}", file=sys.stderr)
+        return 1
+    print(f"make_report {args.out}: {len(rows)} scores, {len(plots)} plots, "
+          f"{args.out / 'RESULTS.md'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Per-layer scoring of probe experiments and the report (tables, plots)."""
