@@ -1,0 +1,268 @@
+"""Linear speaker-ID probe: how much speaker identity each encoder layer keeps per utterance.
+
+A second line of evidence beside reconstruct-and-verify (stages 7-9): no probe network, no
+vocoder, no speaker-verification model in between, only a linear classifier on each layer.
+
+Decisions:
+
+* Speakers and split.  The probe reads the ASR *training* set (its speakers are the ones the
+  encoder was trained on, and each has enough utterances to learn from).  Every speaker's
+  utterances are split into probe-train and held-out with a generator seeded by
+  ``(seed, crc32(speaker))``, so one speaker's split does not depend on which other speakers
+  are present.  ``n_held = floor(held_out * n + 0.5)``, clipped to ``1 .. n - 1`` so every
+  speaker is both learnt and tested; a speaker with fewer than 2 utterances is an error.
+* Pooling.  Mean and standard deviation of the valid frames ("mean_std", the statistics
+  pooling of x-vectors).  The std is kept by default because speaker cues such as pitch
+  range live in how a layer varies, which averaging removes, and because narrow top layers
+  (4 units in tests/fixtures/asr_tiny) would otherwise give the classifier 4 numbers.
+  ``pooling="mean"`` is s3prl's SUPERB speaker-ID downstream (mean pooling + linear).
+  The std is the population one, so a one-frame layer gives 0, not NaN.
+* Classifier.  Multinomial logistic regression (sklearn, lbfgs: no randomness, so the
+  result depends on the seed only through the split) on features standardised with the
+  probe-train statistics, with a fixed C for every layer: no tuning on held-out data, and
+  the same capacity everywhere, so layers compare.
+* Score.  Accuracy on the held-out utterances with a 95 % Wilson interval (correct for
+  proportions near 0 or 1, where the normal approximation leaves [0, 1]).
+* One encoder pass per batch feeds every layer (``extract_layers``); only the pooled
+  vectors are kept, so memory does not grow with the length of the set.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from espnet_probe.asr.decode import length_sorted_batches
+from espnet_probe.data.kaldi_dir import read_table
+from espnet_probe.layers import extract_layers
+from espnet_probe.probe.decode import _check_matrix, _load_scp
+from espnet_probe.utils.fileio import atomic_open
+
+Z_95 = 1.959963984540054  # standard normal quantile at 0.975
+DEFAULT_C = 1.0
+MAX_ITER = 2000
+POOLINGS = ("mean", "mean_std")
+CSV_COLUMNS = ["layer", "layer_index", "accuracy", "ci_low", "ci_high", "n", "n_speakers", "chance"]
+
+
+class SpeakerProbeError(ValueError):
+    """The feature set cannot be probed as asked (missing features, NaN, too few utterances)."""
+
+
+@dataclass
+class PooledLayer:
+    name: str
+    index: int
+    frame_rate: int
+    features: np.ndarray  # (n_utts, F) float64, rows in the order of the utterances asked for
+
+
+def wilson_interval(correct: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval for the proportion ``correct / n`` (95 % by default)."""
+    if n < 1 or not 0 <= correct <= n:
+        raise ValueError(f"need 0 <= correct <= n and n >= 1, got correct={correct}, n={n}")
+    p = correct / n
+    z2 = z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def split_by_speaker(utt2spk: dict[str, str], held_out: float = 0.25,
+                     seed: int = 0) -> tuple[list[str], list[str]]:
+    """(probe-train, held-out) utterance ids, both sorted; see the module doc for the rule."""
+    if not 0 < held_out < 1:
+        raise ValueError(f"held_out must lie strictly between 0 and 1, got {held_out}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    spk2utts: dict[str, list[str]] = {}
+    for utt in sorted(utt2spk):
+        spk2utts.setdefault(utt2spk[utt], []).append(utt)
+    too_few = sorted(spk for spk, utts in spk2utts.items() if len(utts) < 2)
+    if too_few:
+        raise SpeakerProbeError(
+            f"{len(too_few)} speaker(s) have fewer than 2 utterances and cannot be split into "
+            f"probe-train and held-out: {', '.join(too_few)}")
+    train, held = [], []
+    for spk, utts in spk2utts.items():
+        order = np.random.default_rng([seed, zlib.crc32(spk.encode())]).permutation(len(utts))
+        n_held = min(len(utts) - 1, max(1, math.floor(held_out * len(utts) + 0.5)))
+        held += [utts[i] for i in order[:n_held]]
+        train += [utts[i] for i in order[n_held:]]
+    return sorted(train), sorted(held)
+
+
+def pool_hidden(hidden: torch.Tensor, lengths: torch.Tensor, pooling: str = "mean_std") -> np.ndarray:
+    """(B, T, D) zero-padded hidden states -> (B, D) mean or (B, 2D) [mean, std] of valid frames."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    x = hidden.double()
+    valid = (torch.arange(x.size(1))[None, :] < lengths[:, None]).unsqueeze(-1).double()
+    count = lengths.double()[:, None]
+    mean = (x * valid).sum(1) / count
+    if pooling == "mean":
+        return mean.numpy()
+    var = (((x - mean[:, None]) * valid) ** 2).sum(1) / count
+    return torch.cat([mean, var.sqrt()], dim=-1).numpy()
+
+
+def _frame_counts(entries: dict[str, str], feats_scp: Path) -> dict[str, int]:
+    """Frames per utterance from the dump's feats_shape when there is one, else by reading."""
+    shape_file = feats_scp.parent / "feats_shape"
+    if not shape_file.is_file():
+        return {utt: kaldiio.load_mat(loc).shape[0] for utt, loc in entries.items()}
+    counts = {}
+    for utt, shape in read_table(shape_file).items():
+        try:
+            counts[utt] = int(shape.split(",")[0])
+        except ValueError:
+            raise SpeakerProbeError(f"{shape_file}: utterance {utt} has shape {shape!r}, "
+                                    "expected 'T,D'") from None
+    missing = sorted(set(entries) - set(counts))
+    if missing:
+        raise SpeakerProbeError(f"{shape_file}: utterance {missing[0]} of {feats_scp} has no shape "
+                                f"({len(missing)} missing)")
+    return counts
+
+
+@torch.no_grad()
+def pooled_layers(model: torch.nn.Module, feats_scp: str | Path, utts: list[str],
+                  batch_frames: int = 20000, pooling: str = "mean_std") -> list[PooledLayer]:
+    """Pooled hidden states of every layer for ``utts``: one encoder pass per batch."""
+    feats_scp = Path(feats_scp)
+    entries = _load_scp(feats_scp)
+    unknown = [utt for utt in utts if utt not in entries]
+    if unknown:
+        raise SpeakerProbeError(f"{feats_scp}: no features for utterance {unknown[0]} "
+                                f"({len(unknown)} missing)")
+    counts = _frame_counts({utt: entries[utt] for utt in utts}, feats_scp)
+    row_of = {utt: row for row, utt in enumerate(utts)}
+    layers: dict[int, PooledLayer] = {}
+    feat_dim = None
+    batches = length_sorted_batches({utt: counts[utt] for utt in utts}, batch_frames)
+    for batch in tqdm(batches, desc=f"speaker_id {feats_scp.parent.name}", unit="batch",
+                      file=sys.stderr, mininterval=2):
+        mats = []
+        for utt in batch:
+            mat = kaldiio.load_mat(entries[utt])
+            _check_matrix(mat, utt, feats_scp, feat_dim)
+            if mat.shape[0] != counts[utt]:
+                raise SpeakerProbeError(f"{feats_scp}: utterance {utt} has {mat.shape[0]} frames, "
+                                        f"feats_shape says {counts[utt]}")
+            feat_dim = mat.shape[1]
+            mats.append(torch.from_numpy(np.array(mat, dtype=np.float32)))
+        feats = torch.nn.utils.rnn.pad_sequence(mats, batch_first=True)
+        lengths = torch.tensor([m.shape[0] for m in mats])
+        rows = [row_of[utt] for utt in batch]
+        for layer in extract_layers(model, feats, lengths):
+            if int(layer.lengths.min()) < 1:
+                short = batch[int(layer.lengths.argmin())]
+                raise SpeakerProbeError(f"{feats_scp}: utterance {short} is too short to leave a "
+                                        f"frame in layer {layer.name}")
+            pooled = pool_hidden(layer.hidden, layer.lengths, pooling)
+            if not np.isfinite(pooled).all():
+                bad = batch[int(np.flatnonzero(~np.isfinite(pooled).all(1))[0])]
+                raise SpeakerProbeError(f"layer {layer.name} gives NaN/inf for utterance {bad} "
+                                        f"of {feats_scp}")
+            if layer.index not in layers:
+                layers[layer.index] = PooledLayer(layer.name, layer.index, layer.frame_rate,
+                                                  np.zeros((len(utts), pooled.shape[1])))
+            layers[layer.index].features[rows] = pooled
+    return [layers[index] for index in sorted(layers)]
+
+
+def fit_and_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                    C: float = DEFAULT_C) -> tuple[np.ndarray, bool]:
+    """Standardise, fit multinomial logistic regression, predict; also whether lbfgs converged."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(train_x)
+    classifier = LogisticRegression(C=C, max_iter=MAX_ITER)
+    with warnings.catch_warnings():
+        # reported per layer in the results instead of once per layer on stderr
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        classifier.fit(scaler.transform(train_x), train_y)
+    converged = bool(np.max(classifier.n_iter_) < MAX_ITER)
+    return classifier.predict(scaler.transform(test_x)), converged
+
+
+def check_same_utterances(utt2spk: dict[str, str], utt2spk_path: Path,
+                          feats: dict[str, str], feats_scp: Path) -> None:
+    """Every utterance must have both a speaker and features."""
+    for have, have_path, lack, lack_path, what in (
+            (utt2spk, utt2spk_path, feats, feats_scp, "features"),
+            (feats, feats_scp, utt2spk, utt2spk_path, "speaker")):
+        missing = sorted(set(have) - set(lack))
+        if missing:
+            raise SpeakerProbeError(
+                f"utterance {missing[0]} is in {have_path} but has no {what} in {lack_path} "
+                f"({len(missing)} such utterance(s))")
+
+
+def speaker_id_probe(model: torch.nn.Module, feats_dir: str | Path, held_out: float = 0.25,
+                     seed: int = 0, batch_frames: int = 20000, pooling: str = "mean_std",
+                     C: float = DEFAULT_C) -> dict:
+    """Held-out speaker accuracy of a linear probe on every layer of ``model``.
+
+    ``feats_dir`` holds ``feats.scp`` and ``utt2spk`` (and, optionally, ``feats_shape``).
+    Returns the summary (speakers, split sizes, chance) and one row per layer.
+    """
+    feats_dir = Path(feats_dir)
+    feats_scp, utt2spk_path = feats_dir / "feats.scp", feats_dir / "utt2spk"
+    if not feats_scp.is_file():
+        raise SpeakerProbeError(f"no feats.scp in {feats_dir}")
+    utt2spk = read_table(utt2spk_path)
+    check_same_utterances(utt2spk, utt2spk_path, _load_scp(feats_scp), feats_scp)
+    train, held = split_by_speaker(utt2spk, held_out, seed)
+    layers = pooled_layers(model, feats_scp, train + held, batch_frames, pooling)
+
+    speakers = sorted(set(utt2spk.values()))
+    label = {spk: i for i, spk in enumerate(speakers)}
+    train_y = np.array([label[utt2spk[utt]] for utt in train])
+    held_y = np.array([label[utt2spk[utt]] for utt in held])
+    chance = 1.0 / len(speakers)
+    rows = []
+    for layer in tqdm(layers, desc="speaker_id classifiers", unit="layer", file=sys.stderr,
+                      mininterval=2):
+        predicted, converged = fit_and_predict(layer.features[: len(train)], train_y,
+                                               layer.features[len(train):], C)
+        correct = int((predicted == held_y).sum())
+        low, high = wilson_interval(correct, len(held))
+        rows.append({
+            "layer": layer.name, "layer_index": layer.index, "accuracy": round(correct / len(held), 5),
+            "ci_low": round(low, 5), "ci_high": round(high, 5), "n": len(held),
+            "n_speakers": len(speakers), "chance": round(chance, 5),
+            "frame_rate": layer.frame_rate, "dim": layer.features.shape[1], "converged": converged,
+        })
+    return {
+        "set": feats_dir.name, "n_speakers": len(speakers), "n_probe_train": len(train),
+        "n_held_out": len(held), "chance": round(chance, 5), "pooling": pooling, "C": C,
+        "layers": rows,
+    }
+
+
+def write_results(out_dir: str | Path, results: dict) -> None:
+    """results.csv (CSV_COLUMNS, one row per layer), then results.json, each atomically.
+
+    results.json is written last: its presence means the run finished.
+    """
+    out_dir = Path(out_dir)
+    with atomic_open(out_dir / "results.csv") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(results["layers"])
+    with atomic_open(out_dir / "results.json") as f:
+        json.dump(results, f, indent=1)
