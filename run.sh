@@ -43,6 +43,12 @@ probe_controls=true         # also probe a randomly initialised encoder of each 
 probe_args=""               # extra ESPnet options for probe training, e.g. "--max_epoch 10"
 vocoder_config=${probe_root}/conf/vocoder.yaml
 vocode_max_utts=32          # utterances vocoded per test condition (speakers in turn); 0 = all
+# Speaker side and scoring (stages 10-12)
+speaker_config=${probe_root}/conf/speaker/resnet_small.yaml   # ThinResNet-34 + GhostVLAD
+speaker_train_set=""        # default: <train>; its speakers train the ThinResNet encoder
+speaker_id_probe=true       # linear speaker-ID probe on every layer's hidden states
+n_trials=1000               # target (and non-target) trials per test set, capped by the data
+n_boot=1000                 # bootstrap replicates for the EER / minDCF intervals
 datadir=data
 dumpdir=dump
 expdir=exp
@@ -60,6 +66,10 @@ Stages:
   7  probe_train frame-wise Highway probes on every layer of each ASR model (+ random encoders)
   8  probe_decode predicted log-mel per layer and condition (+ the oracle: the input's own mel)
   9  vocode    Griffin-Lim audio per layer and condition
+  10 speaker   ThinResNet-34 + GhostVLAD speaker encoder (ESPnet trainer) and linear speaker-ID
+               probes on every layer's hidden states
+  11 score     per layer and condition: GE2E and ThinResNet EER/minDCF, STOI/ESTOI/PESQ, mel L1/MCD
+  12 report    ${expdir}/report: scores.csv, RESULTS.md (Tables 1-2 and more), PNG figures
 Options (defaults in brackets):
   --stage [${stage}] --stop_stage [${stop_stage}] --nj [${nj}] --seed [${seed}]
   --local_data_script [${local_data_script}] --local_data_opts ["${local_data_opts}"]
@@ -75,6 +85,8 @@ Options (defaults in brackets):
   --probe_config [${probe_config}] --probe_train_set [${probe_train_set:-<train>_robust}]
   --probe_controls [${probe_controls}] --probe_args ["${probe_args}"]
   --vocoder_config [${vocoder_config}] --vocode_max_utts [${vocode_max_utts}]
+  --speaker_config [${speaker_config}] --speaker_train_set [${speaker_train_set:-<train>}]
+  --speaker_id_probe [${speaker_id_probe}] --n_trials [${n_trials}] --n_boot [${n_boot}]
   --datadir [${datadir}] --dumpdir [${dumpdir}] --expdir [${expdir}]
 Job backend: cmd.sh (local runner by default; Kaldi queue.pl / slurm.pl on a cluster).
 HELP
@@ -288,6 +300,108 @@ if run_stage 9; then
   for pid in "${pids[@]}"; do wait "${pid}" || failed=$((failed + 1)); done
   [ "${failed}" -eq 0 ] || { log "${failed} vocoding job(s) failed, see ${expdir}/probe_*/log/vocode.log"; exit 1; }
   log "Stage 9: $(find "${expdir}" -path '*/decode_*/*/wav/*.wav' | wc -l) wavs under ${expdir}/probe_*"
+fi
+
+speaker_train_set=${speaker_train_set:-${train_set}}
+speaker_exp=${expdir}/speaker_$(basename "${speaker_config}" .yaml)
+# speaker-ID probes: "<out dir> <asr exp> <trained|random> <model> <training>"
+sid_jobs=()
+for config in ${asr_configs}; do
+  model=$(basename "${config}" .yaml)
+  for training in ${asr_trainings}; do
+    sid_jobs+=("${expdir}/$(asr_tag "${config}" "${training}")/speaker_id ${expdir}/$(asr_tag "${config}" "${training}") trained ${model} ${training}")
+  done
+  if [ "${probe_controls}" = true ]; then
+    aexp=${expdir}/$(asr_tag "${config}" "${asr_trainings%% *}")
+    sid_jobs+=("${aexp}/speaker_id_random ${aexp} random ${model} random")
+  fi
+done
+
+if run_stage 10; then
+  log "Stage 10: speaker encoder (${speaker_exp}) on ${speaker_train_set}; speaker-ID probes"
+  "${probe_root}/local/speaker_train.sh" --config "${speaker_config}" --exp "${speaker_exp}" \
+    --train_dir "${datadir}/${speaker_train_set}" --split_seed "${seed}" --ngpu "${ngpu}" --cmd "${cuda_cmd}" &
+  pids=($!)
+  if [ "${speaker_id_probe}" = true ]; then
+    for job in "${sid_jobs[@]}"; do
+      read -r out aexp init _ _ <<< "${job}"
+      while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
+      ${train_cmd} "${out}/speaker_id.log" \
+        python -m espnet_probe.bin.speaker_id_probe --asr_exp "${aexp}" --asr_init "${init}" \
+          --feats_dir "${dumpdir}/fbank/${speaker_train_set}" --out "${out}" --seed "${seed}" &
+      pids+=($!)
+    done
+  fi
+  failed=0
+  for pid in "${pids[@]}"; do wait "${pid}" || failed=$((failed + 1)); done
+  [ "${failed}" -eq 0 ] || { log "${failed} speaker job(s) failed, see ${speaker_exp}/train.log and ${expdir}/asr_*/speaker_id*/speaker_id.log"; exit 1; }
+fi
+
+score_exps=$(for job in "${probe_jobs[@]}"; do echo "${job%% *}"; done)
+if run_stage 11; then
+  log "Stage 11: scoring every layer and condition (${n_trials} trials per class, ${n_boot} bootstraps)"
+  for t in ${test_sets}; do
+    python -m espnet_probe.bin.make_trials --data_dir "${datadir}/${t}" \
+      --utt_list "${expdir}/probe_oracle/decode_${t}/vocoded_utts" --n_per_class "${n_trials}" \
+      --allow_fewer --seed "${seed}" --out "${expdir}/trials/${t}/trials"
+  done
+  speaker_opt=()
+  [ -f "${speaker_exp}/.done" ] && speaker_opt=(--speaker_model "${speaker_exp}")
+  common=(--data "${datadir}" --feats_root "${dumpdir}/fbank" --trials_dir "${expdir}/trials"
+          --n_boot "${n_boot}" --seed "${seed}" "${speaker_opt[@]}")
+  pids=()
+  for job in "${probe_jobs[@]}"; do
+    read -r pexp aexp init <<< "${job}"
+    training=$(basename "${aexp}"); training=${training##*_}
+    [ "${init}" = random ] && training=random
+    model=$(basename "${pexp}"); model=${model#probe_}; model=${model%_*}
+    while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
+    ${decode_cmd} "${pexp}/log/score.log" python -m espnet_probe.bin.score_layers --exp "${pexp}" \
+      --model "${model}" --training "${training}" "${common[@]}" &
+    pids+=($!)
+  done
+  ${decode_cmd} "${expdir}/probe_oracle/log/score.log" python -m espnet_probe.bin.score_layers \
+    --exp "${expdir}/probe_oracle" --model oracle "${common[@]}" &
+  pids+=($!)
+  # shellcheck disable=SC2086
+  ${decode_cmd} "${expdir}/score_original/log/score.log" python -m espnet_probe.bin.score_layers \
+    --original --exp "${expdir}/score_original" --model original \
+    --sets ${test_sets}${noisy_test_sets} "${common[@]}" &
+  pids+=($!)
+  failed=0
+  for pid in "${pids[@]}"; do wait "${pid}" || failed=$((failed + 1)); done
+  [ "${failed}" -eq 0 ] || { log "${failed} scoring job(s) failed, see ${expdir}/*/log/score.log"; exit 1; }
+  grep -h "^score_layers" ${score_exps} "${expdir}/probe_oracle/log/score.log" "${expdir}/score_original/log/score.log" >&2 || true
+fi
+
+if run_stage 12; then
+  log "Stage 12: report in ${expdir}/report"
+  sid_args=()
+  if [ "${speaker_id_probe}" = true ]; then
+    for job in "${sid_jobs[@]}"; do
+      read -r out _ _ model training <<< "${job}"
+      sid_args+=("${model}:${training}:${out}/results.csv")
+    done
+  fi
+  mel_args=()
+  first_test=${test_sets%% *}
+  lowest_snr=$(for s in ${test_snrs}; do echo "$s"; done | sort -n | head -1)
+  for config in ${asr_configs}; do
+    model=$(basename "${config}" .yaml)
+    for training in ${asr_trainings}; do
+      pexp=${expdir}/probe_${model}_${training}
+      mel_args+=("${model}:${training}:clean:${pexp}/decode_${first_test}")
+      [ -n "${lowest_snr}" ] && mel_args+=("${model}:${training}:snr${lowest_snr}:${pexp}/decode_${first_test}_snr${lowest_snr}")
+    done
+  done
+  asr_opt=()
+  [ -f "${expdir}/asr_results.csv" ] && asr_opt=(--asr_results "${expdir}/asr_results.csv")
+  python -m espnet_probe.bin.make_report --out "${expdir}/report" \
+    --scores $(for e in ${score_exps}; do echo "$e/scores.csv"; done) \
+      "${expdir}/probe_oracle/scores.csv" "${expdir}/score_original/scores.csv" \
+    "${asr_opt[@]}" --speaker_id "${sid_args[@]}" --mel_figure "${mel_args[@]}" \
+    --oracle_root "${expdir}/probe_oracle" --trials_dir "${expdir}/trials" \
+    --header "Test sets: ${test_sets}; conditions: clean and ${test_snrs} dB SNR; seed ${seed}."
 fi
 
 log "Finished stages ${stage}..${stop_stage}"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import subprocess
 from pathlib import Path
-
-import json
 
 import kaldiio
 import numpy as np
@@ -101,16 +101,19 @@ def test_default_run_builds_data_and_features_on_embedded_corpus(tmp_path, recip
                            cwd=recipe, env=recipe_env, capture_output=True, text=True)
     assert rerun.returncode == 0 and rerun.stderr.count("already trained, skipped") == 2
 
-    # Probe stages: trained and random-encoder probes, decoding, the oracle and vocoding.
+    # Probe stages: trained and random-encoder probes, decoding, the oracle and vocoding; three
+    # layers keep the later scoring stages short.
+    layers = ["input", "cnn2", "blstm5"]
     probe = subprocess.run(
         ["./run.sh", "--stage", "7", "--stop_stage", "9", "--asr_config", str(tiny),
-         "--probe_args", "--max_epoch 1 --probe_conf hidden_size=16", "--vocode_max_utts", "4"],
+         "--probe_args", f"--max_epoch 1 --probe_conf hidden_size=16 --layers {' '.join(layers)}",
+         "--vocode_max_utts", "8"],
         cwd=recipe, env=recipe_env, capture_output=True, text=True)
     assert probe.returncode == 0, probe.stderr[-3000:]
-    layers = ["input", "cnn1", "cnn2", "pool1", "cnn3", "cnn4", "pool2"] + [f"blstm{k}" for k in range(1, 6)]
     conditions = ["test", "test_snr20", "test_snr10", "test_snr0"]
     test_dir = load_data_dir(recipe / "data" / "test")
-    for name in ("probe_tiny_vgg_baseline", "probe_tiny_vgg_robust", "probe_tiny_vgg_random"):
+    probes = ("probe_tiny_vgg_baseline", "probe_tiny_vgg_robust", "probe_tiny_vgg_random")
+    for name in probes:
         pexp = recipe / "exp" / name
         assert (pexp / ".done").exists()
         for condition in conditions:
@@ -118,20 +121,65 @@ def test_default_run_builds_data_and_features_on_embedded_corpus(tmp_path, recip
             summary = json.loads((decode / "summary.json").read_text())
             assert list(summary["layers"]) == layers and summary["utterances"] == 128
             vocoded = (decode / "vocoded_utts").read_text().split()
-            assert len(vocoded) == 4 and len({test_dir.utt2spk[u] for u in vocoded}) == 4
+            assert len(vocoded) == 8 and len({test_dir.utt2spk[u] for u in vocoded}) == 4
             for layer in layers:
                 mel = _load_scp(recipe, f"exp/{name}/decode_{condition}/{layer}/mel.scp")
                 wavs = (decode / layer / "wav.scp").read_text().splitlines()
-                assert len(mel) == 128 and len(wavs) == 4
+                assert len(mel) == 128 and len(wavs) == 8
     results = (recipe / "exp" / "probe_results.csv").read_text().splitlines()
     assert len(results) == 1 + 3 * len(conditions) * len(layers)
     oracle = recipe / "exp" / "probe_oracle" / "decode_test_snr0"
-    assert len((oracle / "original" / "wav.scp").read_text().splitlines()) == 4
+    assert len((oracle / "original" / "wav.scp").read_text().splitlines()) == 8
     import soundfile
     utt = (oracle / "vocoded_utts").read_text().split()[0]
     wav, sr = soundfile.read(oracle / "original" / "wav" / f"{utt}.wav")
     ref = soundfile.info(recipe / read_table(recipe / "data" / "test_snr0" / "wav.scp")[utt])
     assert sr == 16000 and abs(len(wav) - ref.frames) <= 160
+
+    # Speaker side, scoring and the report, with a one-epoch ThinResNet.
+    spk = yaml.safe_load((REPO / "conf" / "speaker" / "resnet_small.yaml").read_text())
+    spk["encoder_conf"].update(widths=[4, 8, 8, 8], blocks=[1, 1, 1, 1], descriptor_dim=16,
+                               embed_dim=16)
+    spk["max_epoch"] = 1
+    spk_conf = tmp_path / "tiny_spk.yaml"
+    spk_conf.write_text(yaml.safe_dump(spk))
+    late = ["./run.sh", "--stage", "10", "--asr_config", str(tiny), "--speaker_config",
+            str(spk_conf), "--n_boot", "100"]
+    scored = subprocess.run(late, cwd=recipe, env=recipe_env, capture_output=True, text=True)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    exp = recipe / "exp"
+    assert (exp / "speaker_tiny_spk" / ".done").exists()
+    sid = (exp / "asr_tiny_vgg_baseline" / "speaker_id" / "results.csv").read_text().splitlines()
+    assert sid[0].startswith("layer,layer_index,accuracy") and len(sid) == 1 + 12
+    trials = (exp / "trials" / "test" / "trials").read_text().splitlines()
+    assert len(trials) == 8 and sum(t.endswith(" target") for t in trials) == 4  # 2 utts x 4 spk
+    with open(exp / "report" / "scores.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["model", "training", "condition", "layer", "layer_index", "metric",
+                             "value", "ci_low", "ci_high", "n"]
+    got = {(r["model"], r["training"], r["condition"], r["layer"], r["metric"]) for r in rows}
+    for training in ("baseline", "robust", "random"):
+        for condition in ("clean", "snr20", "snr10", "snr0"):
+            for layer in layers:
+                for metric in ("eer_ge2e", "eer_resnet", "mindcf_ge2e", "stoi", "estoi", "pesq",
+                               "pesq_failed", "mel_l1", "mcd"):
+                    assert ("tiny_vgg", training, condition, layer, metric) in got
+        assert ("tiny_vgg", training, "clean", "blstm5", "speaker_id_acc") in got
+    for condition in ("clean", "snr0"):
+        assert ("original", "", condition, "audio", "eer_ge2e") in got
+        assert ("oracle", "", condition, "original", "stoi") in got
+        assert ("tiny_vgg", "baseline", condition, "output", "wer") in got
+    results_md = (exp / "report" / "RESULTS.md").read_text()
+    assert "## Table 1" in results_md and "## Table 2: Speaker verification EER, GE2E" in results_md
+    for png in ("eer_ge2e.png", "eer_resnet.png", "stoi.png", "speaker_id_acc.png",
+                "mel_tiny_vgg.png"):
+        assert (exp / "report" / png).stat().st_size > 5000, png
+    # a re-run recomputes nothing and reports the same numbers
+    before = (exp / "report" / "scores.csv").read_text()
+    again = subprocess.run(late, cwd=recipe, env=recipe_env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already trained, skipped" in again.stderr and ": embedding" not in again.stderr
+    assert (exp / "report" / "scores.csv").read_text() == before
 
 
 def test_librispeech_recipe_on_shared_data(tmp_path, recipe_env, librispeech_dir, musan_mini_dir):

@@ -133,8 +133,8 @@ def run_with_pretraining(argv: Sequence[str], run: Callable[[List[str]], None]) 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     stripped = out / "asr_config.yaml"  # what ESPnet reads: the config minus our key
-    if _is_rank0():
-        espnet_config(config, stripped)
+    # every rank writes it (atomically): under torchrun, rank 1 must not read it before rank 0
+    espnet_config(config, stripped)
     base = _replace_option(argv, "--config", str(stripped))
     subsample = (conf.get("encoder_conf") or {}).get("subsample")
 

@@ -44,11 +44,46 @@ def get_parser():
     return ASRTask.get_parser()
 
 
-def main(argv=None):
+def _keep_one_process_group() -> None:
+    """Under DDP, let every ESPnet run of this process share the first run's process group.
+
+    With an external launcher (DDP on CPU, torchrun) one process runs every growth stage, and
+    ESPnet sets up a process group at the start of each run; setting one up again on the same
+    rendezvous after destroying the last is unreliable (gloo: "Connection reset by peer" or a
+    hang in the next stage, measured).
+    """
+    import torch.distributed as dist
+    from espnet2.train.distributed_utils import DistributedOption
+
+    first_setup = DistributedOption.init_torch_distributed
+
+    def setup_unless_done(self):
+        if not (dist.is_available() and dist.is_initialized()):
+            first_setup(self)
+
+    DistributedOption.init_torch_distributed = setup_unless_done
+
+
+def train_once(cmd):
+    import torch.distributed as dist
     from espnet2.tasks.asr import ASRTask
 
+    ASRTask.main(cmd=cmd)
+    # Only rank 0 writes checkpoints: every rank waits for them before the next stage reads one.
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def main(argv=None):
+    import torch.distributed as dist
+
     register_encoders()
-    run_with_pretraining(sys.argv[1:] if argv is None else argv, lambda cmd: ASRTask.main(cmd=cmd))
+    _keep_one_process_group()
+    try:
+        run_with_pretraining(sys.argv[1:] if argv is None else argv, train_once)
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
       [--asr_results exp/asr_results.csv] \\
       [--speaker_id vgg_blstm_small:baseline:exp/asr_vgg_blstm_small_baseline/speaker_id/results.csv] \\
       [--mel_figure vgg_blstm_small:baseline:clean:exp/probe_vgg_blstm_small_baseline/decode_test ...] \\
-      [--oracle_root exp/probe_oracle] [--mel_utt UTT] [--header "one paragraph"]
+      [--oracle_root exp/probe_oracle] [--mel_utt UTT] [--header "one paragraph"] \\
+      [--trials_dir exp/trials]
 
 Writes OUT/scores.csv (model,training,condition,layer,layer_index,metric,value,ci_low,ci_high,n),
 OUT/RESULTS.md (Table 1 WER, Table 2 EER per layer for each speaker encoder, STOI/ESTOI/PESQ,
@@ -21,7 +22,8 @@ from pathlib import Path
 
 from espnet_probe.scoring.layer_scores import LayerScoringError
 from espnet_probe.scoring.plots import plot_mel_layers, plot_metric_per_layer
-from espnet_probe.scoring.report import collect, results_markdown, write_report_csv
+from espnet_probe.scoring.report import (collect, results_markdown, trials_summary,
+                                         write_report_csv)
 from espnet_probe.utils.fileio import atomic_open
 
 FIGURES = [("eer_ge2e", "EER % (GE2E)", "Fig. 2a: speaker-verification EER per layer, GE2E"),
@@ -53,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--oracle_root", type=Path, help="probe_oracle exp (the heard input mel)")
     p.add_argument("--mel_utt", help="utterance of the mel figure (default: the first vocoded)")
     p.add_argument("--header", default="", help="a paragraph on top of RESULTS.md")
+    p.add_argument("--trials_dir", type=Path, help="exp/trials: describe the trial lists")
     args = p.parse_args(argv)
     try:
         speaker_id = [(m, t, Path(f)) for m, t, f in args.speaker_id]
@@ -78,8 +81,11 @@ def main(argv: list[str] | None = None) -> int:
                        for training, cond, d in cols]
             if plot_mel_layers(columns, utt, args.out / f"mel_{model}.png"):
                 plots[f"mel_{model}.png"] = f"Fig. 3: log-mel per layer, {model}"
+        header = args.header
+        if args.trials_dir is not None:
+            header = "\n\n".join(x for x in (header, trials_summary(args.trials_dir)) if x)
         with atomic_open(args.out / "RESULTS.md") as f:
-            f.write(results_markdown(rows, plots, args.header))
+            f.write(results_markdown(rows, plots, header))
     except (LayerScoringError, FileNotFoundError, KeyError, ValueError) as e:
         print(f"make_report: error: {e}", file=sys.stderr)
         return 1

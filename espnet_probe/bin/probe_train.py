@@ -1,7 +1,7 @@
 """Train frame-wise log-mel probes on every layer of a frozen ESPnet ASR model.
 
 ESPnet's trainer with espnet_probe.tasks.probe.ProbeTask, so every ESPnet training option works
-(--resume, --ngpu, checkpoints, DDP through espnet2.bin.launch):
+(--resume, --ngpu, checkpoints, DDP; on CPU one process per rank, see tests/test_ddp.py):
 
   python -m espnet_probe.bin.probe_train --config conf/probe/probe_small.yaml \\
       --asr_train_config exp/asr_x/config.yaml --asr_model_file exp/asr_x/valid.loss.ave.pth \\
@@ -18,14 +18,13 @@ from __future__ import annotations
 import sys
 
 from espnet_probe.asr.register import register_encoders
+from espnet_probe.tasks.probe import ProbeTask
 
 # At import time: DDP workers re-import this module and need the encoder names too.
 register_encoders()
 
 
 def get_parser():
-    from espnet_probe.tasks.probe import ProbeTask
-
     return ProbeTask.get_parser()
 
 
@@ -43,8 +42,6 @@ def main(argv=None):
         feat_dim = model.normalize.mean.numel() if hasattr(model.normalize, "mean") else 240
         print(layer_table(extract_layers(model, torch.zeros(1, 64, feat_dim), torch.tensor([64]))))
         return 0
-    from espnet_probe.tasks.probe import ProbeTask
-
     ProbeTask.main(cmd=argv)
     return 0
 

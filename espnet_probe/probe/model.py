@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+from espnet2.torch_utils.device_funcs import force_gatherable
 
 from espnet_probe.asr.blstm import zero_padding
 from espnet_probe.layers import extract_layers
@@ -149,7 +150,8 @@ class ProbeModel(_Base):
         stats = {"loss": (loss / len(losses)).detach()}
         stats.update({f"l1_{name}": value.detach() for name, value in losses.items()})
         batch_size = speech.new_tensor(speech.size(0))
-        return loss, stats, batch_size
+        # 1-dim tensors, as ESPnet's trainer gathers them across DDP / DataParallel replicas
+        return force_gatherable((loss, stats, batch_size), loss.device)
 
     def collect_feats(self, speech: torch.Tensor, speech_lengths: torch.Tensor,
                       **kwargs) -> Dict[str, torch.Tensor]:

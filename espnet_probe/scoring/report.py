@@ -28,7 +28,8 @@ TRAINING_ORDER = {"baseline": 0, "robust": 1, "random": 2, "": 3}
 # (metric, title, unit, digits, lower is better)
 METRICS = [
     ("eer_ge2e", "Speaker verification EER, GE2E encoder", "%", 1),
-    ("eer_resnet", "Speaker verification EER, ThinResNet-34 + GhostVLAD encoder", "%", 1),
+    ("eer_resnet", "Speaker verification EER, ThinResNet + GhostVLAD encoder (stage 10)",
+     "%", 1),
     ("mindcf_ge2e", "minDCF (p_target 0.01), GE2E", "", 3),
     ("mindcf_resnet", "minDCF (p_target 0.01), ThinResNet", "", 3),
     ("stoi", "STOI against the clean utterance", "", 3),
@@ -187,6 +188,19 @@ def failures_table(rows: list[dict]) -> str:
         out.append(f"| {r['model']} | {r['training']} | {r['condition']} | {r['layer']} | "
                    f"{r['metric'][:-len('_failed')]} | {int(_num(r['value']))} / {r['n']} |")
     return "\n".join(out) + "\n"
+
+
+def trials_summary(trials_dir: Path) -> str:
+    """One line per test set: how many trials of each kind over how many utterances."""
+    from espnet_probe.metrics.trials import read_trials
+
+    lines = []
+    for path in sorted(Path(trials_dir).glob("*/trials")):
+        t = read_trials(path)
+        lines.append(f"- speaker trials `{path}`: {t.n_target} target + {t.n_nontarget} "
+                     f"non-target pairs over {len(t.utterances())} utterances, the same for "
+                     "every model, layer and condition")
+    return "\n".join(lines)
 
 
 def results_markdown(rows: list[dict], plots: dict[str, str], header: str = "") -> str:
