@@ -19,20 +19,13 @@ asr_args=""            # extra ESPnet options, e.g. "--max_epoch 30 --batch_bins
 cmd="python -m espnet_probe.bin.run_jobs"
 help_message="Usage: $0 --config conf/asr/x.yaml --exp exp/asr_x --train_set train --valid_set dev --token_list tokens.txt"
 . "$(dirname "$0")/../scripts/parse_options.sh"
+. "$(dirname "$0")/../scripts/exp_guard.sh"
 
 for v in config exp train_set valid_set token_list; do
   [ -n "${!v}" ] || { echo "$0: --${v} is required" >&2; exit 1; }
 done
 settings="config=$(sha1sum < "${config}" | cut -c1-12) train=${train_set} valid=${valid_set} tokens=$(sha1sum < "${token_list}" | cut -c1-12) ${asr_args}"
-if [ -f "${exp}/.done" ] && [ "$(cat "${exp}/.done")" = "${settings}" ]; then
-  echo "ASR ${exp}: already trained, skipped" >&2; exit 0
-fi
-if [ -f "${exp}/.settings" ] && [ "$(cat "${exp}/.settings")" != "${settings}" ]; then
-  echo "ASR ${exp}: settings changed, training from scratch" >&2; rm -rf "${exp}"
-fi
-mkdir -p "${exp}"
-echo "${settings}" > "${exp}/.settings"
-rm -f "${exp}/.done"
+exp_begin "ASR" "${exp}" "${settings}" || exit 0
 
 extra=()
 [ -n "${bpemodel}" ] && extra+=(--bpemodel "${bpemodel}")
@@ -58,5 +51,5 @@ train_set: ${train_set}
 train_seconds: $(( $(date +%s) - start ))
 machine: "$(nproc --all) CPU cores, ${ngpu} GPU, ${num_threads} thread(s)"
 INFO
-echo "${settings}" > "${exp}/.done"
+exp_finish "${exp}" "${settings}"
 echo "ASR ${exp}: trained in $(( $(date +%s) - start )) s" >&2

@@ -17,20 +17,13 @@ probe_args=""          # extra ESPnet options, e.g. "--max_epoch 10 --layers inp
 cmd="python -m espnet_probe.bin.run_jobs"
 help_message="Usage: $0 --config conf/probe/x.yaml --exp exp/probe_x --asr_config exp/asr_x/config.yaml --asr_model exp/asr_x/valid.loss.ave.pth --train_set train --valid_set dev"
 . "$(dirname "$0")/../scripts/parse_options.sh"
+. "$(dirname "$0")/../scripts/exp_guard.sh"
 
 for v in config exp asr_config asr_model train_set valid_set; do
   [ -n "${!v}" ] || { echo "$0: --${v} is required" >&2; exit 1; }
 done
 settings="config=$(sha1sum < "${config}" | cut -c1-12) asr=$(sha1sum < "${asr_model}" | cut -c1-12) init=${asr_init} train=${train_set} valid=${valid_set} ${probe_args}"
-if [ -f "${exp}/.done" ] && [ "$(cat "${exp}/.done")" = "${settings}" ]; then
-  echo "probe ${exp}: already trained, skipped" >&2; exit 0
-fi
-if [ -f "${exp}/.settings" ] && [ "$(cat "${exp}/.settings")" != "${settings}" ]; then
-  echo "probe ${exp}: settings changed, training from scratch" >&2; rm -rf "${exp}"
-fi
-mkdir -p "${exp}"
-echo "${settings}" > "${exp}/.settings"
-rm -f "${exp}/.done"
+exp_begin "probe" "${exp}" "${settings}" || exit 0
 
 # target: clean (config or --probe_args) reads the clean log-mel of each utterance as "target"
 target=$(python -c 'import sys, yaml; print((yaml.safe_load(open(sys.argv[1])) or {}).get("target", "heard"))' "${config}")
@@ -52,5 +45,5 @@ OMP_NUM_THREADS=${num_threads} ${cmd} "${exp}/train.log" \
     --valid_data_path_and_name_and_type "${featdir}/${valid_set}/feats.scp,speech,kaldi_ark" \
     --valid_shape_file "${featdir}/${valid_set}/feats_shape" "${extra[@]}" ${probe_args} \
   || { echo "$0: probe training failed, see ${exp}/train.log" >&2; tail -n 20 "${exp}/train.log" >&2; exit 1; }
-echo "${settings}" > "${exp}/.done"
+exp_finish "${exp}" "${settings}"
 echo "probe ${exp}: trained in $(( $(date +%s) - start )) s" >&2

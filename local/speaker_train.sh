@@ -16,6 +16,7 @@ speaker_args=""        # extra ESPnet options, e.g. "--max_epoch 30 --batch_size
 cmd="python -m espnet_probe.bin.run_jobs"
 help_message="Usage: $0 --config conf/speaker/resnet_small.yaml --exp exp/speaker_resnet_small --train_dir data/train [--valid_fraction 0.1] [--split_seed 0] [--speaker_args '...'] [--cmd '...']"
 . "$(dirname "$0")/../scripts/parse_options.sh"
+. "$(dirname "$0")/../scripts/exp_guard.sh"
 
 for v in config exp train_dir; do
   [ -n "${!v}" ] || { echo "$0: --${v} is required" >&2; exit 1; }
@@ -24,15 +25,7 @@ done
   || { echo "$0: ${train_dir} needs wav.scp and utt2spk" >&2; exit 1; }
 data_sum=$(cat "${train_dir}/wav.scp" "${train_dir}/utt2spk" | sha1sum | cut -c1-12)
 settings="config=$(sha1sum < "${config}" | cut -c1-12) data=${train_dir}:${data_sum} valid=${valid_fraction} seed=${split_seed} ${speaker_args}"
-if [ -f "${exp}/.done" ] && [ "$(cat "${exp}/.done")" = "${settings}" ]; then
-  echo "speaker encoder ${exp}: already trained, skipped" >&2; exit 0
-fi
-if [ -f "${exp}/.settings" ] && [ "$(cat "${exp}/.settings")" != "${settings}" ]; then
-  echo "speaker encoder ${exp}: settings changed, training from scratch" >&2; rm -rf "${exp}"
-fi
-mkdir -p "${exp}"
-echo "${settings}" > "${exp}/.settings"
-rm -f "${exp}/.done"
+exp_begin "speaker encoder" "${exp}" "${settings}" || exit 0
 
 start=$(date +%s)
 # shellcheck disable=SC2086
@@ -41,5 +34,5 @@ OMP_NUM_THREADS=${num_threads} ${cmd} "${exp}/train.log" \
     --ngpu "${ngpu}" --resume true --train_data_dir "${train_dir}" \
     --valid_fraction "${valid_fraction}" --split_seed "${split_seed}" ${speaker_args} \
   || { echo "$0: speaker encoder training failed, see ${exp}/train.log" >&2; tail -n 20 "${exp}/train.log" >&2; exit 1; }
-echo "${settings}" > "${exp}/.done"
+exp_finish "${exp}" "${settings}"
 echo "speaker encoder ${exp}: trained in $(( $(date +%s) - start )) s" >&2

@@ -1,0 +1,18 @@
+# Sourced by local/*_train.sh: one experiment dir per training, keyed by its settings.
+#   exp_begin LABEL EXP SETTINGS || exit 0   # skip a finished run with the same settings
+#   ... train (ESPnet --resume continues a run killed half-way) ...
+#   exp_finish EXP SETTINGS
+# Changed settings wipe EXP and start afresh, so a stale checkpoint is never resumed.
+exp_begin() {
+  local label=$1 exp=$2 settings=$3
+  if [ -f "${exp}/.done" ] && [ "$(cat "${exp}/.done")" = "${settings}" ]; then
+    echo "${label} ${exp}: already trained, skipped" >&2; return 1
+  fi
+  if [ -f "${exp}/.settings" ] && [ "$(cat "${exp}/.settings")" != "${settings}" ]; then
+    echo "${label} ${exp}: settings changed, training from scratch" >&2; rm -rf "${exp}"
+  fi
+  mkdir -p "${exp}"
+  echo "${settings}" > "${exp}/.settings"
+  rm -f "${exp}/.done"
+}
+exp_finish() { echo "$2" > "$1/.done"; }
