@@ -371,7 +371,9 @@ if run_stage 11; then
   failed=0
   for pid in "${pids[@]}"; do wait "${pid}" || failed=$((failed + 1)); done
   [ "${failed}" -eq 0 ] || { log "${failed} scoring job(s) failed, see ${expdir}/*/log/score.log"; exit 1; }
-  grep -h "^score_layers" ${score_exps} "${expdir}/probe_oracle/log/score.log" "${expdir}/score_original/log/score.log" >&2 || true
+  for e in ${score_exps} "${expdir}/probe_oracle" "${expdir}/score_original"; do
+    grep -h "^score_layers" "${e}/log/score.log" >&2 || true
+  done
 fi
 
 if run_stage 12; then
