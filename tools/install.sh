@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-command install: a virtual env under tools/venv with everything the recipe needs, pinned.
-# Usage: tools/install.sh [--python python3.11] [--with-browser]
+# Usage: tools/install.sh [--python python3.11] [--no-browser]
 # Order matters (measured on CPU-only machines, see ../shared/DESIGN.md):
 #   1. torch 2.13.0 first (CPU wheel), so nothing later pulls a multi-GB CUDA build;
 #   2. espnet with --no-deps (its setuptools<74 pin would otherwise make pip replace torch);
@@ -9,9 +9,11 @@
 set -euo pipefail
 
 python=${PYTHON:-python3}
+browser=true
 while [ $# -gt 0 ]; do
   case "$1" in
     --python) python=$2; shift 2 ;;
+    --no-browser) browser=false; shift ;;
     -h|--help) sed -n 2,3p "$0"; exit 0 ;;
     *) echo "$0: unknown option $1" >&2; exit 2 ;;
   esac
@@ -42,4 +44,17 @@ find "${site}/torchaudio" \( -name '*.so' -o -name '*.so.*' \) -delete
 import torch, espnet2.tasks.asr, kaldiio, pesq, pystoi, resemblyzer, espeakng_loader  # noqa
 print(f"install ok: torch {torch.__version__}, espnet {__import__('espnet').__version__}")
 PY
+
+# Headless Chromium + its driver for the listening test's browser test (Debian's packages; pip
+# cannot bring a browser here). Only as root with apt; elsewhere that one test skips and says why.
+if $browser && ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    echo "installed $(chromium --version 2>/dev/null)"
+  else
+    echo "note: chromium/chromedriver not installed (needs root + apt-get);" \
+         "the browser test of the listening app will be skipped" >&2
+  fi
+fi
 touch "${venv}/.install_done"
