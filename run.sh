@@ -40,9 +40,11 @@ probe_config=${probe_root}/conf/probe/probe_small.yaml
 probe_train_set=""          # default: <train>_robust, clean + noisy, so every probe has heard
                             # the conditions it decodes (the baseline ASR models included)
 probe_controls=true         # also probe a randomly initialised encoder of each architecture
+control_conditions=clean    # clean | all: conditions the random-encoder controls are decoded,
+                            # vocoded and scored in (clean: a quarter of stages 8-11's work less)
 probe_args=""               # extra ESPnet options for probe training, e.g. "--max_epoch 10"
 vocoder_config=${probe_root}/conf/vocoder.yaml
-vocode_max_utts=32          # utterances vocoded per test condition (speakers in turn); 0 = all
+vocode_max_utts=24          # utterances vocoded per test condition (speakers in turn); 0 = all
 # Speaker side and scoring (stages 10-12)
 speaker_config=${probe_root}/conf/speaker/resnet_small.yaml   # ThinResNet-34 + GhostVLAD
 speaker_train_set=""        # default: <train>; its speakers train the ThinResNet encoder
@@ -83,7 +85,7 @@ Options (defaults in brackets):
   --asr_trainings ["${asr_trainings}"] --asr_args ["${asr_args}"] --ngpu [${ngpu}]
   --asr_parallel [${asr_parallel}]
   --probe_config [${probe_config}] --probe_train_set [${probe_train_set:-<train>_robust}]
-  --probe_controls [${probe_controls}] --probe_args ["${probe_args}"]
+  --probe_controls [${probe_controls}] --control_conditions [${control_conditions}] --probe_args ["${probe_args}"]
   --vocoder_config [${vocoder_config}] --vocode_max_utts [${vocode_max_utts}]
   --speaker_config [${speaker_config}] --speaker_train_set [${speaker_train_set:-<train>}]
   --speaker_id_probe [${speaker_id_probe}] --n_trials [${n_trials}] --n_boot [${n_boot}]
@@ -178,11 +180,13 @@ fi
 if run_stage 5; then
   log "Stage 5: ASR training: $(for c in ${asr_configs}; do basename "$c" .yaml; done | xargs) x {${asr_trainings}}"
   pids=()
-  for config in ${asr_configs}; do
-    type=$(config_token_type "${config}")
-    bpemodel=""
-    [ "${type}" = bpe ] && bpemodel=$(token_dir bpe)/bpe.model
-    for training in ${asr_trainings}; do
+  # robust trainings first: they see twice the data, so the longest jobs start first
+  for training in $(printf '%s\n' ${asr_trainings} | grep -x robust) \
+                  $(printf '%s\n' ${asr_trainings} | grep -vx robust); do
+    for config in ${asr_configs}; do
+      type=$(config_token_type "${config}")
+      bpemodel=""
+      [ "${type}" = bpe ] && bpemodel=$(token_dir bpe)/bpe.model
       while [ "$(jobs -rp | wc -l)" -ge "${asr_parallel}" ]; do sleep 2; done
       "${probe_root}/local/asr_train.sh" --config "${config}" \
         --exp "${expdir}/$(asr_tag "${config}" "${training}")" --model "$(basename "${config}" .yaml)" \
@@ -205,19 +209,20 @@ if run_stage 6; then
     for training in ${asr_trainings}; do
       exp=${expdir}/$(asr_tag "${config}" "${training}")
       exps+=("${exp}")
-      for t in ${test_sets} ${noisy_test_sets}; do
-        while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
-        ${decode_cmd} "${exp}/decode_${t}/decode.log" \
-          python -m espnet_probe.bin.asr_decode --asr_exp "${exp}" \
-            --feats_dir "${dumpdir}/fbank/${t}" --out "${exp}/decode_${t}" &
-      done
+      while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
+      # one job per model for all conditions: the model and ESPnet (~10 s) load once
+      ${decode_cmd} "${exp}/log/decode.log" \
+        python -m espnet_probe.bin.asr_decode --asr_exp "${exp}" \
+          --feats_dir $(for t in ${test_sets} ${noisy_test_sets}; do echo "${dumpdir}/fbank/${t}"; done) \
+          --out $(for t in ${test_sets} ${noisy_test_sets}; do echo "${exp}/decode_${t}"; done) &
     done
   done
   wait
   for exp in "${exps[@]}"; do
+    grep -h "^asr_decode" "${exp}/log/decode.log" >&2 || true
     for t in ${test_sets} ${noisy_test_sets}; do
-      grep -h "asr_decode" "${exp}/decode_${t}/decode.log" >&2 \
-        || { log "decoding failed: ${exp}/decode_${t}/decode.log"; exit 1; }
+      [ -s "${exp}/decode_${t}/result.json" ] \
+        || { log "decoding of ${t} failed: see ${exp}/log/decode.log"; exit 1; }
     done
   done
   python -m espnet_probe.bin.asr_results --exps "${exps[@]}" --out "${expdir}/asr_results"
@@ -242,8 +247,11 @@ for config in ${asr_configs}; do
     probe_jobs+=("${expdir}/probe_$(basename "${config}" .yaml)_random ${expdir}/$(asr_tag "${config}" "${first_training}") random")
   fi
 done
-decode_sets=""
-for t in ${test_sets} ${noisy_test_sets}; do decode_sets+=" ${dumpdir}/fbank/${t}"; done
+# test sets a probe experiment decodes, vocodes and scores: all, or clean only for the controls
+probe_sets() {
+  if [ "$1" = random ] && [ "${control_conditions}" = clean ]; then echo ${test_sets}
+  else echo ${test_sets} ${noisy_test_sets}; fi
+}
 
 if run_stage 7; then
   log "Stage 7: probe training (${#probe_jobs[@]} experiments) on ${probe_train_set}"
@@ -263,20 +271,19 @@ if run_stage 7; then
 fi
 
 if run_stage 8; then
-  log "Stage 8: probe decoding of${decode_sets}"
+  log "Stage 8: probe decoding of ${test_sets}${noisy_test_sets} (controls: ${control_conditions})"
   pids=()
   for job in "${probe_jobs[@]}"; do
-    read -r pexp _ _ <<< "${job}"
+    read -r pexp _ init <<< "${job}"
     while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
-    # shellcheck disable=SC2086
     ${decode_cmd} "${pexp}/log/probe_decode.log" \
-      python -m espnet_probe.bin.probe_decode --probe_exp "${pexp}" --feats_dir ${decode_sets} &
+      python -m espnet_probe.bin.probe_decode --probe_exp "${pexp}" \
+        --feats_dir $(for t in $(probe_sets "${init}"); do echo "${dumpdir}/fbank/${t}"; done) &
     pids+=($!)
   done
-  # shellcheck disable=SC2086
   ${decode_cmd} "${expdir}/probe_oracle/log/probe_decode.log" \
     python -m espnet_probe.bin.probe_decode --oracle --out_root "${expdir}/probe_oracle" \
-      --feats_dir ${decode_sets} &
+      --feats_dir $(for t in $(probe_sets oracle); do echo "${dumpdir}/fbank/${t}"; done) &
   pids+=($!)
   failed=0
   for pid in "${pids[@]}"; do wait "${pid}" || failed=$((failed + 1)); done
@@ -288,12 +295,13 @@ fi
 if run_stage 9; then
   log "Stage 9: vocoding every layer (${vocode_max_utts:-all} utts per condition)"
   pids=()
-  for pexp in $(for job in "${probe_jobs[@]}"; do echo "${job%% *}"; done) "${expdir}/probe_oracle"; do
+  for job in "${probe_jobs[@]}" "${expdir}/probe_oracle - oracle"; do
+    read -r pexp _ init <<< "${job}"
     while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
     ${train_cmd} "${pexp}/log/vocode.log" \
       python -m espnet_probe.bin.vocode_layers --data "${datadir}" --max_utts "${vocode_max_utts}" \
         --fbank_config "${fbank_config}" --config "${vocoder_config}" \
-        --decode_dirs $(for t in ${test_sets} ${noisy_test_sets}; do echo "${pexp}/decode_${t}"; done) &
+        --decode_dirs $(for t in $(probe_sets "${init}"); do echo "${pexp}/decode_${t}"; done) &
     pids+=($!)
   done
   failed=0

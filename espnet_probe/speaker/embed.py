@@ -27,7 +27,7 @@ from espnet_probe.audio.io import SAMPLE_RATE, load_audio
 from espnet_probe.metrics import entry_fingerprint
 from espnet_probe.metrics.trials import Trials
 from espnet_probe.speaker.ge2e import INT16_MAX, Embedder, SpeakerScoringError, score_speaker
-from espnet_probe.speaker.resnet import repeat_pad
+from espnet_probe.speaker.resnet import ENCODER_DEFAULTS, load_encoder, repeat_pad
 from espnet_probe.utils.fileio import shard
 
 MIN_SECONDS = 0.5
@@ -52,8 +52,6 @@ def find_checkpoint(model_dir: str | Path) -> tuple[Path, Path]:
 def describe_model(model_dir: str | Path) -> str:
     """e.g. 'ThinResNet-34 (widths 32-64-128-256, blocks 3-4-6-3) + GhostVLAD (8+2 clusters),
     512-d, 64 log-mel bands'."""
-    from espnet_probe.tasks.speaker import ENCODER_DEFAULTS
-
     config, _ = find_checkpoint(model_dir)
     with open(config, encoding="utf-8") as f:
         args = yaml.safe_load(f) or {}
@@ -70,11 +68,9 @@ class ResNetEmbedder:
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", batch_size: int = 8,
                  num_threads: int = 1):
-        from espnet_probe.tasks.speaker import SpeakerTask
-
         config, checkpoint = find_checkpoint(model_dir)
-        model, _ = SpeakerTask.build_model_from_file(config, checkpoint, device)
-        self.encoder = model.encoder.eval()
+        with open(config, encoding="utf-8") as f:
+            self.encoder = load_encoder(yaml.safe_load(f) or {}, checkpoint, device).eval()
         self.device = device
         self.batch_size = batch_size
         self.num_threads = num_threads

@@ -20,6 +20,8 @@ STFT's reflect padding at the end depends on the true length). The tests check i
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Dict, Sequence, Tuple
 
 import numpy as np
@@ -203,6 +205,42 @@ class ThinResNetGhostVLAD(torch.nn.Module):
 
     def embed(self, wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return F.normalize(self(wav, lengths), dim=-1)
+
+
+ENCODER_DEFAULTS = {"widths": [32, 64, 128, 256], "blocks": [3, 4, 6, 3], "stem_kernel": 3,
+                    "stem_stride": 1, "descriptor_dim": 512, "clusters": 8, "ghost_clusters": 2,
+                    "embed_dim": 512}
+
+
+def options(name: str, given: dict | None, defaults: dict) -> dict:
+    """``defaults`` updated by ``given``; an unknown key is an error naming the option group."""
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ValueError(f"--{name}: unknown option(s) {unknown}; known: {sorted(defaults)}")
+    return {**defaults, **given}
+
+
+def fbank_config(frontend_conf: dict | None) -> FbankConfig:
+    known = {f.name for f in dataclasses.fields(FbankConfig)}
+    return FbankConfig(**options("frontend_conf", frontend_conf,
+                                 {k: getattr(FbankConfig, k) for k in known}))
+
+
+def build_encoder(frontend_conf: dict | None, encoder_conf: dict | None) -> ThinResNetGhostVLAD:
+    return ThinResNetGhostVLAD(fbank_config(frontend_conf),
+                               **options("encoder_conf", encoder_conf, ENCODER_DEFAULTS))
+
+
+def load_encoder(config: dict, checkpoint: str | Path, device: str = "cpu") -> ThinResNetGhostVLAD:
+    """The trained encoder of a speaker_train experiment, for inference. Built from its
+    config.yaml directly: ESPnet's task machinery would cost ~10 s of imports per process."""
+    encoder = build_encoder(config.get("frontend_conf"), config.get("encoder_conf"))
+    state = torch.load(checkpoint, map_location=device)
+    prefix = "encoder."
+    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    encoder.load_state_dict(weights)  # strict: a config/checkpoint mismatch is an error
+    return encoder.to(device)
 
 
 class AdditiveMarginSoftmax(torch.nn.Module):

@@ -22,7 +22,6 @@ Task options:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from typing import Callable, Collection, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -34,20 +33,10 @@ from espnet2.utils.nested_dict_action import NestedDictAction
 from espnet2.utils.types import int_or_none
 
 from espnet_probe.audio.features import FbankConfig
-from espnet_probe.speaker.resnet import SpeakerEmbeddingModel, ThinResNetGhostVLAD, repeat_pad
+from espnet_probe.speaker.resnet import (ENCODER_DEFAULTS, SpeakerEmbeddingModel, build_encoder,
+                                         fbank_config, options, repeat_pad)
 
-ENCODER_DEFAULTS = {"widths": [32, 64, 128, 256], "blocks": [3, 4, 6, 3], "stem_kernel": 3,
-                    "stem_stride": 1, "descriptor_dim": 512, "clusters": 8, "ghost_clusters": 2,
-                    "embed_dim": 512}
 LOSS_DEFAULTS = {"margin": 0.2, "scale": 30.0}
-
-
-def _options(name: str, given: Optional[dict], defaults: dict) -> dict:
-    given = dict(given or {})
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ValueError(f"--{name}: unknown option(s) {unknown}; known: {sorted(defaults)}")
-    return {**defaults, **given}
 
 
 class CropSpeech:
@@ -114,16 +103,13 @@ class SpeakerTask(AbsTask):
 
     @staticmethod
     def fbank_config(args: argparse.Namespace) -> FbankConfig:
-        known = {f.name for f in dataclasses.fields(FbankConfig)}
-        return FbankConfig(**_options("frontend_conf", args.frontend_conf,
-                                      {k: getattr(FbankConfig, k) for k in known}))
+        return fbank_config(args.frontend_conf)
 
     @classmethod
     def build_model(cls, args: argparse.Namespace) -> SpeakerEmbeddingModel:
         if not args.num_spk:
             raise ValueError("the speaker task needs --num_spk (speaker_train sets it from the "
                              "training data's spk2id)")
-        encoder = ThinResNetGhostVLAD(cls.fbank_config(args),
-                                      **_options("encoder_conf", args.encoder_conf, ENCODER_DEFAULTS))
+        encoder = build_encoder(args.frontend_conf, args.encoder_conf)
         return SpeakerEmbeddingModel(encoder, args.num_spk,
-                                     **_options("loss_conf", args.loss_conf, LOSS_DEFAULTS))
+                                     **options("loss_conf", args.loss_conf, LOSS_DEFAULTS))
