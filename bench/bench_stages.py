@@ -84,15 +84,15 @@ class PeakMemory(threading.Thread):
         super().__init__(daemon=True)
         self.sid, self.interval, self.skip_comm = sid, interval, skip_comm
         self.peak_kb = 0
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._done.is_set():
             self.peak_kb = max(self.peak_kb, _session_pss_kb(self.sid, self.skip_comm))
-            self._stop.wait(self.interval)
+            self._done.wait(self.interval)
 
     def stop(self) -> int:
-        self._stop.set()
+        self._done.set()
         self.join()
         return self.peak_kb
 
