@@ -51,34 +51,11 @@ import torch  # noqa: E402
 from pystoi import stoi  # noqa: E402
 
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+from bench_common import cpu_model, pick_utterances  # noqa: E402
 from espnet_probe.audio.features import FbankConfig, LogMelExtractor  # noqa: E402
 from espnet_probe.audio.vocoder import (VocoderConfig, griffin_lim, length_batches,  # noqa: E402
                                         mel_to_magnitude, parallel_map)
-
-
-def pick_utterances(root: Path, n: int, lo: float, hi: float) -> list[Path]:
-    """First utterance of lo..hi seconds (in sorted order) of each of the first n speakers."""
-    if not root.is_dir():
-        sys.exit(f"bench_griffinlim: real data not found at {root}")
-    picked = []
-    for spk in sorted(root.iterdir(), key=lambda d: d.name):
-        for flac in sorted(spk.glob("*/*.flac")):
-            if lo <= sf.info(flac).duration <= hi:
-                picked.append(flac)
-                break
-        if len(picked) == n:
-            break
-    return picked
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def ours_batched(mags, lengths, cfg, vc, n_iter, workers, one_batch=False):
