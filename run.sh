@@ -51,6 +51,13 @@ speaker_train_set=""        # default: <train>; its speakers train the ThinResNe
 speaker_id_probe=true       # linear speaker-ID probe on every layer's hidden states
 n_trials=1000               # target (and non-target) trials per test set, capped by the data
 n_boot=1000                 # bootstrap replicates for the EER / minDCF intervals
+# Demo page and listening test (stages 13-14)
+demo_utts=3                 # sample utterances per demo table
+listening_name=default      # the test lives in ${expdir}/listening/<name>
+listening_exps=""           # probe experiment dirs to test; default: the baseline models'
+listening_sets=""           # default: the first test set (clean)
+listening_layers=""         # default: every vocoded layer
+listening_per_layer=4       # triplets per experiment x set x layer (every rater hears all)
 datadir=data
 dumpdir=dump
 expdir=exp
@@ -72,6 +79,10 @@ Stages:
                probes on every layer's hidden states
   11 score     per layer and condition: GE2E and ThinResNet EER/minDCF, STOI/ESTOI/PESQ, mel L1/MCD
   12 report    ${expdir}/report: scores.csv, RESULTS.md (Tables 1-2 and more), PNG figures
+  13 demo      ${expdir}/demo/index.html (layers x utterances, audio + mel; opens from disk) and
+               the listening test's triplets (${expdir}/listening/<name>/listening.db); then serve
+               it to raters: python -m espnet_probe.bin.listening_test serve --db <that db>
+  14 listening human error rate per layer from the raters' answers, into the report (Fig. 2b)
 Options (defaults in brackets):
   --stage [${stage}] --stop_stage [${stop_stage}] --nj [${nj}] --seed [${seed}]
   --local_data_script [${local_data_script}] --local_data_opts ["${local_data_opts}"]
@@ -89,6 +100,9 @@ Options (defaults in brackets):
   --vocoder_config [${vocoder_config}] --vocode_max_utts [${vocode_max_utts}]
   --speaker_config [${speaker_config}] --speaker_train_set [${speaker_train_set:-<train>}]
   --speaker_id_probe [${speaker_id_probe}] --n_trials [${n_trials}] --n_boot [${n_boot}]
+  --demo_utts [${demo_utts}] --listening_name [${listening_name}] --listening_exps ["${listening_exps}"]
+  --listening_sets ["${listening_sets}"] --listening_layers ["${listening_layers}"]
+  --listening_per_layer [${listening_per_layer}]
   --datadir [${datadir}] --dumpdir [${dumpdir}] --expdir [${expdir}]
 Job backend: cmd.sh (local runner by default; Kaldi queue.pl / slurm.pl on a cluster).
 HELP
@@ -384,8 +398,7 @@ if run_stage 11; then
   done
 fi
 
-if run_stage 12; then
-  log "Stage 12: report in ${expdir}/report"
+make_report() {
   sid_args=()
   if [ "${speaker_id_probe}" = true ]; then
     for job in "${sid_jobs[@]}"; do
@@ -412,6 +425,37 @@ if run_stage 12; then
     "${asr_opt[@]}" --speaker_id "${sid_args[@]}" --mel_figure "${mel_args[@]}" \
     --oracle_root "${expdir}/probe_oracle" --trials_dir "${expdir}/trials" \
     --header "Test sets: ${test_sets}; conditions: clean and ${test_snrs} dB SNR; seed ${seed}."
+}
+
+if run_stage 12; then
+  log "Stage 12: report in ${expdir}/report"
+  make_report
+fi
+
+listening_dir=${expdir}/listening/${listening_name}
+if run_stage 13; then
+  log "Stage 13: demo page and listening test"
+  python -m espnet_probe.bin.make_demo --exp_root "${expdir}" --data "${datadir}" \
+    --out "${expdir}/demo" --utts_per_table "${demo_utts}" --seed "${seed}" --fbank_config "${fbank_config}"
+  if [ -f "${listening_dir}/listening.db" ]; then
+    log "keeping ${listening_dir}/listening.db and its answers (delete it to draw a new test)"
+  else
+    exps=${listening_exps}
+    if [ -z "${exps}" ]; then
+      for config in ${asr_configs}; do exps+=" probe_$(basename "${config}" .yaml)_baseline"; done
+    fi
+    # shellcheck disable=SC2086
+    python -m espnet_probe.bin.listening_test make --exp_root "${expdir}" --data "${datadir}" \
+      --out "${listening_dir}" --exps ${exps} --sets ${listening_sets:-${test_sets%% *}} \
+      ${listening_layers:+--layers ${listening_layers}} --per_layer "${listening_per_layer}" --seed "${seed}"
+  fi
+  log "demo: ${expdir}/demo/index.html; listening test: python -m espnet_probe.bin.listening_test serve --db ${listening_dir}/listening.db  (then ./run.sh --stage 14)"
+fi
+
+if run_stage 14; then
+  log "Stage 14: human error rate per layer from ${listening_dir}/listening.db"
+  python -m espnet_probe.bin.listening_test score --db "${listening_dir}/listening.db" --out_dir "${listening_dir}"
+  make_report
 fi
 
 log "Finished stages ${stage}..${stop_stage}"

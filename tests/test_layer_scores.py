@@ -179,3 +179,65 @@ def test_scoring_errors_name_the_problem(experiment, tmp_path, capsys):
                              + common) == 1
     err = capsys.readouterr().err
     assert "trial utterances are missing" in err and lines[0].split()[0] in err
+
+
+def write_scores_csv(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=SCORE_COLUMNS)
+        w.writeheader()
+        w.writerows(dict(zip(SCORE_COLUMNS, r)) for r in rows)
+
+
+def test_report_human_error_from_listening_tests(tmp_path, monkeypatch, capsys):
+    exp = tmp_path / "exp"
+    write_scores_csv(exp / "probe_toy_robust" / "scores.csv", [
+        ("toy", "robust", s, layer, i, "eer_ge2e", 5.0 + 10 * i, "", "", 40)
+        for s in ("test", "test_snr0") for i, layer in enumerate(("input", "blstm1"))])
+    listening = [("toy", "robust", "test", "input", 0, "human_error", 0.25, 0.14, 0.40, 40),
+                 ("toy", "robust", "test", "blstm1", 1, "human_error", 0.45, 0.31, 0.60, 40),
+                 ("original", "", "test", "audio", 0, "human_error", 0.05, 0.01, 0.17, 40)]
+    write_scores_csv(exp / "listening" / "pilot" / "scores.csv", listening)
+    chance_lines = []
+
+    def keep_lines(fig, path):  # what the plot draws, before it is saved and closed
+        chance_lines.extend(tuple(line.get_ydata()) for ax in fig.axes for line in ax.get_lines()
+                            if line.get_label() == "chance")
+        real_save(fig, path)
+
+    from espnet_probe.scoring import plots
+    real_save = plots._save
+    monkeypatch.setattr(plots, "_save", keep_lines)
+    out = exp / "report"
+    args = ["--out", str(out), "--scores", str(exp / "probe_toy_robust" / "scores.csv")]
+    assert make_report.main(args) == 0  # the listening dir is found beside the report
+    human = [r for r in read_rows(out / "scores.csv") if r["metric"] == "human_error"]
+    assert len(human) == 3 and {r["condition"] for r in human} == {"clean"}
+    assert {r["n"] for r in human} == {"40"}
+    md = (out / "RESULTS.md").read_text()
+    section = md.split("## Human error rate per layer (Fig. 2b)")[1].split("\n## ")[0]
+    assert "| training | condition | input | blstm1 |" in section
+    assert "| robust | clean | 0.25 (0.14-0.40) n=40 | 0.45 (0.31-0.60) n=40 |" in section
+    assert "| original | 0.05 (0.01-0.17) n=40 |" in section
+    assert (out / "human_error.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](human_error.png)" in md
+    assert chance_lines == [(0.5, 0.5)]  # one condition x one model, dashed at chance
+
+    # no listening test: one sentence on how to run it, no human plot, nothing else changes
+    (exp / "listening" / "pilot" / "scores.csv").unlink()
+    out2 = exp / "report_without"
+    assert make_report.main(["--out", str(out2), "--scores",
+                             str(exp / "probe_toy_robust" / "scores.csv")]) == 0
+    md2 = (out2 / "RESULTS.md").read_text()
+    assert "No listening-test results in" in md2 and "run the listening test" in md2
+    assert not (out2 / "human_error.png").exists() and "human_error" not in md2.split("## Plots")[1]
+    assert "## Table 2: Speaker verification EER, GE2E" in md2
+
+    # two tests answering for the same cell: an error naming both files, not a silent pick
+    write_scores_csv(exp / "listening" / "a" / "scores.csv", listening[:1])
+    write_scores_csv(exp / "listening" / "b" / "scores.csv", listening[:1])
+    capsys.readouterr()
+    assert make_report.main(args) == 1
+    err = capsys.readouterr().err
+    assert str(exp / "listening" / "a" / "scores.csv") in err
+    assert str(exp / "listening" / "b" / "scores.csv") in err

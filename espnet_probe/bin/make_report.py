@@ -6,12 +6,14 @@
       [--speaker_id vgg_blstm_small:baseline:exp/asr_vgg_blstm_small_baseline/speaker_id/results.csv] \\
       [--mel_figure vgg_blstm_small:baseline:clean:exp/probe_vgg_blstm_small_baseline/decode_test ...] \\
       [--oracle_root exp/probe_oracle] [--mel_utt UTT] [--header "one paragraph"] \\
-      [--trials_dir exp/trials]
+      [--trials_dir exp/trials] [--listening_dir exp/listening]
 
 Writes OUT/scores.csv (model,training,condition,layer,layer_index,metric,value,ci_low,ci_high,n),
 OUT/RESULTS.md (Table 1 WER, Table 2 EER per layer for each speaker encoder, STOI/ESTOI/PESQ,
 mel L1/MCD, speaker-ID accuracy, PESQ failures) and PNG plots: eer_ge2e.png, eer_resnet.png
 (Fig. 2a), stoi.png (Fig. 4), pesq.png, speaker_id.png, mel_<model>.png (Fig. 3).
+Listening tests' LISTENING_DIR/<name>/scores.csv (default: OUT/../listening, i.e.
+exp/listening) join the scores when present: the human error table and human_error.png (Fig. 2b).
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ from pathlib import Path
 
 from espnet_probe.scoring.layer_scores import LayerScoringError
 from espnet_probe.scoring.plots import plot_mel_layers, plot_metric_per_layer
-from espnet_probe.scoring.report import (collect, results_markdown, trials_summary,
+from espnet_probe.scoring.report import (HUMAN_CHANCE, HUMAN_ERROR, collect,
+                                         listening_score_files, results_markdown, trials_summary,
                                          write_report_csv)
 from espnet_probe.utils.fileio import atomic_open
 
 FIGURES = [("eer_ge2e", "EER % (GE2E)", "Fig. 2a: speaker-verification EER per layer, GE2E"),
            ("eer_resnet", "EER % (ThinResNet)",
             "Fig. 2a: speaker-verification EER per layer, ThinResNet-34 + GhostVLAD"),
+           (HUMAN_ERROR, "human error rate", "Fig. 2b: human error rate per layer (listening "
+            "test, Wilson 95% CI)"),
            ("stoi", "STOI", "Fig. 4: STOI per layer, baseline vs robust"),
            ("pesq", "PESQ (wb)", "Wideband PESQ per layer"),
            ("speaker_id_acc", "accuracy %", "Linear speaker-ID probe accuracy per layer")]
@@ -56,17 +61,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mel_utt", help="utterance of the mel figure (default: the first vocoded)")
     p.add_argument("--header", default="", help="a paragraph on top of RESULTS.md")
     p.add_argument("--trials_dir", type=Path, help="exp/trials: describe the trial lists")
+    p.add_argument("--listening_dir", type=Path,
+                   help="listening tests' <name>/scores.csv (default: OUT/../listening)")
     args = p.parse_args(argv)
+    listening_dir = args.listening_dir or args.out.parent / "listening"
     try:
         speaker_id = [(m, t, Path(f)) for m, t, f in args.speaker_id]
         for _, _, f in speaker_id:
             if not f.is_file():
                 raise LayerScoringError(f"{f}: not found (run the speaker-ID probe)")
-        rows = collect(args.scores, args.asr_results, speaker_id)
+        rows = collect(args.scores + listening_score_files(listening_dir), args.asr_results,
+                       speaker_id)
         write_report_csv(args.out / "scores.csv", rows)
         plots = {}
         for metric, ylabel, title in FIGURES:
-            if plot_metric_per_layer(rows, metric, ylabel, args.out / f"{metric}.png"):
+            chance = HUMAN_CHANCE if metric == HUMAN_ERROR else None
+            if plot_metric_per_layer(rows, metric, ylabel, args.out / f"{metric}.png",
+                                     chance=chance):
                 plots[f"{metric}.png"] = title
         by_model: dict[str, list] = {}
         for model, training, cond, decode_dir in args.mel_figure:
@@ -85,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.trials_dir is not None:
             header = "\n\n".join(x for x in (header, trials_summary(args.trials_dir)) if x)
         with atomic_open(args.out / "RESULTS.md") as f:
-            f.write(results_markdown(rows, plots, header))
+            f.write(results_markdown(rows, plots, header, str(listening_dir)))
     except (LayerScoringError, FileNotFoundError, KeyError, ValueError) as e:
         print(f"make_report: error: {e}", file=sys.stderr)
         return 1

@@ -51,6 +51,45 @@ class LayerScoringError(RuntimeError):
     pass
 
 
+TRAINING_ORDER = {"baseline": 0, "robust": 1, "random": 2, "": 3}
+
+
+def probe_exp_labels(exp: Path) -> tuple[str, str]:
+    """(model, training) of a probe experiment as the scoring stage labels it: from its
+    ``scores.csv`` once scored, else from run.sh's naming ``probe_<model>_<training>``
+    (``probe_oracle`` -> ``("oracle", "")``)."""
+    scores = Path(exp) / "scores.csv"
+    if scores.is_file():
+        rows = read_scores(scores)
+        if rows:
+            return rows[0]["model"], rows[0]["training"]
+    stem = Path(exp).name.removeprefix("probe_")
+    model, _, training = stem.rpartition("_")
+    return (model, training) if model and training in TRAINING_ORDER else (stem, "")
+
+
+def find_probe_exps(exp_root: Path, names: list[str] | None = None,
+                    with_oracle: bool = True) -> list[Path]:
+    """The named experiments (dir names under ``exp_root``, or paths), else every probe-decoded
+    ``probe_*`` dir there; ordered by model, then baseline / robust / random."""
+    exp_root = Path(exp_root)
+    if names:
+        exps = [exp_root / n if (exp_root / n).is_dir() or not Path(n).is_dir() else Path(n)
+                for n in names]
+        missing = [str(e) for e in exps if not e.is_dir()]
+        if missing:
+            raise LayerScoringError(f"probe experiment dir(s) not found: {', '.join(missing)}")
+    else:
+        exps = [d for d in exp_root.glob("probe_*") if d.is_dir()
+                and (with_oracle or d.name != "probe_oracle")
+                and any(d.glob("decode_*/summary.json"))]
+        if not exps:
+            raise LayerScoringError(f"{exp_root}: no probe_*/decode_<set>/summary.json "
+                                    "(run probe decoding)")
+    labels = {e: probe_exp_labels(e) for e in exps}
+    return sorted(exps, key=lambda e: (labels[e][0], TRAINING_ORDER.get(labels[e][1], 9), e.name))
+
+
 def split_condition(set_name: str) -> tuple[str, str]:
     """``test_snr10`` -> (``test``, ``snr10``); a set without an SNR suffix is ``clean``."""
     m = _SNR_SET.match(set_name)

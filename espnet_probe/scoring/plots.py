@@ -33,9 +33,11 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_metric_per_layer(rows: list[dict], metric: str, ylabel: str, path: Path,
-                          trainings: tuple[str, ...] = ("baseline", "robust", "random")) -> bool:
+                          trainings: tuple[str, ...] = ("baseline", "robust", "random"),
+                          chance: float | None = None) -> bool:
     """Grid: a row per condition, a column per model; a line per training with CI bars, the
-    references as horizontal lines. False (no file) when the metric is absent."""
+    references (and ``chance``, when given) as horizontal lines. False (no file) when the
+    metric is absent."""
     sel = [r for r in rows if r["metric"] == metric and _num(r["value"]) is not None]
     models = models_in(sel)
     if not models:
@@ -66,6 +68,8 @@ def plot_metric_per_layer(rows: list[dict], metric: str, ylabel: str, path: Path
                 vals = [_num(r["value"]) for r in sel if r["model"] == ref and r["condition"] == cond]
                 if vals:
                     ax.axhline(vals[0], label=ref, linewidth=1, **REF_STYLE[ref])
+            if chance is not None:
+                ax.axhline(chance, label="chance", color="gray", linestyle="--", linewidth=1)
             ax.set_xticks(range(len(layers)))
             ax.set_xticklabels(layers, rotation=45, ha="right", fontsize=7)
             ax.grid(alpha=0.3)

@@ -8,7 +8,9 @@
 - layer_index 0 is the input features; ASR error rates sit on layer ``output`` after the last layer.
 - metric: eer_ge2e / eer_resnet (percent), mindcf_* (normalised), stoi, estoi, pesq,
   <metric>_failed (count of utterances where it failed, n = utterances), mel_l1, mcd (dB),
-  speaker_id_acc (percent, linear probe on hidden states; condition clean), wer, cer (percent).
+  speaker_id_acc (percent, linear probe on hidden states; condition clean), wer, cer (percent),
+  human_error (fraction of listening-test triplets answered wrong, Wilson CI, n = answers; read
+  from ``<expdir>/listening/<name>/scores.csv`` by make_report).
 """
 
 from __future__ import annotations
@@ -18,18 +20,19 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from espnet_probe.scoring.layer_scores import LayerScoringError, read_scores, split_condition
+from espnet_probe.scoring.layer_scores import (TRAINING_ORDER, LayerScoringError, read_scores,
+                                               split_condition)
 from espnet_probe.utils.fileio import atomic_open
 
 REPORT_COLUMNS = ("model", "training", "condition", "layer", "layer_index", "metric", "value",
                   "ci_low", "ci_high", "n")
 REFERENCE_MODELS = ("original", "oracle")
-TRAINING_ORDER = {"baseline": 0, "robust": 1, "random": 2, "": 3}
 # (metric, title, unit, digits, lower is better)
 METRICS = [
     ("eer_ge2e", "Speaker verification EER, GE2E encoder", "%", 1),
     ("eer_resnet", "Speaker verification EER, ThinResNet + GhostVLAD encoder (stage 10)",
      "%", 1),
+    ("human_error", "Human error rate per layer (Fig. 2b)", "", 2),
     ("mindcf_ge2e", "minDCF (p_target 0.01), GE2E", "", 3),
     ("mindcf_resnet", "minDCF (p_target 0.01), ThinResNet", "", 3),
     ("stoi", "STOI against the clean utterance", "", 3),
@@ -40,6 +43,15 @@ METRICS = [
     ("speaker_id_acc", "Linear speaker-ID probe accuracy on hidden states (held-out utterances "
                        "of training speakers)", "%", 1),
 ]
+
+
+HUMAN_ERROR = "human_error"
+HUMAN_CHANCE = 0.5  # a triplet asks which of two speakers: guessing is wrong half the time
+
+
+def listening_score_files(listening_dir: Path) -> list[Path]:
+    """The listening tests' ``<name>/scores.csv`` (metric human_error), none when not run."""
+    return sorted(Path(listening_dir).glob("*/scores.csv"))
 
 
 def _condition_namer(sets: set[str]):
@@ -56,10 +68,18 @@ def collect(score_files: list[Path], asr_results: Path | None = None,
     """All rows in report form. ``speaker_id``: (model, training, results.csv) triples."""
     rows = []
     raw = []
+    source = {}  # a cell given twice would silently show only one of its values
     for path in score_files:
         if not Path(path).is_file():
             raise LayerScoringError(f"{path}: not found (run the scoring stage)")
-        raw += read_scores(Path(path))
+        for r in read_scores(Path(path)):
+            key = (r["model"], r["training"], r["set"], r["layer"], r["metric"])
+            if key in source:
+                raise LayerScoringError(f"{path}: {r['metric']} of {r['model']} "
+                                        f"{r['training']} {r['set']} {r['layer']} is also in "
+                                        f"{source[key]}; keep one of the two files")
+            source[key] = path
+            raw.append(r)
     asr = []
     if asr_results is not None:
         with open(asr_results, encoding="utf-8", newline="") as f:
@@ -104,13 +124,15 @@ def _num(x) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _cell(r: dict | None, digits: int, ci: bool = True) -> str:
+def _cell(r: dict | None, digits: int, ci: bool = True, show_n: bool = False) -> str:
     if r is None or _num(r["value"]) is None:
         return "-"
     text = f"{_num(r['value']):.{digits}f}"
     lo, hi = _num(r["ci_low"]), _num(r["ci_high"])
     if ci and lo is not None and hi is not None:
         text += f" ({lo:.{digits}f}-{hi:.{digits}f})"
+    if show_n and r["n"] not in ("", None):
+        text += f" n={r['n']}"
     return text
 
 
@@ -131,7 +153,7 @@ def layers_of(rows: list[dict], model: str) -> list[str]:
     return sorted(idx, key=idx.get)
 
 
-def layer_tables(rows: list[dict], metric: str, digits: int) -> str:
+def layer_tables(rows: list[dict], metric: str, digits: int, show_n: bool = False) -> str:
     """One table per model: rows training x condition, columns its layers (input first)."""
     sel = [r for r in rows if r["metric"] == metric]
     out = []
@@ -144,7 +166,8 @@ def layer_tables(rows: list[dict], metric: str, digits: int) -> str:
         out += [f"**{model}**", "", "| training | condition | " + " | ".join(layers) + " |",
                 "|---|---|" + "---:|" * len(layers)]
         for training, cond in keys:
-            cells = [_cell(by.get((training, cond, layer)), digits) for layer in layers]
+            cells = [_cell(by.get((training, cond, layer)), digits, show_n=show_n)
+                     for layer in layers]
             out.append(f"| {training} | {cond} | " + " | ".join(cells) + " |")
         out.append("")
     refs = [r for r in sel if r["model"] in REFERENCE_MODELS]
@@ -154,7 +177,8 @@ def layer_tables(rows: list[dict], metric: str, digits: int) -> str:
         out += ["| reference | " + " | ".join(conds) + " |", "|---|" + "---:|" * len(conds)]
         for model in REFERENCE_MODELS:
             if any(r["model"] == model for r in refs):
-                out.append(f"| {model} | " + " | ".join(_cell(by.get((model, c)), digits)
+                out.append(f"| {model} | " + " | ".join(_cell(by.get((model, c)), digits,
+                                                              show_n=show_n)
                                                         for c in conds) + " |")
         out.append("")
     return "\n".join(out)
@@ -203,18 +227,34 @@ def trials_summary(trials_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def results_markdown(rows: list[dict], plots: dict[str, str], header: str = "") -> str:
+def human_error_section(rows: list[dict], digits: int, listening_dir: str) -> str:
+    """The listening test's table, or one sentence on how to get it."""
+    if not any(r["metric"] == HUMAN_ERROR for r in rows):
+        return (f"No listening-test results in `{listening_dir}/<name>/scores.csv`: run the "
+                "listening test (`espnet_probe/listening`) with a few listeners, then re-run "
+                "the report (`./run.sh --stage 12`).\n")
+    return (f"Fraction of triplets a listener answered wrong (chance {HUMAN_CHANCE}), Wilson "
+            "95% CI in parentheses, n = answers.\n\n"
+            + layer_tables(rows, HUMAN_ERROR, digits, show_n=True))
+
+
+def results_markdown(rows: list[dict], plots: dict[str, str], header: str = "",
+                     listening_dir: str = "exp/listening") -> str:
     present = {r["metric"] for r in rows}
     md = ["# Results: what each layer keeps", ""] + ([header, ""] if header else []) + [
           "All numbers come from `scores.csv` beside this file; 95% confidence intervals in "
           "parentheses (bootstrap over trials for EER/minDCF, t-interval over utterances for "
-          "STOI/PESQ/mel, Wilson for speaker-ID accuracy). Reference rows: `original` = the "
-          "unprocessed audio of each condition, `oracle` = Griffin-Lim of the input log-mel "
-          "itself (the vocoder's ceiling); `random` = probes on a randomly initialised encoder.",
+          "STOI/PESQ/mel, Wilson for speaker-ID accuracy and the human error rate). Reference "
+          "rows: `original` = the unprocessed audio of each condition, `oracle` = Griffin-Lim "
+          "of the input log-mel itself (the vocoder's ceiling); `random` = probes on a "
+          "randomly initialised encoder.",
           ""]
     if "wer" in present:
         md += ["## Table 1: ASR WER / CER % (greedy CTC, no LM)", "", wer_table(rows)]
     for metric, title, unit, digits in METRICS:
+        if metric == HUMAN_ERROR:  # present or not: say how to run the test
+            md += [f"## {title}", "", human_error_section(rows, digits, listening_dir)]
+            continue
         if metric not in present:
             continue
         label = "Table 2" if metric == "eer_ge2e" else ("Table 2b" if metric == "eer_resnet"
