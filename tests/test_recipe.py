@@ -116,7 +116,9 @@ def test_default_run_builds_data_and_features_on_embedded_corpus(tmp_path, recip
     for name in probes:
         pexp = recipe / "exp" / name
         assert (pexp / ".done").exists()
-        for condition in conditions:
+        # the random-encoder control runs on the clean set only (--control_conditions clean)
+        assert name.endswith("random") == (not (pexp / "decode_test_snr0").exists())
+        for condition in (["test"] if name.endswith("random") else conditions):
             decode = pexp / f"decode_{condition}"
             summary = json.loads((decode / "summary.json").read_text())
             assert list(summary["layers"]) == layers and summary["utterances"] == 128
@@ -127,7 +129,7 @@ def test_default_run_builds_data_and_features_on_embedded_corpus(tmp_path, recip
                 wavs = (decode / layer / "wav.scp").read_text().splitlines()
                 assert len(mel) == 128 and len(wavs) == 8
     results = (recipe / "exp" / "probe_results.csv").read_text().splitlines()
-    assert len(results) == 1 + 3 * len(conditions) * len(layers)
+    assert len(results) == 1 + (2 * len(conditions) + 1) * len(layers)
     oracle = recipe / "exp" / "probe_oracle" / "decode_test_snr0"
     assert len((oracle / "original" / "wav.scp").read_text().splitlines()) == 8
     import soundfile
@@ -159,7 +161,7 @@ def test_default_run_builds_data_and_features_on_embedded_corpus(tmp_path, recip
                              "value", "ci_low", "ci_high", "n"]
     got = {(r["model"], r["training"], r["condition"], r["layer"], r["metric"]) for r in rows}
     for training in ("baseline", "robust", "random"):
-        for condition in ("clean", "snr20", "snr10", "snr0"):
+        for condition in ("clean",) if training == "random" else ("clean", "snr20", "snr10", "snr0"):
             for layer in layers:
                 for metric in ("eer_ge2e", "eer_resnet", "mindcf_ge2e", "stoi", "estoi", "pesq",
                                "pesq_failed", "mel_l1", "mcd"):
@@ -174,12 +176,32 @@ def test_default_run_builds_data_and_features_on_embedded_corpus(tmp_path, recip
     for png in ("eer_ge2e.png", "eer_resnet.png", "stoi.png", "speaker_id_acc.png",
                 "mel_tiny_vgg.png"):
         assert (exp / "report" / png).stat().st_size > 5000, png
-    # a re-run recomputes nothing and reports the same numbers
+    # Stage 13: the demo page and a listening test over the baseline's layers
+    demo = (exp / "demo" / "index.html").read_text()
+    assert "tiny_vgg / baseline / clean" in demo and demo.count("<audio") >= 3 * (len(layers) + 2)
+    db = exp / "listening" / "default" / "listening.db"
+    assert "No listening-test results" in results_md
+    # Stage 14: one scripted rater answers every trial "A"; the report gains Fig. 2b
+    from espnet_probe.listening.store import Store
+    with Store(db) as store:
+        assert store.n_trials() == 4 * len(layers)  # --listening_per_layer 4, one experiment
+        rater = store.add_rater("scripted")
+        while (trial := store.next_trial(rater.id)) is not None:
+            store.submit_answer(rater.id, trial.trial, "A")
+    human = subprocess.run(late[:2] + ["14"] + late[3:], cwd=recipe, env=recipe_env,
+                           capture_output=True, text=True)
+    assert human.returncode == 0, human.stderr[-3000:]
+    with open(exp / "report" / "scores.csv", newline="") as f:
+        errors = [r for r in csv.DictReader(f) if r["metric"] == "human_error"]
+    assert {r["layer"] for r in errors} == set(layers) and all(r["n"] == "4" for r in errors)
+    assert (exp / "report" / "human_error.png").exists()
+    # a re-run recomputes nothing, keeps the answers, and reports the same numbers
     before = (exp / "report" / "scores.csv").read_text()
     again = subprocess.run(late, cwd=recipe, env=recipe_env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "already trained, skipped" in again.stderr and ": embedding" not in again.stderr
     assert (exp / "report" / "scores.csv").read_text() == before
+    assert "keeping exp/listening/default/listening.db" in again.stderr
 
 
 def test_librispeech_recipe_on_shared_data(tmp_path, recipe_env, librispeech_dir, musan_mini_dir):
