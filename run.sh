@@ -51,6 +51,8 @@ speaker_train_set=""        # default: <train>; its speakers train the ThinResNe
 speaker_id_probe=true       # linear speaker-ID probe on every layer's hidden states
 n_trials=1000               # target (and non-target) trials per test set, capped by the data
 n_boot=1000                 # bootstrap replicates for the EER / minDCF intervals
+score_nj=1                  # processes inside each scoring job (--nj of them run at once); on a
+                            # cluster node with C cores: --nj <experiments> --score_nj C
 # Demo page and listening test (stages 13-14)
 demo_utts=3                 # sample utterances per demo table
 listening_name=default      # the test lives in ${expdir}/listening/<name>
@@ -99,7 +101,7 @@ Options (defaults in brackets):
   --probe_controls [${probe_controls}] --control_conditions [${control_conditions}] --probe_args ["${probe_args}"]
   --vocoder_config [${vocoder_config}] --vocode_max_utts [${vocode_max_utts}]
   --speaker_config [${speaker_config}] --speaker_train_set [${speaker_train_set:-<train>}]
-  --speaker_id_probe [${speaker_id_probe}] --n_trials [${n_trials}] --n_boot [${n_boot}]
+  --speaker_id_probe [${speaker_id_probe}] --n_trials [${n_trials}] --n_boot [${n_boot}] --score_nj [${score_nj}]
   --demo_utts [${demo_utts}] --listening_name [${listening_name}] --listening_exps ["${listening_exps}"]
   --listening_sets ["${listening_sets}"] --listening_layers ["${listening_layers}"]
   --listening_per_layer [${listening_per_layer}]
@@ -370,7 +372,7 @@ if run_stage 11; then
   speaker_opt=()
   [ -f "${speaker_exp}/.done" ] && speaker_opt=(--speaker_model "${speaker_exp}")
   common=(--data "${datadir}" --feats_root "${dumpdir}/fbank" --trials_dir "${expdir}/trials"
-          --n_boot "${n_boot}" --seed "${seed}" "${speaker_opt[@]}")
+          --n_boot "${n_boot}" --seed "${seed}" --nj "${score_nj}" "${speaker_opt[@]}")
   pids=()
   for job in "${probe_jobs[@]}"; do
     read -r pexp aexp init <<< "${job}"

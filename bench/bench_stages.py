@@ -31,6 +31,7 @@ import threading
 import time
 from pathlib import Path
 
+WRAPPER_CODE = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
 # (bucket, substring of a frame) in priority order: a sample goes to the first bucket that one
 # of its frames matches, from the innermost frame outwards.
 BUCKETS = [
@@ -104,7 +105,7 @@ def run_stage(recipe_dir: Path, stage: int, run_args: list[str], profile: Path |
         # py-spy needs a Python root process; it then follows run.sh's Python descendants.
         cmd = [py_spy, "record", "--subprocesses", "--format", "raw", "--rate", "20",
                "-o", str(profile), "--", sys.executable, "-c",
-               "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))", *cmd]
+               WRAPPER_CODE, *cmd]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=recipe_dir, start_new_session=True)
@@ -129,7 +130,12 @@ def summarise_profile(raw: Path, top: int = 15) -> tuple[collections.Counter, co
         if not count.isdigit():
             continue
         n = int(count)
-        frames = [f for f in stack.split(";") if not f.startswith("process ")]
+        parts = stack.replace(WRAPPER_CODE, "wrapper").split(";")  # its code holds a ";"
+        processes = [f for f in parts if f.startswith("process ")]
+        # the wrapper only waits for run.sh; py-spy does not see that wait as idle
+        if processes and "wrapper" in processes[-1]:
+            continue
+        frames = [f for f in parts if not f.startswith("process ")]
         if not frames:
             continue
         total += n
