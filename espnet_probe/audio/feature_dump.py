@@ -22,7 +22,7 @@ import kaldiio
 import numpy as np
 from tqdm import tqdm
 
-from espnet_probe.audio.features import FbankConfig, LogMelExtractor
+from espnet_probe.audio.fbank import FbankConfig
 from espnet_probe.audio.io import load_utterance
 from espnet_probe.data.kaldi_dir import (DataDirError, KaldiDataDir, load_data_dir, read_table,
                                          write_table)
@@ -66,6 +66,8 @@ def extract_job(data_dir: str | Path, out_dir: str | Path, cfg: FbankConfig, nj:
         return 0
     data, clean, utt2clean = load_pair(Path(data_dir), Path(clean_dir) if clean_dir else None)
     utts = shard(data.utt_ids, nj, job)
+    from espnet_probe.audio.features import LogMelExtractor  # torch: only the jobs need it
+
     extractor = LogMelExtractor(cfg)
     paths["feats_ark"].parent.mkdir(parents=True, exist_ok=True)
     tmp = {name: p.with_name(p.name + ".tmp") for name, p in paths.items()}

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from espnet_probe.audio.feature_dump import combine_feature_dirs, extract_job, merge_jobs
-from espnet_probe.audio.features import FbankConfig
+from espnet_probe.audio.fbank import FbankConfig
 
 
 def data_dir_digest(path: str) -> str:
