@@ -56,10 +56,12 @@ score_nj=1                  # processes inside each scoring job (--nj of them ru
 # Demo page and listening test (stages 13-14)
 demo_utts=3                 # sample utterances per demo table
 listening_name=default      # the test lives in ${expdir}/listening/<name>
-listening_exps=""           # probe experiment dirs to test; default: the baseline models'
+listening_exps=""           # probe experiment dirs to test; default, as in the paper's Fig. 2b:
+                            # the robust model of the first ASR config (else its first training)
 listening_sets=""           # default: the first test set (clean)
 listening_layers=""         # default: every vocoded layer
-listening_per_layer=4       # triplets per experiment x set x layer (every rater hears all)
+listening_per_layer=5       # triplets per experiment x set x layer (every rater hears all; the
+                            # paper: 10 x 6 layers; here 5 x 12 = 60 trials, ~15 min per rater)
 datadir=data
 dumpdir=dump
 expdir=exp
@@ -444,7 +446,8 @@ if run_stage 13; then
   else
     exps=${listening_exps}
     if [ -z "${exps}" ]; then
-      for config in ${asr_configs}; do exps+=" probe_$(basename "${config}" .yaml)_baseline"; done
+      training=$(printf '%s\n' ${asr_trainings} | grep -x robust || echo "${asr_trainings%% *}")
+      exps=probe_$(basename "${asr_configs%% *}" .yaml)_${training}
     fi
     # shellcheck disable=SC2086
     python -m espnet_probe.bin.listening_test make --exp_root "${expdir}" --data "${datadir}" \

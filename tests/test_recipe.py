@@ -176,7 +176,7 @@ def test_default_run_builds_data_and_features_on_embedded_corpus(tmp_path, recip
     for png in ("eer_ge2e.png", "eer_resnet.png", "stoi.png", "speaker_id_acc.png",
                 "mel_tiny_vgg.png"):
         assert (exp / "report" / png).stat().st_size > 5000, png
-    # Stage 13: the demo page and a listening test over the baseline's layers
+    # Stage 13: the demo page and a listening test over the robust model's layers (paper Fig. 2b)
     demo = (exp / "demo" / "index.html").read_text()
     assert "tiny_vgg / baseline / clean" in demo and demo.count("<audio") >= 3 * (len(layers) + 2)
     db = exp / "listening" / "default" / "listening.db"
@@ -184,7 +184,7 @@ def test_default_run_builds_data_and_features_on_embedded_corpus(tmp_path, recip
     # Stage 14: one scripted rater answers every trial "A"; the report gains Fig. 2b
     from espnet_probe.listening.store import Store
     with Store(db) as store:
-        assert store.n_trials() == 4 * len(layers)  # --listening_per_layer 4, one experiment
+        assert store.n_trials() == 5 * len(layers)  # --listening_per_layer 5, one experiment
         rater = store.add_rater("scripted")
         while (trial := store.next_trial(rater.id)) is not None:
             store.submit_answer(rater.id, trial.trial, "A")
@@ -193,7 +193,8 @@ def test_default_run_builds_data_and_features_on_embedded_corpus(tmp_path, recip
     assert human.returncode == 0, human.stderr[-3000:]
     with open(exp / "report" / "scores.csv", newline="") as f:
         errors = [r for r in csv.DictReader(f) if r["metric"] == "human_error"]
-    assert {r["layer"] for r in errors} == set(layers) and all(r["n"] == "4" for r in errors)
+    assert {r["layer"] for r in errors} == set(layers) and all(r["n"] == "5" for r in errors)
+    assert {(r["model"], r["training"]) for r in errors} == {("tiny_vgg", "robust")}
     assert (exp / "report" / "human_error.png").exists()
     # a re-run recomputes nothing, keeps the answers, and reports the same numbers
     before = (exp / "report" / "scores.csv").read_text()
