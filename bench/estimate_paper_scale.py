@@ -57,6 +57,9 @@ from torch.utils._pytree import tree_leaves  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from bench_common import cpu_model  # noqa: E402
+
 FEAT_DIM = 240  # 80 log-mel + delta + accel
 COST_FIELDS = ("conv", "gemm", "rnn", "traffic", "cpu", "serial")
 CUDNN_RESERVE_FLOATS = 8  # per frame, direction and layer x hidden size: gates, cell, hidden, tanh(cell)
@@ -713,12 +716,10 @@ def main() -> None:
     # ---- report
     lines = []
     out = lines.append
-    cpu_model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                      if ln.startswith("model name")), platform.processor())
     out("# Paper-scale cost estimate, per stage, on one GPU\n")
     out(f"Command (repo root): `tools/venv/bin/python bench/estimate_paper_scale.py {shlex.join(sys.argv[1:])}`".rstrip()
         + "\n")
-    out(f"Date: {datetime.datetime.now():%Y-%m-%d %H:%M}. Machine: {platform.machine()}, {cpu_model}, "
+    out(f"Date: {datetime.datetime.now():%Y-%m-%d %H:%M}. Machine: {platform.machine()}, {cpu_model()}, "
         f"{os.cpu_count()} cores, no GPU; torch {torch.__version__}, 1 thread. Load average "
         f"{load_before:.1f} / {load_after:.1f} (before / after) on {os.cpu_count()} cores: the machine was shared, so "
         f"CPU figures are pessimistic. Run time {time.time() - started:.0f} s.\n")

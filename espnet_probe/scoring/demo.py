@@ -28,12 +28,11 @@ import numpy as np
 from tqdm import tqdm
 
 from espnet_probe.data.kaldi_dir import load_data_dir, read_table
-from espnet_probe.scoring.layer_scores import (TRAINING_ORDER, ScoreJob, find_probe_exps,
+from espnet_probe.scoring.layer_scores import (ORACLE_EXP, TRAINING_ORDER, ScoreJob, find_probe_exps,
                                                probe_exp_jobs, probe_exp_labels)
 from espnet_probe.scoring.report import _condition_namer, conditions_in
 from espnet_probe.utils.fileio import atomic_dir
 
-ORACLE_EXP = "probe_oracle"
 MAX_IMAGE_FRAMES = 240  # longer mels are mean-pooled in time: thumbnails, not figures
 CSS = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; }

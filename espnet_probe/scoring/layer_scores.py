@@ -52,6 +52,7 @@ class LayerScoringError(RuntimeError):
 
 
 TRAINING_ORDER = {"baseline": 0, "robust": 1, "random": 2, "": 3}
+ORACLE_EXP = "probe_oracle"  # stage 8's Griffin-Lim-of-the-input reference experiment
 
 
 def probe_exp_labels(exp: Path) -> tuple[str, str]:
@@ -81,7 +82,7 @@ def find_probe_exps(exp_root: Path, names: list[str] | None = None,
             raise LayerScoringError(f"probe experiment dir(s) not found: {', '.join(missing)}")
     else:
         exps = [d for d in exp_root.glob("probe_*") if d.is_dir()
-                and (with_oracle or d.name != "probe_oracle")
+                and (with_oracle or d.name != ORACLE_EXP)
                 and any(d.glob("decode_*/summary.json"))]
         if not exps:
             raise LayerScoringError(f"{exp_root}: no probe_*/decode_<set>/summary.json "
