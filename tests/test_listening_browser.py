@@ -37,8 +37,21 @@ def browser():
 
 
 def test_rater_completes_test_in_browser(tmp_path, browser):
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
+
+    def shows(element_id, text):
+        """The page shows `text` in `element_id` and has finished loading. A click submits a
+        form and the browser swaps documents asynchronously; a lookup during the swap fails
+        with a stale or inspector error (CI hit both), which here just means 'not yet'."""
+        def loaded(driver):
+            try:
+                return (driver.find_element(By.ID, element_id).text == text
+                        and driver.execute_script("return document.readyState") == "complete")
+            except WebDriverException:
+                return False
+        WebDriverWait(browser, 10).until(loaded, f"page never showed {element_id}={text!r}")
 
     db = make_db(tmp_path, per_layer=3)  # 6 trials over 2 layers
     with Store(db) as s:
@@ -50,8 +63,7 @@ def test_rater_completes_test_in_browser(tmp_path, browser):
         browser.find_element(By.ID, "name").send_keys("Ann <b>Tester</b>")
         browser.find_element(By.ID, "start").click()
         for k in range(1, len(truth) + 1):
-            WebDriverWait(browser, 10).until(lambda d: d.find_elements(By.ID, "progress"))
-            assert browser.find_element(By.ID, "progress").text == f"{k} / {len(truth)}"
+            shows("progress", f"{k} / {len(truth)}")  # differs from the previous page's text
             assert "Ann <b>Tester</b>:" in browser.find_element(By.CLASS_NAME, "small").text
             if k == 1:  # the browser loads and decodes the served wav (0.1 s)
                 duration = browser.execute_script(
@@ -66,12 +78,11 @@ def test_rater_completes_test_in_browser(tmp_path, browser):
             clicked.append((trial, choice))
             n, e = expected.get(layer_of[trial], (0, 0))
             expected[layer_of[trial]] = (n + 1, e + wrong)
-        WebDriverWait(browser, 10).until(lambda d: d.find_elements(By.ID, "done"))
-        assert browser.find_element(By.ID, "done").text == "Thank you, Ann <b>Tester</b>!"
+        shows("done", "Thank you, Ann <b>Tester</b>!")
 
     with serving(db) as base:  # a new server process state on the same database
         browser.get(base + "/")  # the cookie brings the rater back: still finished
-        WebDriverWait(browser, 10).until(lambda d: d.find_elements(By.ID, "done"))
+        shows("done", "Thank you, Ann <b>Tester</b>!")
         with Store(db) as s:
             answers = s.answer_rows()
             groups = s.trial_groups()
