@@ -1,5 +1,6 @@
 """50 raters answering at once over real HTTP (waitress on loopback, 8 threads, one SQLite
-database): every answer is stored exactly once, none is lost, in bounded time."""
+database): every answer is stored exactly once, none is lost. (Its wall
+time is printed for the record; speed is measured in BENCHMARKS.md, not asserted here.)"""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from tests.listening_support import HttpRater, make_db, serving
 
 N_RATERS = 50
 N_ANSWERS = 20
-TIME_LIMIT_S = 120
 
 
 def rate_all(base: str, index: int) -> int:
@@ -53,4 +53,3 @@ def test_concurrent_raters(tmp_path):
     names = {r["rater"]: int(r["rater_name"].split()[1]) for r in rows}
     assert all(r["choice"] == "AB"[(names[r["rater"]] + r["position"] - 1) % 2] for r in rows)
     print(f"{len(rows)} answers from {N_RATERS} concurrent raters in {elapsed:.1f} s")
-    assert elapsed < TIME_LIMIT_S, f"took {elapsed:.0f} s"
