@@ -34,6 +34,8 @@ asr_config=""               # a single config instead of asr_configs (e.g. confo
 asr_trainings="baseline robust"   # baseline: clean training set; robust: clean + noisy copy
 asr_args=""                 # extra ESPnet trainer options, e.g. "--max_epoch 30"
 ngpu=0
+gpu_inference=false         # true: decoding, probe decoding, speaker-ID probes and scoring run as
+                            # ${cuda_cmd} jobs with --device cuda (training follows --ngpu)
 asr_parallel=2              # ASR models (and probes) trained at once (1 thread each on a CPU)
 # Probes (stages 7-9)
 probe_config=${probe_root}/conf/probe/probe_small.yaml
@@ -98,7 +100,7 @@ Options (defaults in brackets):
   --token_type [${token_type:-from each ASR config}] --nbpe [${nbpe}]
   --asr_configs ["${asr_configs}"]  --asr_config (one config instead)
   --asr_trainings ["${asr_trainings}"] --asr_args ["${asr_args}"] --ngpu [${ngpu}]
-  --asr_parallel [${asr_parallel}]
+  --gpu_inference [${gpu_inference}] --asr_parallel [${asr_parallel}]
   --probe_config [${probe_config}] --probe_train_set [${probe_train_set:-<train>_robust}]
   --probe_controls [${probe_controls}] --control_conditions [${control_conditions}] --probe_args ["${probe_args}"]
   --vocoder_config [${vocoder_config}] --vocode_max_utts [${vocode_max_utts}]
@@ -115,6 +117,11 @@ HELP
 . "${probe_root}/scripts/parse_options.sh"
 . "${probe_root}/path.sh"
 . "${probe_root}/cmd.sh"
+case "${gpu_inference}" in  # as ESPnet's --gpu_inference: the GPU queue and the device together
+  true) infer_cmd=${cuda_cmd}; infer_device=cuda ;;
+  false) infer_cmd=${decode_cmd}; infer_device=cpu ;;
+  *) echo "$0: --gpu_inference must be true or false, got '${gpu_inference}'" >&2; exit 1 ;;
+esac
 
 log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') ($(basename "$0"):${BASH_LINENO[0]}) $*" >&2; }
 run_stage() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
@@ -229,8 +236,8 @@ if run_stage 6; then
       exps+=("${exp}")
       while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
       # one job per model for all conditions: the model and ESPnet (~10 s) load once
-      ${decode_cmd} "${exp}/log/decode.log" \
-        python -m espnet_probe.bin.asr_decode --asr_exp "${exp}" \
+      ${infer_cmd} "${exp}/log/decode.log" \
+        python -m espnet_probe.bin.asr_decode --asr_exp "${exp}" --device "${infer_device}" \
           --feats_dir $(for t in ${test_sets} ${noisy_test_sets}; do echo "${dumpdir}/fbank/${t}"; done) \
           --out $(for t in ${test_sets} ${noisy_test_sets}; do echo "${exp}/decode_${t}"; done) &
     done
@@ -294,8 +301,8 @@ if run_stage 8; then
   for job in "${probe_jobs[@]}"; do
     read -r pexp _ init <<< "${job}"
     while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
-    ${decode_cmd} "${pexp}/log/probe_decode.log" \
-      python -m espnet_probe.bin.probe_decode --probe_exp "${pexp}" \
+    ${infer_cmd} "${pexp}/log/probe_decode.log" \
+      python -m espnet_probe.bin.probe_decode --probe_exp "${pexp}" --device "${infer_device}" \
         --feats_dir $(for t in $(probe_sets "${init}"); do echo "${dumpdir}/fbank/${t}"; done) &
     pids+=($!)
   done
@@ -352,8 +359,9 @@ if run_stage 10; then
     for job in "${sid_jobs[@]}"; do
       read -r out aexp init _ _ <<< "${job}"
       while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
-      ${train_cmd} "${out}/speaker_id.log" \
+      ${infer_cmd} "${out}/speaker_id.log" \
         python -m espnet_probe.bin.speaker_id_probe --asr_exp "${aexp}" --asr_init "${init}" \
+          --device "${infer_device}" \
           --feats_dir "${dumpdir}/fbank/${speaker_train_set}" --out "${out}" --seed "${seed}" &
       pids+=($!)
     done
@@ -374,7 +382,8 @@ if run_stage 11; then
   speaker_opt=()
   [ -f "${speaker_exp}/.done" ] && speaker_opt=(--speaker_model "${speaker_exp}")
   common=(--data "${datadir}" --feats_root "${dumpdir}/fbank" --trials_dir "${expdir}/trials"
-          --n_boot "${n_boot}" --seed "${seed}" --nj "${score_nj}" "${speaker_opt[@]}")
+          --n_boot "${n_boot}" --seed "${seed}" --nj "${score_nj}" --device "${infer_device}"
+          "${speaker_opt[@]}")
   pids=()
   for job in "${probe_jobs[@]}"; do
     read -r pexp aexp init <<< "${job}"
@@ -382,15 +391,15 @@ if run_stage 11; then
     [ "${init}" = random ] && training=random
     model=$(basename "${pexp}"); model=${model#probe_}; model=${model%_*}
     while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
-    ${decode_cmd} "${pexp}/log/score.log" python -m espnet_probe.bin.score_layers --exp "${pexp}" \
+    ${infer_cmd} "${pexp}/log/score.log" python -m espnet_probe.bin.score_layers --exp "${pexp}" \
       --model "${model}" --training "${training}" "${common[@]}" &
     pids+=($!)
   done
-  ${decode_cmd} "${expdir}/probe_oracle/log/score.log" python -m espnet_probe.bin.score_layers \
+  ${infer_cmd} "${expdir}/probe_oracle/log/score.log" python -m espnet_probe.bin.score_layers \
     --exp "${expdir}/probe_oracle" --model oracle "${common[@]}" &
   pids+=($!)
   # shellcheck disable=SC2086
-  ${decode_cmd} "${expdir}/score_original/log/score.log" python -m espnet_probe.bin.score_layers \
+  ${infer_cmd} "${expdir}/score_original/log/score.log" python -m espnet_probe.bin.score_layers \
     --original --exp "${expdir}/score_original" --model original \
     --sets ${test_sets}${noisy_test_sets} "${common[@]}" &
   pids+=($!)

@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from espnet_probe.data.kaldi_dir import read_table
+from espnet_probe.utils.device import model_device
 
 
 def collapse(ids: list[int], blank: int = 0) -> list[int]:
@@ -57,6 +58,7 @@ def greedy_decode(model, feats_scp: str | Path, token_type: str = "char",
                              f"(e.g. '{unknown[0]}')")
     else:
         lengths = {u: reader[u].shape[0] for u in reader.keys()}
+    device = model_device(model)
     token_list = model.token_list
     tokenizer = build_tokenizer(token_type=token_type, bpemodel=bpemodel)
     hyps = {}
@@ -65,8 +67,8 @@ def greedy_decode(model, feats_scp: str | Path, token_type: str = "char",
         mats = [torch.from_numpy(reader[u]) for u in batch]
         lens = torch.tensor([m.shape[0] for m in mats])
         feats = torch.nn.utils.rnn.pad_sequence(mats, batch_first=True)
-        enc, enc_lens = model.encode(feats, lens)
-        best = model.ctc.argmax(enc)
+        enc, enc_lens = model.encode(feats.to(device), lens.to(device))
+        best, enc_lens = model.ctc.argmax(enc).cpu(), enc_lens.cpu()
         for utt, path, n in zip(batch, best, enc_lens):
             ids = collapse(path[: int(n)].tolist(), blank=model.blank_id)
             tokens = [token_list[i] for i in ids]

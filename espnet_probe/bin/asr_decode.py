@@ -20,6 +20,7 @@ import yaml
 from espnet_probe.asr.decode import greedy_decode
 from espnet_probe.asr.scoring import score
 from espnet_probe.data.kaldi_dir import read_table, write_table
+from espnet_probe.utils.device import add_device_argument
 from espnet_probe.utils.fileio import atomic_open
 
 
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path, nargs="+", help="one per --feats_dir")
     p.add_argument("--checkpoint", type=Path, help="default: the averaged or best model")
     p.add_argument("--max_frames", type=int, default=40000, help="padded frames per batch")
+    add_device_argument(p)
     args = p.parse_args(argv)
     if len(args.out) != len(args.feats_dir):
         p.error(f"{len(args.feats_dir)} --feats_dir but {len(args.out)} --out; give one out dir per set")
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = args.checkpoint or best_checkpoint(args.asr_exp)
     with open(config, encoding="utf-8") as f:
         train_args = yaml.safe_load(f)
-    model = load_asr_model(config, checkpoint)
+    model = load_asr_model(config, checkpoint, args.device)
     for feats_dir, out in zip(args.feats_dir, args.out):
         decode_set(model, train_args, checkpoint, feats_dir, out, args.asr_exp.name, args.max_frames)
     return 0

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from espnet_probe.asr.register import register_encoders
+from espnet_probe.utils.device import add_device_argument
 
 
 def best_probe_checkpoint(exp: Path) -> Path:
@@ -36,6 +37,7 @@ def main(argv=None) -> int:
     p.add_argument("--feats_dir", type=Path, nargs="+", required=True, help="dump/fbank/<set> ...")
     p.add_argument("--out_root", type=Path, help="default: --probe_exp")
     p.add_argument("--batch_frames", type=int, default=20000)
+    add_device_argument(p)
     args = p.parse_args(argv)
     if args.oracle == (args.probe_exp is not None):
         p.error("give either --probe_exp or --oracle")
@@ -56,7 +58,8 @@ def main(argv=None) -> int:
             model, settings = HeardMel(), {"oracle": True}
         else:
             checkpoint = args.checkpoint or best_probe_checkpoint(args.probe_exp)
-            model, _ = ProbeTask.build_model_from_file(args.probe_exp / "config.yaml", checkpoint, "cpu")
+            model, _ = ProbeTask.build_model_from_file(args.probe_exp / "config.yaml", checkpoint,
+                                                             args.device)
             settings = {"checkpoint": str(checkpoint), "mtime": Path(checkpoint).stat().st_mtime}
         for feats_dir in args.feats_dir:
             out = out_root / f"decode_{feats_dir.name}"

@@ -29,7 +29,8 @@ from espnet_probe.metrics.verification import TrialScoreError
 from espnet_probe.scoring.layer_scores import (LayerScoringError, original_audio_jobs,
                                                probe_exp_jobs, score_jobs, split_condition,
                                                write_scores)
-from espnet_probe.speaker.ge2e import GE2E, SpeakerScoringError
+from espnet_probe.speaker.ge2e import SpeakerScoringError, ge2e_embedder
+from espnet_probe.utils.device import add_device_argument
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--training", default="",
                    help="baseline | robust | random (the control); empty for the original audio")
     p.add_argument("--nj", type=int, default=1)
+    add_device_argument(p)
     p.add_argument("--n_boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -67,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.original:
             jobs = original_audio_jobs(args.data, args.sets, args.exp,
                                        {t: tr.utterances() for t, tr in trials.items()})
-        embedders = {"ge2e": GE2E}
+        embedders = {"ge2e": ge2e_embedder(args.device)}
         if args.speaker_model:
             from espnet_probe.speaker.embed import resnet_embedder
-            embedders["resnet"] = resnet_embedder(args.speaker_model)
+            embedders["resnet"] = resnet_embedder(args.speaker_model, args.device)
         rows = score_jobs(jobs, args.data, args.feats_root, trials, embedders, args.nj,
                           args.n_boot, args.seed)
         write_scores(args.exp / "scores.csv", rows, args.model or args.exp.name, args.training)

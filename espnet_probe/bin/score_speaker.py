@@ -21,7 +21,8 @@ from espnet_probe.audio.io import AudioError
 from espnet_probe.data.kaldi_dir import DataDirError
 from espnet_probe.metrics.trials import TrialsError, read_trials
 from espnet_probe.metrics.verification import TrialScoreError
-from espnet_probe.speaker.ge2e import SpeakerScoringError, score_speaker
+from espnet_probe.speaker.ge2e import SpeakerScoringError, ge2e_embedder, score_speaker
+from espnet_probe.utils.device import add_device_argument
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--p_target", type=float, default=0.01)
     p.add_argument("--c_miss", type=float, default=1.0)
     p.add_argument("--c_fa", type=float, default=1.0)
+    add_device_argument(p)
     args = p.parse_args(argv)
     if args.nj < 1:
         p.error(f"--nj must be >= 1, got {args.nj}")
@@ -43,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trials = read_trials(args.trials)
         res = score_speaker(args.wav_scp, trials, args.out, args.nj, args.n_boot, args.seed,
-                            args.p_target, args.c_miss, args.c_fa)
+                            args.p_target, args.c_miss, args.c_fa,
+                            embedder=ge2e_embedder(args.device))
     except (AudioError, DataDirError, TrialsError, TrialScoreError, SpeakerScoringError,
             ValueError) as e:
         print(f"score_speaker: error: {e}", file=sys.stderr)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from espnet_probe.bin.asr_decode import best_checkpoint
 from espnet_probe.probe.speaker_id import DEFAULT_C, POOLINGS
+from espnet_probe.utils.device import add_device_argument
 
 
 def inputs_digest(files: list[Path], settings: dict) -> str:
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pooling", choices=POOLINGS, default="mean_std")
     p.add_argument("--C", type=float, default=DEFAULT_C, help="inverse L2 strength of the classifier")
     p.add_argument("--batch_frames", type=int, default=20000, help="padded frames per batch")
+    add_device_argument(p)
     args = p.parse_args(argv)
     if not 0 < args.held_out < 1:
         p.error(f"--held_out must lie strictly between 0 and 1, got {args.held_out}")
@@ -82,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 0
         model = load_asr_model(config, checkpoint)
-        if args.asr_init == "random":
+        if args.asr_init == "random":  # on the CPU's generator: the same control on any device
             reinitialise_encoder(model, seed=args.seed)
+        model.to(args.device)
         results = speaker_id_probe(model, args.feats_dir, args.held_out, args.seed,
                                    args.batch_frames, args.pooling, args.C)
     except (DataDirError, ProbeDecodeError, FileNotFoundError, ValueError) as e:

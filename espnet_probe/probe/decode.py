@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from espnet_probe.utils.device import model_device
 from espnet_probe.utils.fileio import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ def decode_set(model, feats_dir: str | Path, out_dir: str | Path, batch_frames: 
     sums = {name: {"heard": 0.0, "clean": 0.0} for name in model.layer_names}
     total_frames = 0
     model.eval()
+    device = model_device(model)
     with atomic_dir(out_dir) as tmp:
         writers = {}
         for name in model.layer_names:
@@ -125,7 +127,8 @@ def decode_set(model, feats_dir: str | Path, out_dir: str | Path, batch_frames: 
                     x[i, : lengths[utt]] = torch.from_numpy(mats[utt])
                 lens = torch.tensor([lengths[u] for u in batch])
                 with torch.no_grad():
-                    preds = model.predict(x, lens)
+                    preds = {name: pred.cpu()
+                             for name, pred in model.predict(x.to(device), lens.to(device)).items()}
                 for i, utt in enumerate(batch):
                     t = lengths[utt]
                     heard = mats[utt][:, :n_mels]

@@ -47,6 +47,7 @@ from espnet_probe.asr.decode import length_sorted_batches
 from espnet_probe.data.kaldi_dir import read_table
 from espnet_probe.layers import extract_layers
 from espnet_probe.probe.decode import _check_matrix, _load_scp
+from espnet_probe.utils.device import model_device
 from espnet_probe.utils.fileio import atomic_open
 
 Z_95 = 1.959963984540054  # standard normal quantile at 0.975
@@ -108,13 +109,13 @@ def pool_hidden(hidden: torch.Tensor, lengths: torch.Tensor, pooling: str = "mea
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     x = hidden.double()
-    valid = (torch.arange(x.size(1))[None, :] < lengths[:, None]).unsqueeze(-1).double()
+    valid = (torch.arange(x.size(1), device=x.device)[None, :] < lengths[:, None]).unsqueeze(-1).double()
     count = lengths.double()[:, None]
     mean = (x * valid).sum(1) / count
     if pooling == "mean":
-        return mean.numpy()
+        return mean.cpu().numpy()
     var = (((x - mean[:, None]) * valid) ** 2).sum(1) / count
-    return torch.cat([mean, var.sqrt()], dim=-1).numpy()
+    return torch.cat([mean, var.sqrt()], dim=-1).cpu().numpy()
 
 
 def _frame_counts(entries: dict[str, str], feats_scp: Path) -> dict[str, int]:
@@ -150,6 +151,7 @@ def pooled_layers(model: torch.nn.Module, feats_scp: str | Path, utts: list[str]
     row_of = {utt: row for row, utt in enumerate(utts)}
     layers: dict[int, PooledLayer] = {}
     feat_dim = None
+    device = model_device(model)
     batches = length_sorted_batches({utt: counts[utt] for utt in utts}, batch_frames)
     for batch in tqdm(batches, desc=f"speaker_id {feats_scp.parent.name}", unit="batch",
                       file=sys.stderr, mininterval=2):
@@ -165,7 +167,7 @@ def pooled_layers(model: torch.nn.Module, feats_scp: str | Path, utts: list[str]
         feats = torch.nn.utils.rnn.pad_sequence(mats, batch_first=True)
         lengths = torch.tensor([m.shape[0] for m in mats])
         rows = [row_of[utt] for utt in batch]
-        for layer in extract_layers(model, feats, lengths):
+        for layer in extract_layers(model, feats.to(device), lengths.to(device)):
             if int(layer.lengths.min()) < 1:
                 short = batch[int(layer.lengths.argmin())]
                 raise SpeakerProbeError(f"{feats_scp}: utterance {short} is too short to leave a "

@@ -121,9 +121,9 @@ class ResNetEmbedder:
         return out, statuses
 
 
-def _embed_shard(job: tuple[list[tuple[str, str]], str, bool]):
-    entries, model_dir, progress = job
-    embedder = ResNetEmbedder(model_dir)
+def _embed_shard(job: tuple[list[tuple[str, str]], str, bool, str]):
+    entries, model_dir, progress, device = job
+    embedder = ResNetEmbedder(model_dir, device)
     embs = [np.zeros((0, embedder.encoder.embed_dim), np.float32)]
     statuses: list[str] = []
     with tqdm(total=len(entries), desc="ThinResNet", file=sys.stderr, mininterval=2,
@@ -138,15 +138,15 @@ def _embed_shard(job: tuple[list[tuple[str, str]], str, bool]):
     return [u for u, _ in entries], np.concatenate(embs), statuses
 
 
-def embed_entries(entries: list[tuple[str, str]], model_dir: str | Path, nj: int = 1
-                  ) -> tuple[list[str], np.ndarray, list[str]]:
+def embed_entries(entries: list[tuple[str, str]], model_dir: str | Path, nj: int = 1,
+                  device: str = "cpu") -> tuple[list[str], np.ndarray, list[str]]:
     """Embed (utt, wav.scp entry) pairs with the model in ``model_dir``, in ``nj`` processes:
     (utts, (N, D) L2-normalised float32 embeddings, one of STATUSES per utterance)."""
     nj = max(nj, 1)
     shards = [s for s in (shard(entries, nj, j) for j in range(1, nj + 1)) if s]
     if len(shards) <= 1:
-        return _embed_shard((entries, str(model_dir), True))
-    jobs = [(s, str(model_dir), j == 0) for j, s in enumerate(shards)]  # first one shows progress
+        return _embed_shard((entries, str(model_dir), True, device))
+    jobs = [(s, str(model_dir), j == 0, device) for j, s in enumerate(shards)]  # first one shows progress
     # spawn, not fork: a forked child of a process that already ran torch ops can deadlock
     with ProcessPoolExecutor(len(jobs), mp_context=mp.get_context("spawn")) as pool:
         parts = list(pool.map(_embed_shard, jobs))
@@ -154,13 +154,13 @@ def embed_entries(entries: list[tuple[str, str]], model_dir: str | Path, nj: int
             [s for p in parts for s in p[2]])
 
 
-def resnet_embedder(model_dir: str | Path) -> Embedder:
-    """The trained encoder in ``model_dir`` as ge2e.score_speaker's ``embedder``; its cache tag
-    changes whenever config.yaml or the checkpoint is rewritten (retraining)."""
+def resnet_embedder(model_dir: str | Path, device: str = "cpu") -> Embedder:
+    """The trained encoder in ``model_dir`` on ``device`` as ge2e.score_speaker's ``embedder``;
+    its cache tag changes whenever config.yaml or the checkpoint is rewritten (retraining)."""
     config, checkpoint = find_checkpoint(model_dir)
     tag = f"resnet-v1\t{entry_fingerprint(str(config))}\t{entry_fingerprint(str(checkpoint))}"
     return Embedder(name=f"{describe_model(model_dir)}; {checkpoint}", tag=tag,
-                    embed=lambda entries, nj: embed_entries(entries, model_dir, nj),
+                    embed=lambda entries, nj: embed_entries(entries, model_dir, nj, device),
                     statuses=STATUSES)
 
 

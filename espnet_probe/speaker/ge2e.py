@@ -17,6 +17,7 @@ one thread: parallelism comes from worker processes (``score_speaker --nj``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import multiprocessing as mp
@@ -192,9 +193,9 @@ def entries_digest(entries: list[tuple[str, str]], encoder_tag: str = "ge2e-v1")
     return h.hexdigest()
 
 
-def _embed_worker(args: tuple[list[tuple[str, str]], bool]):
-    entries, progress = args
-    enc = GE2EEncoder()
+def _embed_worker(args: tuple[list[tuple[str, str]], bool, str]):
+    entries, progress, device = args
+    enc = GE2EEncoder(device)
     utts = [u for u, _ in entries]
     embs = [np.zeros((0, EMBED_DIM), np.float32)]
     with tqdm(total=len(entries), desc="GE2E", file=sys.stderr, mininterval=2,
@@ -207,15 +208,16 @@ def _embed_worker(args: tuple[list[tuple[str, str]], bool]):
     return utts, np.concatenate(embs), [enc.stats.status[u] for u in utts]
 
 
-def embed_entries(entries: list[tuple[str, str]], nj: int = 1) -> tuple[list[str], np.ndarray,
-                                                                       list[str]]:
+def embed_entries(entries: list[tuple[str, str]], nj: int = 1, device: str = "cpu"
+                  ) -> tuple[list[str], np.ndarray, list[str]]:
     """Embed (utt, wav.scp entry) pairs, in ``nj`` worker processes (one thread each)."""
     if nj <= 1:
-        return _embed_worker((entries, True))
+        return _embed_worker((entries, True, device))
     shards = [s for s in (shard(entries, nj, j) for j in range(1, nj + 1)) if s]
     # spawn, not fork: a forked child of a process that already ran torch ops can deadlock.
     with ProcessPoolExecutor(max_workers=len(shards), mp_context=mp.get_context("spawn")) as pool:
-        results = list(pool.map(_embed_worker, [(s, j == 0) for j, s in enumerate(shards)]))
+        results = list(pool.map(_embed_worker,
+                                [(s, j == 0, device) for j, s in enumerate(shards)]))
     utts = [u for r in results for u in r[0]]
     return utts, np.concatenate([r[1] for r in results]), [s for r in results for s in r[2]]
 
@@ -237,7 +239,13 @@ class Embedder:
                     "ids": sorted(u for u, v in zip(utts, status) if v == k)} for k in kinds}
 
 
-GE2E = Embedder(GE2E_NAME, "ge2e-v1", embed_entries)
+def ge2e_embedder(device: str = "cpu") -> Embedder:
+    """GE2E on ``device``; the cache tag leaves the device out (same weights, same embeddings
+    up to float rounding), so embeddings made on a GPU node are reused on a laptop."""
+    return Embedder(GE2E_NAME, "ge2e-v1", functools.partial(embed_entries, device=device))
+
+
+GE2E = ge2e_embedder()
 
 
 def load_embeddings(path: Path, digest: str | None = None):
