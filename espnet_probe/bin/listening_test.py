@@ -18,7 +18,7 @@ other machines in, bind another address on a trusted network or put it behind a 
 export: every answer with its trial (speakers, utterances, right answer) as CSV.
 score: DIR/scores.csv (default DIR: the database's dir) with columns
 model,training,set,layer,layer_index,metric,value,ci_low,ci_high,n and metric human_error
-(wrong answers / answers, Wilson 95 % CI), and a one-line summary.
+(wrong answers / answers, 95 % CI from a rater x triplet bootstrap), and a one-line summary.
 """
 
 from __future__ import annotations

@@ -8,5 +8,5 @@ person can still hear in that layer.
 - ``triplets``: draw the seeded test from the probe experiments;
 - ``store``: the SQLite database (stimuli, trials, raters, issued trials, answers);
 - ``app``: the Flask web app raters use;
-- ``analysis``: human error rates with Wilson 95 % intervals as ``scores.csv`` rows.
+- ``analysis``: human error rates with rater x triplet bootstrap 95 % intervals as ``scores.csv`` rows.
 """

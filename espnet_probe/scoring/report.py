@@ -9,8 +9,8 @@
 - metric: eer_ge2e / eer_resnet (percent), mindcf_* (normalised), stoi, estoi, pesq,
   <metric>_failed (count of utterances where it failed, n = utterances), mel_l1, mcd (dB),
   speaker_id_acc (percent, linear probe on hidden states; condition clean), wer, cer (percent),
-  human_error (fraction of listening-test triplets answered wrong, Wilson CI, n = answers; read
-  from ``<expdir>/listening/<name>/scores.csv`` by make_report).
+  human_error (fraction of listening-test triplets answered wrong, rater x triplet bootstrap CI,
+  n = answers; read from ``<expdir>/listening/<name>/scores.csv`` by make_report).
 """
 
 from __future__ import annotations
@@ -233,8 +233,9 @@ def human_error_section(rows: list[dict], digits: int, listening_dir: str) -> st
         return (f"No listening-test results in `{listening_dir}/<name>/scores.csv`: run the "
                 "listening test (`espnet_probe/listening`) with a few listeners, then re-run "
                 "the report (`./run.sh --stage 12`).\n")
-    return (f"Fraction of triplets a listener answered wrong (chance {HUMAN_CHANCE}), Wilson "
-            "95% CI in parentheses, n = answers.\n\n"
+    return (f"Fraction of triplets a listener answered wrong (chance {HUMAN_CHANCE}); 95% CI in "
+            "parentheses from a two-way bootstrap over raters and triplets (at least as wide as "
+            "Wilson's), n = answers.\n\n"
             + layer_tables(rows, HUMAN_ERROR, digits, show_n=True))
 
 
@@ -244,9 +245,10 @@ def results_markdown(rows: list[dict], plots: dict[str, str], header: str = "",
     md = ["# Results: what each layer keeps", ""] + ([header, ""] if header else []) + [
           "All numbers come from `scores.csv` beside this file; 95% confidence intervals in "
           "parentheses (bootstrap over trials for EER/minDCF, t-interval over utterances for "
-          "STOI/PESQ/mel, Wilson for speaker-ID accuracy and the human error rate). Reference "
-          "rows: `original` = the unprocessed audio of each condition, `oracle` = Griffin-Lim "
-          "of the input log-mel itself (the vocoder's ceiling); `random` = probes on a "
+          "STOI/PESQ/mel, Wilson for speaker-ID accuracy, a rater x triplet bootstrap for the "
+          "human error rate). Reference rows: `original` = the unprocessed audio of each "
+          "condition, `oracle` = Griffin-Lim of the input log-mel itself (the vocoder's "
+          "ceiling); `random` = probes on a "
           "randomly initialised encoder.",
           ""]
     if "wer" in present:
