@@ -58,8 +58,8 @@ def main(argv=None) -> int:
             model, settings = HeardMel(), {"oracle": True}
         else:
             checkpoint = args.checkpoint or best_probe_checkpoint(args.probe_exp)
-            model, _ = ProbeTask.build_model_from_file(args.probe_exp / "config.yaml", checkpoint,
-                                                             args.device)
+            model, _ = ProbeTask.build_model_from_file(args.probe_exp / "config.yaml",
+                                                       checkpoint, args.device)
             settings = {"checkpoint": str(checkpoint), "mtime": Path(checkpoint).stat().st_mtime}
         for feats_dir in args.feats_dir:
             out = out_root / f"decode_{feats_dir.name}"

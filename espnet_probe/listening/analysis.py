@@ -10,8 +10,7 @@ data (Owen 2007, "The pigeonhole bootstrap"). It is widened to the Wilson interv
 wider: when all answers agree, the percentile bootstrap collapses to a point. Simulated
 coverage (tests/test_listening_analysis.py): 0.955 where Wilson gets 0.705 when raters and
 triplets differ. The price comes when they do not differ: the interval is then ~1.65x Wilson's
-width. Chance is 0.5.
-A layer with no answers gets no row.
+width. Chance is 0.5. A layer with no answers gets no row.
 """
 
 from __future__ import annotations
@@ -54,9 +53,14 @@ def crossed_bootstrap_interval(answers: list[dict], n_boot: int = N_BOOT, seed: 
     return float(np.quantile(rates, tail)), float(np.quantile(rates, 1 - tail))
 
 
+def count_errors(answers: list[dict]) -> tuple[int, int]:
+    """(answers, wrong answers)."""
+    return len(answers), sum(int(a["error"]) for a in answers)
+
+
 def error_interval(answers: list[dict], seed: int = 0) -> tuple[float, float]:
     """The wider of the crossed bootstrap and the Wilson interval (see the module docstring)."""
-    n, errors = len(answers), sum(int(a["error"]) for a in answers)
+    n, errors = count_errors(answers)
     wilson_low, wilson_high = wilson_interval(errors, n)
     boot_low, boot_high = crossed_bootstrap_interval(answers, seed=seed)
     return min(wilson_low, boot_low), max(wilson_high, boot_high)
@@ -81,7 +85,7 @@ def human_error_rows(groups: list[dict], answers: list[dict]) -> list[dict]:
         if key not in by_group:
             continue
         group_answers = by_group.pop(key)
-        n, errors = len(group_answers), sum(int(a["error"]) for a in group_answers)
+        n, errors = count_errors(group_answers)
         lo, hi = error_interval(group_answers, seed=_group_seed(key))
         rows.append({**{k: g[k] for k in GROUP_KEYS}, "layer_index": g["layer_index"],
                      "metric": METRIC, "value": errors / n, "ci_low": lo, "ci_high": hi, "n": n})
@@ -102,9 +106,9 @@ def write_human_scores(path: Path, rows: list[dict]) -> None:
 def summary_line(answers: list[dict], rows: list[dict], n_groups: int, out: Path) -> str:
     if not answers:
         return f"listening_test score: no answers yet; {out} has a header only"
-    errors = sum(int(a["error"]) for a in answers)
+    n, errors = count_errors(answers)
     lo, hi = error_interval(answers)
     raters = len({a["rater"] for a in answers})
-    return (f"listening_test score: {len(answers)} answers from {raters} rater(s), "
+    return (f"listening_test score: {n} answers from {raters} rater(s), "
             f"{len(rows)}/{n_groups} layer groups answered, overall human error "
-            f"{errors / len(answers):.3f} [{lo:.3f}, {hi:.3f}] -> {out}")
+            f"{errors / n:.3f} [{lo:.3f}, {hi:.3f}] -> {out}")

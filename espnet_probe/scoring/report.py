@@ -248,8 +248,7 @@ def results_markdown(rows: list[dict], plots: dict[str, str], header: str = "",
           "STOI/PESQ/mel, Wilson for speaker-ID accuracy, a rater x triplet bootstrap for the "
           "human error rate). Reference rows: `original` = the unprocessed audio of each "
           "condition, `oracle` = Griffin-Lim of the input log-mel itself (the vocoder's "
-          "ceiling); `random` = probes on a "
-          "randomly initialised encoder.",
+          "ceiling); `random` = probes on a randomly initialised encoder.",
           ""]
     if "wer" in present:
         md += ["## Table 1: ASR WER / CER % (greedy CTC, no LM)", "", wer_table(rows)]
