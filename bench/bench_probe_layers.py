@@ -112,7 +112,7 @@ def main() -> None:
         asr = untrained_model(args.asr_config, args.stats)
         source = f"{args.asr_config} (untrained, same shape)"
     data = batches(args.feats, args.batch_frames, args.steps)
-    specs = probe_layer_specs(asr, data[0][0].size(-1))
+    specs = probe_layer_specs(asr)
     torch.manual_seed(0)
     all_layers = time_training(ProbeModel(asr, specs, hidden_size=args.hidden_size), data, args.repeats)
     single = {}

@@ -267,7 +267,7 @@ def measure_probe(asr, probe_conf: dict, batch, repeats) -> dict:
     from espnet_probe.probe.model import ProbeModel, probe_layer_specs
 
     x, lengths, _, _ = batch
-    specs = probe_layer_specs(asr, FEAT_DIM)
+    specs = probe_layer_specs(asr)
     torch.manual_seed(0)
     model = ProbeModel(asr, specs, **probe_conf)
 

@@ -1,22 +1,36 @@
-"""One interface to every named hidden layer of a trained ESPnet ASR model.
+"""One interface to every named hidden layer of an ESPnet ASR model, ours or stock.
 
-``extract_layers(model, feats, lengths)`` returns, in order, ``Layer`` records
-with the hidden states (B, T_l, D_l) (zero beyond ``lengths``) and the
-``frame_rate``: how many input-feature frames one frame of that layer spans
-(like s3prl's hidden_states + downsample rates).  Layer 0 is ``input``, the
-features after the model's own normalisation (global_mvn), i.e. what the
-encoder saw in training.  A layer frame t spans input frames
-[t * frame_rate, (t + 1) * frame_rate) nominally; convolutional subsampling can
-shift the true receptive field by a few frames.
+``extract_layers(model, speech, lengths)`` returns, in order, ``Layer`` records with the
+hidden states (B, T_l, D_l) (zero beyond ``lengths``) and *where in time* each frame sits:
+``period`` (seconds per frame) and ``offset`` (the time at which frame 0's span starts; frame
+j spans ``[offset + j * period, offset + (j + 1) * period)``), like s3prl's hidden_states +
+downsample rates but in seconds, so models with different frontends (our 10 ms features,
+ESPnet's STFT at hop 128 = 8 ms) can be mapped onto one target grid.  ``frame_rate`` is the
+nominal number of the model's own input frames per layer frame.
+
+``speech`` is what the model was trained on (``model_input``): a waveform batch (B, N) for a
+model with a frontend (egs2 asr.sh's raw-waveform models), features (B, T, D) otherwise.  The
+other kind is refused, never decoded.  Layer 0 is ``input``: the frontend's output after the
+model's own normalisation (global_mvn / utterance_mvn), i.e. what the encoder saw.
+
+Timing: input frames are centred (ours: T = 1 + samples // 160; ESPnet's STFT with
+``center: true``), so input frame k spans one period around k * period.  Pooling and frame
+skipping keep the span start (frame j of a rate-r layer spans input frames [j r, (j+1) r)).
+ESPnet's convolutional subsampling centres output frame j on input frame ``r j + c``; ``c``
+is measured from the module's receptive field (a gradient), not taken from a table, so every
+input layer (conv2d, conv2d6, conv2d8, ...) is timed by the same rule.
 
 Supported encoders:
   * ours (``vgg_blstm``, ``blstm``): their ``forward_layers``;
-  * ESPnet's conformer / transformer / branchformer / e_branchformer (any
-    encoder with ``embed`` + ``encoders``): forward hooks, layers ``subsample``
-    (when ``embed`` exists), ``block1``..``blockN`` (raw block outputs) and
-    ``output`` (after the final LayerNorm, when the encoder has one);
-  * ESPnet's ``rnn`` encoder: ``<type>1``..``<type>N`` (e.g. ``blstm1``), and
-    ``output`` for the final projection of the un-projected variant.
+  * ESPnet's conformer / transformer / branchformer / e_branchformer (any encoder with
+    ``embed`` + ``encoders``): forward hooks, layers ``subsample`` (when ``embed`` exists),
+    ``block1``..``blockN`` (raw block outputs) and ``output`` (after the final LayerNorm,
+    when the encoder has one);
+  * ESPnet's ``rnn`` / ``vgg_rnn`` encoders: ``<type>1``..``<type>N`` (e.g. ``blstm1``), and
+    ``output`` for the final projection of the un-projected variant.  Batches are run in
+    descending length order (ESPnet packs with ``enforce_sorted``) and returned in the
+    caller's order.
+Frontends: ESPnet's ``default`` (STFT + log-mel) or none (features).
 """
 
 from __future__ import annotations
@@ -25,7 +39,7 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Union
+from typing import Dict, List, Tuple, Union
 
 import numpy as np
 import torch
@@ -35,28 +49,92 @@ from espnet_probe.asr.register import register_encoders
 
 log = logging.getLogger(__name__)
 
-# Nominal time downsampling of ESPnet's input layers, by class name.
-_EMBED_RATES = {
-    "Conv1dSubsampling1": 1,
-    "Conv1dSubsampling2": 2,
-    "Conv1dSubsampling3": 3,
-    "Conv2dSubsampling": 4,
-    "Conv2dSubsampling1": 1,
-    "Conv2dSubsampling2": 2,
-    "Conv2dSubsampling6": 6,
-    "Conv2dSubsampling8": 8,
-    "Sequential": 1,
-    "Linear": 1,
-}
-
-
 @dataclass(frozen=True)
 class Layer:
     name: str
     index: int
     hidden: torch.Tensor  # (B, T_l, D_l), zero beyond lengths
     lengths: torch.Tensor  # (B,) int64
-    frame_rate: int  # input-feature frames per frame of this layer
+    frame_rate: int  # the model's input frames per frame of this layer
+    period: float  # seconds per frame
+    offset: float  # seconds: frame j spans [offset + j * period, offset + (j + 1) * period)
+
+
+class InputMismatchError(ValueError):
+    """A model was given the other kind of input than it was trained on."""
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """What a model takes: ``wave`` (B, N) samples at ``sample_rate``, or ``feats`` (B, T, dim)
+    frames every ``period`` seconds; its input frames (layer 0) are ``period`` seconds apart
+    and frame 0 spans from ``offset`` seconds."""
+
+    kind: str  # "wave" | "feats"
+    period: float
+    offset: float
+    sample_rate: int = 16000
+    dim: int = 0  # feature size (kind feats)
+
+    def describe(self) -> str:
+        if self.kind == "wave":
+            return f"raw waveform at {self.sample_rate} Hz (frontend frames every {self.period * 1e3:g} ms)"
+        return f"{self.dim}-dim features every {self.period * 1e3:g} ms"
+
+    def check(self, speech: torch.Tensor, who: str = "model") -> None:
+        """Refuse the other kind of input, with what was expected and what came."""
+        if self.kind == "wave" and speech.dim() != 2:
+            raise InputMismatchError(
+                f"{who} takes a {self.describe()} (it has its own frontend), but was given "
+                f"features of shape {tuple(speech.shape)}; give it the waveform (wave.scp)")
+        if self.kind == "feats" and (speech.dim() != 3 or speech.size(-1) != self.dim):
+            raise InputMismatchError(
+                f"{who} takes {self.describe()} (it has no frontend), but was given input of "
+                f"shape {tuple(speech.shape)}" + ("; give it the features (feats.scp), not the "
+                                                   "waveform" if speech.dim() == 2 else ""))
+
+    def dummy(self, seconds: float = 1.0) -> Tuple[torch.Tensor, torch.Tensor]:
+        """A silent batch of one utterance of ``seconds``, for sizing probes."""
+        if self.kind == "wave":
+            n = int(round(seconds * self.sample_rate))
+            return torch.zeros(1, n), torch.tensor([n])
+        t = max(1, int(round(seconds / self.period)))
+        return torch.zeros(1, t, self.dim), torch.tensor([t])
+
+
+def model_input(model: torch.nn.Module, feature_period: float = 0.01) -> ModelInput:
+    """The kind of input ``model`` was trained on, and its layer-0 timing.
+
+    A model without a frontend was trained on this project's features (centred frames every
+    ``feature_period`` seconds, conf/fbank.yaml).  ESPnet's default frontend is timed from its
+    own STFT settings (hop_length, win_length, center).
+    """
+    frontend = getattr(model, "frontend", None)
+    if frontend is None:
+        dim = _feature_dim(model)
+        return ModelInput("feats", feature_period, -feature_period / 2, dim=dim)
+    stft = getattr(frontend, "stft", None)
+    fs = getattr(frontend, "fs", None)
+    if stft is None or fs is None or not hasattr(stft, "hop_length"):
+        raise NotImplementedError(
+            f"frontend {type(frontend).__module__}.{type(frontend).__name__} is not supported: "
+            "layers are timed from an STFT frontend (ESPnet's 'default' frontend)")
+    hop, win = int(stft.hop_length), int(stft.win_length or stft.n_fft)
+    period = hop / fs
+    # centred frames: frame k is centred on sample k * hop; else frame k starts at k * hop
+    centre0 = 0.0 if stft.center else win / 2
+    return ModelInput("wave", period, (centre0 - hop / 2) / fs, sample_rate=int(fs))
+
+
+def _feature_dim(model: torch.nn.Module) -> int:
+    normalize = getattr(model, "normalize", None)
+    if normalize is not None and hasattr(normalize, "mean"):
+        return int(normalize.mean.numel())
+    encoder = model.encoder
+    for attr in ("input_size", "_input_size", "idim"):
+        if isinstance(getattr(encoder, attr, None), int):
+            return int(getattr(encoder, attr))
+    return 240  # this project's features: 80 log-mel | delta | accel
 
 
 def load_asr_model(
@@ -131,44 +209,53 @@ def _stand_in_stats(conf: dict, state: dict, config: Path, tmp: Path) -> None:
 
 @torch.no_grad()
 def extract_layers(
-    model: torch.nn.Module, feats: torch.Tensor, lengths: torch.Tensor
+    model: torch.nn.Module, speech: torch.Tensor, lengths: torch.Tensor,
+    feature_period: float = 0.01,
 ) -> List[Layer]:
-    """Every hidden layer of ``model``'s encoder for a padded batch of features.
+    """Every hidden layer of ``model``'s encoder for a padded batch of what it was trained on.
 
-    ``feats`` (B, T, D) are the raw features as stored in the ark (the model
-    applies its own frontend, if any, and normalisation).  The model is run
-    in eval mode; its previous mode is restored.
+    ``speech``: waveforms (B, N) for a model with a frontend, features (B, T, D) as stored in
+    the ark otherwise (``model_input``); the model applies its own frontend and
+    normalisation.  The model runs in eval mode (no SpecAugment, no dropout); its previous
+    mode is restored.
     """
-    if feats.dim() != 3:
-        raise ValueError(f"feats must be (B, T, D), got shape {tuple(feats.shape)}")
-    lengths = torch.as_tensor(lengths, dtype=torch.long, device=feats.device)
-    if lengths.shape != (feats.size(0),):
-        raise ValueError(f"lengths must be ({feats.size(0)},), got {tuple(lengths.shape)}")
-    if int(lengths.min()) < 1 or int(lengths.max()) > feats.size(1):
+    spec = model_input(model, feature_period)
+    spec.check(speech)
+    lengths = torch.as_tensor(lengths, dtype=torch.long, device=speech.device)
+    if lengths.shape != (speech.size(0),):
+        raise ValueError(f"lengths must be ({speech.size(0)},), got {tuple(lengths.shape)}")
+    if int(lengths.min()) < 1 or int(lengths.max()) > speech.size(1):
         raise ValueError(
-            f"lengths must lie in 1..{feats.size(1)}, got {lengths.tolist()}"
+            f"lengths must lie in 1..{speech.size(1)}, got {lengths.tolist()}"
         )
+    # descending lengths: ESPnet's rnn encoder packs with enforce_sorted=True
+    order = torch.argsort(lengths, descending=True, stable=True)
+    restore = torch.argsort(order)
     was_training = model.training
     model.eval()
     try:
         # clone: ESPnet's global_mvn normalises in place and would alter the caller's batch
-        feats = feats[:, : int(lengths.max())].clone()
+        feats = speech[order, : int(lengths.max())].clone()
+        lengths = lengths[order]
         if getattr(model, "frontend", None) is not None:
             feats, lengths = model.frontend(feats, lengths)
         if getattr(model, "normalize", None) is not None:
             feats, lengths = model.normalize(feats, lengths)
         feats = zero_padding(feats, lengths)
-        layers = [Layer("input", 0, feats, lengths, 1)]
+        outs = [LayerOutput("input", feats, lengths, 1)]
         if getattr(model, "preencoder", None) is not None:
-            feats, new_lengths = model.preencoder(feats, lengths)
+            pre, new_lengths = model.preencoder(feats, lengths)
             if not torch.equal(new_lengths, lengths):
                 raise NotImplementedError("a pre-encoder that changes the frame rate")
-            layers.append(Layer("preencoder", 1, feats, lengths, 1))
-        outs = encoder_layers(model.encoder, feats, lengths)
+            outs.append(LayerOutput("preencoder", pre, lengths, 1))
+            feats = pre
+        outs += encoder_layers(model.encoder, feats, lengths)
+        layers = []
         for out in outs:
-            layers.append(
-                Layer(out.name, len(layers), zero_padding(out.hidden, out.lengths), out.lengths, out.rate)
-            )
+            hidden = zero_padding(out.hidden, out.lengths)
+            layers.append(Layer(
+                out.name, len(layers), hidden[restore], out.lengths[restore], int(out.rate),
+                period=spec.period * out.rate, offset=spec.offset + spec.period * out.start))
         return layers
     finally:
         model.train(was_training)
@@ -184,7 +271,7 @@ def encoder_layers(
     if hasattr(encoder, "forward_layers"):
         return list(encoder.forward_layers(feats, lengths))
     name = type(encoder).__name__
-    if name == "RNNEncoder":
+    if name in ("RNNEncoder", "VGGRNNEncoder"):
         return _rnn_layers(encoder, feats, lengths)
     if hasattr(encoder, "encoders"):
         return _block_layers(encoder, feats, lengths)
@@ -235,60 +322,103 @@ def _block_layers(encoder, feats, lengths) -> List[LayerOutput]:
     if isinstance(out, tuple):  # intermediate-CTC encoders return (out, inters)
         out = out[0]
 
-    embed_rate = 1
-    if embed is not None:
-        cls = type(embed).__name__
-        if cls in _EMBED_RATES:
-            embed_rate = _EMBED_RATES[cls]
-        else:
-            t_out = captured[0][1][0].size(1)
-            embed_rate = max(1, round(feats.size(1) / t_out))
-            log.warning("unknown input layer %s: frame rate estimated as %d", cls, embed_rate)
+    embed_rate, embed_start = 1, 0.0
+    if embed is not None and captured:
+        embed_rate, embed_start = embed_timing(embed, feats.size(-1), feats.device)
 
     layers: List[LayerOutput] = []
     cur_lengths = lengths
     for name, (x, mask) in captured:
         if mask is not None:
             cur_lengths = _mask_lengths(mask)
-        layers.append(LayerOutput(name, x, cur_lengths, embed_rate))
+        layers.append(LayerOutput(name, x, cur_lengths, embed_rate, embed_start))
     expected = len(encoder.encoders) + (embed is not None)
     if len(captured) != expected:
         raise RuntimeError(
             f"{type(encoder).__name__}: captured {len(captured)} layer outputs, expected {expected}"
         )
     if getattr(encoder, "normalize_before", False) and hasattr(encoder, "after_norm"):
-        layers.append(LayerOutput("output", out, olens.long(), embed_rate))
+        layers.append(LayerOutput("output", out, olens.long(), embed_rate, embed_start))
     return layers
 
 
+def embed_timing(embed: torch.nn.Module, dim: int, device=None, frames: int = 96) -> Tuple[int, float]:
+    """(rate, start) of an input layer, measured: which input frames reach output frames 2 and 3.
+
+    ``rate`` is the step between the two outputs' receptive fields, ``start`` where output
+    frame 0's span begins (input frames): centred on its receptive field's centre.  Measured
+    once per module (cached on it); a layer whose outputs do not depend on its inputs locally
+    (no receptive field) is refused.
+    """
+    cached = getattr(embed, "_probe_timing", None)
+    if cached is not None and cached[0] == dim:
+        return cached[1]
+    x = torch.randn(1, frames, dim, device=device, requires_grad=True)
+    mask = torch.ones(1, 1, frames, dtype=torch.bool, device=device)
+    was_training = embed.training
+    embed.eval()
+    try:
+        with torch.enable_grad():
+            try:
+                out = embed(x, mask)
+            except TypeError:  # Linear / Sequential input layers take no mask
+                out = embed(x)
+            y, _ = _split_output(out)
+            centres = []
+            for j in (2, 3):
+                (grad,) = torch.autograd.grad(y[0, j].sum(), x, retain_graph=True)
+                reached = grad.abs().sum(-1)[0].nonzero().flatten()
+                if reached.numel() == 0:
+                    raise RuntimeError(f"{type(embed).__name__}: output frame {j} depends on no input frame")
+                centres.append((float(reached.min()) + float(reached.max())) / 2)
+    finally:
+        embed.train(was_training)
+    rate = centres[1] - centres[0]
+    if rate < 1 or rate != int(rate):
+        raise NotImplementedError(f"{type(embed).__name__}: input layer with a step of {rate} frames")
+    rate = int(rate)
+    centre0 = centres[0] - 2 * rate
+    timing = (rate, centre0 + 0.5 - rate / 2)
+    embed._probe_timing = (dim, timing)
+    return timing
+
+
 def _rnn_layers(encoder, feats, lengths) -> List[LayerOutput]:
-    """ESPnet's RNNEncoder: RNNP (projection per layer) or RNN (one multi-layer RNN)."""
-    if len(encoder.enc) != 1:
-        raise NotImplementedError("RNNEncoder with several enc modules")
-    module = encoder.enc[0]
+    """ESPnet's RNNEncoder / VGGRNNEncoder: [VGG2L,] RNNP (projection per layer) or RNN."""
+    modules = list(encoder.enc)
+    layers: List[LayerOutput] = []
+    rate = 1
+    if modules and type(modules[0]).__name__ == "VGG2L":
+        x, lengths, _ = modules[0](feats, lengths)
+        lengths = torch.as_tensor(lengths, dtype=torch.long, device=feats.device)
+        rate = 4  # two ceil-mode 2x2 max-pools
+        layers.append(LayerOutput("vgg", x, lengths, rate))
+        feats, modules = x, modules[1:]
+    if len(modules) != 1:
+        raise NotImplementedError(f"{type(encoder).__name__} with {len(encoder.enc)} enc modules")
+    module = modules[0]
     if type(module).__name__ == "RNNP":
-        return _rnnp_layers(encoder, module, feats, lengths)
-    return _rnn_stack_layers(module, feats, lengths)
+        return layers + _rnnp_layers(module, feats, lengths, rate)
+    return layers + _rnn_stack_layers(module, feats, lengths, rate)
 
 
-def _rnnp_layers(encoder, rnnp, feats, lengths) -> List[LayerOutput]:
+def _rnnp_layers(rnnp, feats, lengths, rate) -> List[LayerOutput]:
     projected = []
     handles = [
         getattr(rnnp, f"bt{i}").register_forward_hook(lambda m, i, o: projected.append(o))
         for i in range(rnnp.elayers)
     ]
     try:
-        encoder(feats, lengths)
+        rnnp(feats, lengths)
     finally:
         for h in handles:
             h.remove()
     layers: List[LayerOutput] = []
     b = feats.size(0)
-    rate = 1
     for i, flat in enumerate(projected):
         sub = int(rnnp.subsample[i + 1])
         if sub > 1:
-            # the same length rule RNNP applies
+            # the same length rule RNNP applies (it subsamples before the projection)
             lengths = torch.div(lengths + 1, sub, rounding_mode="floor")
             rate *= sub
         x = flat.view(b, -1, flat.size(-1))
@@ -298,7 +428,7 @@ def _rnnp_layers(encoder, rnnp, feats, lengths) -> List[LayerOutput]:
     return layers
 
 
-def _rnn_stack_layers(rnn, feats, lengths) -> List[LayerOutput]:
+def _rnn_stack_layers(rnn, feats, lengths, rate) -> List[LayerOutput]:
     """Re-run a multi-layer torch RNN one layer at a time with its own weights."""
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -317,18 +447,19 @@ def _rnn_stack_layers(rnn, feats, lengths) -> List[LayerOutput]:
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         ys, _ = single(packed)
         x, _ = pad_packed_sequence(ys, batch_first=True, total_length=x.size(1))
-        layers.append(LayerOutput(f"{rnn.typ}{k + 1}", x, lengths, 1))
+        layers.append(LayerOutput(f"{rnn.typ}{k + 1}", x, lengths, rate))
     out = torch.tanh(rnn.l_last(x))
-    layers.append(LayerOutput("output", out, lengths, 1))
+    layers.append(LayerOutput("output", out, lengths, rate))
     return layers
 
 
 def layer_table(layers: List[Layer]) -> str:
     """Human-readable summary, one line per layer."""
-    rows = [f"{'idx':>3} {'name':<12} {'frames':>7} {'dim':>6} rate"]
+    rows = [f"{'idx':>3} {'name':<12} {'frames':>7} {'dim':>6} {'rate':>4} {'period_ms':>9} {'offset_ms':>9}"]
     for layer in layers:
         rows.append(
             f"{layer.index:>3} {layer.name:<12} {layer.hidden.size(1):>7} "
-            f"{layer.hidden.size(2):>6} {layer.frame_rate}"
+            f"{layer.hidden.size(2):>6} {layer.frame_rate:>4} {layer.period * 1e3:>9.3g} "
+            f"{layer.offset * 1e3:>9.3g}"
         )
     return "\n".join(rows)

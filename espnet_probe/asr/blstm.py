@@ -34,6 +34,9 @@ class LayerOutput(NamedTuple):
     hidden: torch.Tensor
     lengths: torch.Tensor
     rate: int  # frames of the input features per frame of this layer
+    # where frame 0's span starts, in input frames from the start of input frame 0's span:
+    # 0 for pooling and frame skipping; convolutional subsampling centres its frames later
+    start: float = 0.0
 
 
 def ceil_div_lengths(lengths: torch.Tensor, factor: int) -> torch.Tensor:

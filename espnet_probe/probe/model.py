@@ -4,11 +4,18 @@ One probe per layer: an (upsampling) input projection, a 4-layer Highway network
 output to the mel bins, applied to each frame on its own — no context, no recurrence, no
 attention — so what a probe recovers is what that single frame of the layer holds.
 
-A layer running at ``rate`` input frames per frame (pooling or frame skipping) gets a
-``Linear(D, rate * hidden)`` whose output is read as ``rate`` consecutive input-rate frames
-(the paper's "up-sampled back by a linear projection"), then cropped to the input length.
-Encoders whose subsampling drops edge frames (ESPnet's Conv2dSubsampling) give fewer than
-``T / rate`` frames; the last predicted frame is then repeated up to T.
+Time, not frame counts.  Each layer frame spans ``period`` seconds from ``offset`` (see
+espnet_probe.layers); the target log-mel has centred frames every ``target_period`` (10 ms).
+A probe's ``Linear(D, slots * hidden)`` reads each layer frame as ``slots = round(period /
+target_period)`` consecutive sub-frames (the paper's "up-sampled back by a linear
+projection"), sub-frame i centred at ``offset + (i + 0.5) * period / slots``.  Each target frame
+then takes the linear interpolation, by time, of the two sub-frames nearest to its centre
+(clamped to the utterance's own frames at the edges), and the Highway network and output layer
+act on that one vector.  So a target frame sees at most two neighbouring sub-frames, and so at
+most two adjacent layer frames, only where the grids do not line up; that is the least context
+any mapping between two grids needs.  For our models (integer rates, aligned grids) every
+weight is 0 or 1: the paper's probe, exactly.  For a stock model at hop 128 x 4 (32 ms) slots
+is 3 and the interpolation does the rest.
 
 The frozen ASR model is a submodule, so a probe checkpoint is self-contained (the random-
 encoder control needs its random weights saved); its parameters have requires_grad False and
@@ -17,13 +24,14 @@ it always runs in eval mode under no_grad: one encoder pass feeds every probe.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from espnet2.torch_utils.device_funcs import force_gatherable
 
 from espnet_probe.asr.blstm import zero_padding
-from espnet_probe.layers import extract_layers
+from espnet_probe.layers import extract_layers, model_input
 
 try:  # ESPnet's base class when available (training); plain Module for unit use.
     from espnet2.train.abs_espnet_model import AbsESPnetModel as _Base
@@ -48,27 +56,60 @@ class Highway(torch.nn.Module):
         return x
 
 
-class LayerProbe(torch.nn.Module):
-    """(B, T_l, D) hidden states at ``rate`` -> (B, T, n_mels) log-mel at the input rate."""
+@dataclass(frozen=True)
+class LayerSpec:
+    """A probed layer: feature size and timing in seconds (espnet_probe.layers.Layer)."""
 
-    def __init__(self, input_size: int, rate: int, hidden_size: int = 256,
+    name: str
+    size: int
+    period: float
+    offset: float
+
+
+class LayerProbe(torch.nn.Module):
+    """(B, T_l, D) hidden states -> (B, T, n_mels) log-mel on the target grid.
+
+    ``ratio`` = layer period / target period and ``offset`` = layer offset / target period
+    (target frame t is centred at t); see the module doc for the mapping.
+    """
+
+    def __init__(self, input_size: int, ratio: float, offset: float = -0.5, hidden_size: int = 256,
                  highway_layers: int = 4, n_mels: int = 80):
         super().__init__()
-        if rate < 1:
-            raise ValueError(f"rate must be >= 1, got {rate}")
-        self.rate = rate
+        if not ratio > 0:
+            raise ValueError(f"ratio must be > 0, got {ratio}")
+        self.slots = max(1, int(round(ratio)))
+        self.step = ratio / self.slots  # sub-frame period, in target frames
+        self.first = offset + 0.5 * self.step  # centre of sub-frame 0, in target frames
         self.hidden_size = hidden_size
-        self.upsample = torch.nn.Linear(input_size, rate * hidden_size)
+        self.upsample = torch.nn.Linear(input_size, self.slots * hidden_size)
         self.highway = Highway(hidden_size, highway_layers)
         self.output = torch.nn.Linear(hidden_size, n_mels)
 
-    def forward(self, hidden: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def interpolation(self, num_frames: int, layer_lengths: torch.Tensor
+                      ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per target frame: the two sub-frame indices and the weight of the second, (B, T)."""
+        device = layer_lengths.device
+        t = torch.arange(num_frames, device=device, dtype=torch.float64)
+        u = (t - self.first) / self.step
+        last = (layer_lengths.to(torch.float64) * self.slots - 1).clamp(min=0)[:, None]
+        u = torch.minimum(u[None, :].clamp(min=0), last)
+        lo = u.floor()
+        weight = (u - lo).to(torch.float32)
+        hi = torch.minimum(lo + 1, last)
+        return lo.long(), hi.long(), weight
+
+    def forward(self, hidden: torch.Tensor, num_frames: int,
+                layer_lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         b, t_layer, _ = hidden.shape
-        x = self.upsample(hidden).reshape(b, t_layer * self.rate, self.hidden_size)
-        if x.size(1) >= num_frames:
-            x = x[:, :num_frames]
-        else:
-            x = torch.cat([x, x[:, -1:].expand(b, num_frames - x.size(1), -1)], dim=1)
+        if layer_lengths is None:
+            layer_lengths = torch.full((b,), t_layer, dtype=torch.long, device=hidden.device)
+        x = self.upsample(hidden).reshape(b, t_layer * self.slots, self.hidden_size)
+        lo, hi, weight = self.interpolation(num_frames, layer_lengths.to(hidden.device))
+        index = lambda i: i[..., None].expand(-1, -1, self.hidden_size)  # noqa: E731
+        x_lo, x_hi = x.gather(1, index(lo)), x.gather(1, index(hi))
+        w = weight[..., None].to(x.dtype)
+        x = x_lo + w * (x_hi - x_lo) if bool((weight > 0).any()) else x_lo
         return self.output(self.highway(x))
 
 
@@ -84,15 +125,20 @@ class ProbeModel(_Base):
 
     Args:
         asr_model: an ESPnet ASR model (see espnet_probe.layers.load_asr_model).
-        layers: (name, feature size, rate) of each probed layer, in encoder order.
-        target: "heard" = the static log-mel of the input features (noisy for noisy sets:
-            what the encoder heard), "clean" = the batch's ``target`` (clean log-mel).
-        n_mels: mel bins; the heard target is the first n_mels feature columns.
+        layers: LayerSpec of each probed layer, in encoder order (``probe_layer_specs``).
+        target: "heard" = the project's static log-mel of the audio the encoder heard (noisy
+            for noisy sets), "clean" = the batch's ``target`` (clean log-mel).
+        n_mels: mel bins; the heard target is the first n_mels columns of the features.
+        target_period: seconds per target frame (conf/fbank.yaml's hop, 10 ms).
+
+    Batches: ``speech`` is what the ASR model takes (``espnet_probe.layers.model_input``).
+    For a feature model the heard log-mel is ``speech[..., :n_mels]``; a waveform model also
+    needs ``mel``, the project's features of the same audio, which fix the target frames.
     """
 
-    def __init__(self, asr_model: torch.nn.Module, layers: Sequence[Tuple[str, int, int]],
+    def __init__(self, asr_model: torch.nn.Module, layers: Sequence[LayerSpec],
                  target: str = "heard", n_mels: int = 80, hidden_size: int = 256,
-                 highway_layers: int = 4):
+                 highway_layers: int = 4, target_period: float = 0.01):
         super().__init__()
         if target not in ("heard", "clean"):
             raise ValueError(f"target must be 'heard' or 'clean', got {target!r}")
@@ -103,10 +149,13 @@ class ProbeModel(_Base):
             p.requires_grad_(False)
         self.target = target
         self.n_mels = n_mels
-        self.layer_names = [name for name, _, _ in layers]
+        self.target_period = target_period
+        self.input = model_input(asr_model, target_period)
+        self.layer_names = [spec.name for spec in layers]
         self.probes = torch.nn.ModuleDict({
-            name: LayerProbe(size, rate, hidden_size, highway_layers, n_mels)
-            for name, size, rate in layers
+            spec.name: LayerProbe(spec.size, spec.period / target_period, spec.offset / target_period,
+                                  hidden_size, highway_layers, n_mels)
+            for spec in layers
         })
 
     def train(self, mode: bool = True):
@@ -114,37 +163,62 @@ class ProbeModel(_Base):
         self.asr.eval()  # frozen: dropout off, whatever the trainer asks
         return self
 
+    def frame_lengths(self, speech_lengths: torch.Tensor) -> torch.Tensor:
+        """Target frames per utterance: the features' own, or 1 + samples // hop (centred)."""
+        if self.input.kind == "feats":
+            return speech_lengths
+        hop = int(round(self.target_period * self.input.sample_rate))
+        return 1 + torch.div(speech_lengths, hop, rounding_mode="floor")
+
     def predict(self, speech: torch.Tensor, speech_lengths: torch.Tensor,
                 layers: Optional[Sequence[str]] = None) -> Dict[str, torch.Tensor]:
-        """Predicted log-mel (B, T, n_mels) per probed layer, zero beyond each length."""
+        """Predicted log-mel (B, T, n_mels) per probed layer on the target grid, zero beyond
+        each utterance's frames (``frame_lengths``)."""
         wanted = set(self.layer_names if layers is None else layers)
-        num_frames = int(speech_lengths.max())
+        frames = self.frame_lengths(speech_lengths)
+        num_frames = int(frames.max())
         with torch.no_grad():
-            hidden = {layer.name: layer for layer in extract_layers(self.asr, speech, speech_lengths)}
+            hidden = {layer.name: layer for layer in
+                      extract_layers(self.asr, speech, speech_lengths, self.target_period)}
         missing = [n for n in self.layer_names if n not in hidden]
         if missing:
             raise ValueError(f"the ASR model has no layer(s) {missing}; it has {sorted(hidden)}")
         return {
-            name: zero_padding(self.probes[name](hidden[name].hidden, num_frames), speech_lengths)
+            name: zero_padding(
+                self.probes[name](hidden[name].hidden, num_frames, hidden[name].lengths), frames)
             for name in self.layer_names if name in wanted
         }
 
     def forward(self, speech: torch.Tensor, speech_lengths: torch.Tensor,
+                mel: Optional[torch.Tensor] = None, mel_lengths: Optional[torch.Tensor] = None,
                 target: Optional[torch.Tensor] = None, target_lengths: Optional[torch.Tensor] = None,
                 **kwargs) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
         speech = speech[:, : int(speech_lengths.max())]
+        self.input.check(speech, "the probed ASR model")
+        frames = self.frame_lengths(speech_lengths)
+        if self.input.kind == "wave":
+            if mel is None:
+                raise ValueError("a waveform model's probes need 'mel': the project's features "
+                                 "of the same audio (dump/fbank/<set>/feats.scp)")
+            if not torch.equal(mel_lengths.to(frames.device), frames):
+                raise ValueError(f"feature frames {mel_lengths.tolist()} do not match the "
+                                 f"waveforms' {frames.tolist()} (1 + samples // hop)")
+            heard = mel
+        else:
+            heard = speech
+        num_frames = int(frames.max())
         if self.target == "clean":
             if target is None:
                 raise ValueError("target: clean needs a 'target' data entry (the clean log-mel scp)")
-            if not torch.equal(target_lengths, speech_lengths):
+            if not torch.equal(target_lengths.to(frames.device), frames):
                 raise ValueError(
                     f"clean target lengths {target_lengths.tolist()} differ from the input "
-                    f"lengths {speech_lengths.tolist()}")
-            reference = target[:, : speech.size(1)]
+                    f"frames {frames.tolist()}")
+            reference = target[:, :num_frames]
         else:
-            reference = speech[..., : self.n_mels]
+            reference = heard[:, :num_frames, : self.n_mels]
         preds = self.predict(speech, speech_lengths)
-        losses = {name: masked_l1(pred, reference, speech_lengths) for name, pred in preds.items()}
+        losses = {name: masked_l1(pred, reference, frames) for name, pred in preds.items()}
         # Each probe has its own parameters, so summing gives each exactly its own gradient.
         loss = torch.stack(list(losses.values())).sum()
         stats = {"loss": (loss / len(losses)).detach()}
@@ -158,18 +232,18 @@ class ProbeModel(_Base):
         return {"feats": speech, "feats_lengths": speech_lengths}
 
 
-def probe_layer_specs(asr_model: torch.nn.Module, feat_dim: int, wanted: Sequence[str] | str = "all",
-                      probe_frames: int = 64) -> List[Tuple[str, int, int]]:
-    """(name, size, rate) of the layers to probe, found by one forward pass on zeros."""
-    feats = torch.zeros(1, probe_frames, feat_dim)
-    layers = extract_layers(asr_model, feats, torch.tensor([probe_frames]))
-    specs = [(layer.name, layer.hidden.size(-1), int(layer.frame_rate)) for layer in layers]
+def probe_layer_specs(asr_model: torch.nn.Module, wanted: Sequence[str] | str = "all",
+                      feature_period: float = 0.01) -> List[LayerSpec]:
+    """The layers to probe with their sizes and timing, from one pass over 1 s of silence."""
+    speech, lengths = model_input(asr_model, feature_period).dummy(1.0)
+    layers = extract_layers(asr_model, speech, lengths, feature_period)
+    specs = [LayerSpec(layer.name, layer.hidden.size(-1), layer.period, layer.offset) for layer in layers]
     if wanted == "all":
         return specs
-    by_name = {s[0]: s for s in specs}
+    by_name = {s.name: s for s in specs}
     unknown = [n for n in wanted if n not in by_name]
     if unknown:
-        raise ValueError(f"unknown layer(s) {unknown}; this ASR model has {[s[0] for s in specs]}")
+        raise ValueError(f"unknown layer(s) {unknown}; this ASR model has {[s.name for s in specs]}")
     return [by_name[n] for n in wanted]
 
 

@@ -3,9 +3,12 @@
 A real ``AbsTask``: ESPnet's trainer, YAML configs, --resume, checkpoints, DDP through
 ``espnet2.bin.launch`` and ``build_model_from_file`` all work as for any ESPnet task.
 
-Data: ``speech`` = the feature ark the ASR model was trained on ((T, 240): log-mel | delta |
-accel), and for ``target: clean`` also ``target`` = the clean log-mel ark of the same
-utterance ((T, 80), dump/fbank/<set>/target.scp).
+Data: ``speech`` = what the ASR model was trained on: the feature ark ((T, 240): log-mel |
+delta | accel, dump/fbank/<set>/feats.scp) for our models, the waveform ark ((N,) samples,
+dump/fbank/<set>/wave.scp) for a model with its own frontend; for a waveform model also
+``mel`` = the feature ark of the same audio (the heard log-mel, and the target frames); for
+``target: clean`` also ``target`` = the clean log-mel ark of the same utterance ((T, 80),
+dump/fbank/<set>/target.scp).
 
 Task options:
   --asr_train_config / --asr_model_file   the frozen ASR model (config.yaml + checkpoint)
@@ -52,8 +55,8 @@ class ProbeTask(AbsTask):
         group.add_argument("--target", choices=["heard", "clean"], default="heard",
                            help="heard: the log-mel the encoder was given (noisy for noisy data); "
                                 "clean: the 'target' data entry")
-        group.add_argument("--feat_dim", type=int, default=240,
-                           help="feature size of 'speech' (240 = log-mel + delta + accel)")
+        group.add_argument("--target_period", type=float, default=0.01,
+                           help="seconds per frame of the target log-mel (conf/fbank.yaml's hop)")
         group.add_argument("--n_mels", type=int, default=80, help="mel bins of the target")
         group.add_argument("--probe_conf", action=NestedDictAction,
                            default={"hidden_size": 256, "highway_layers": 4},
@@ -76,7 +79,7 @@ class ProbeTask(AbsTask):
 
     @classmethod
     def optional_data_names(cls, train: bool = True, inference: bool = False) -> Tuple[str, ...]:
-        return ("target",)
+        return ("mel", "target")
 
     @classmethod
     def build_model(cls, args: argparse.Namespace) -> ProbeModel:
@@ -87,13 +90,15 @@ class ProbeTask(AbsTask):
             reinitialise_encoder(asr, seed=args.seed)
         layers = list(args.layers)
         wanted = "all" if layers == ["all"] else layers
-        specs = probe_layer_specs(asr, args.feat_dim, wanted)
+        target_period = getattr(args, "target_period", 0.01)  # configs from before it existed
+        specs = probe_layer_specs(asr, wanted, target_period)
         conf = dict(args.probe_conf or {})
         unknown = set(conf) - {"hidden_size", "highway_layers"}
         if unknown:
             raise ValueError(f"--probe_conf: unknown option(s) {sorted(unknown)}; "
                              "known: hidden_size, highway_layers")
-        return ProbeModel(asr, specs, target=args.target, n_mels=args.n_mels, **conf)
+        return ProbeModel(asr, specs, target=args.target, n_mels=args.n_mels,
+                          target_period=target_period, **conf)
 
     @classmethod
     def build_optimizers(cls, args: argparse.Namespace, model: torch.nn.Module) -> List[torch.optim.Optimizer]:

@@ -1,0 +1,591 @@
+"""Real, tiny, *stock* ESPnet2 ASR models, trained the way an egs2 recipe trains them.
+
+Not a test module: a helper that tests import (``from stock_models import ...``; tests/ is on
+sys.path when pytest collects them). It lays out an egs2-style recipe directory, runs ESPnet's
+own command-line tools in it with the recipe directory as the working directory, and leaves an
+experiment directory that looks like the one ``asr.sh`` leaves:
+
+    recipe_dir/
+      conf/train_asr_<kind>.yaml
+      data/{train,valid}/{wav.scp,text,utt2spk,spk2utt}
+      data/token_list/bpe_unigram<N>/{train.txt,bpe.model,bpe.vocab,tokens.txt}
+      data/token_list/char/tokens.txt
+      exp/asr_stats_raw_bpe<N>/ and exp/asr_stats_raw_char/   (the collect-stats pass)
+      exp/asr_<kind>/{config.yaml,train.log,*epoch.pth,valid.*.best.pth,valid.*.ave.pth,...}
+
+The steps mirror asr.sh's stages: token lists (stage 5), collect stats with one job plus the
+aggregation and the ``text_shape.<token_type>`` files (stage 10), training (stage 11) and packing
+(stage 15). Each tool is ``python -m espnet2.bin.<tool>`` from the project's venv, so every path
+inside ``exp/asr_<kind>/config.yaml`` is relative to the recipe directory, like a real recipe's.
+
+Session reuse: :func:`stock_recipe` trains each kind once per pytest process and returns the same
+:class:`StockRecipe` to every caller; :func:`stock_recipe_fixture` is a session-scoped fixture
+around it that a conftest can re-export.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+STOCK_KINDS = ("conformer_hybrid_bpe", "transformer_conv2d6", "rnn")
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_PYTHON = REPO / "tools" / "venv" / "bin" / "python"
+PYTHON = str(VENV_PYTHON if VENV_PYTHON.exists() else Path(sys.executable))
+
+NBPE = 40                       # sentencepiece units (plus <blank>, <unk>, <sos/eos>)
+BPE_MODE = "unigram"
+FS = "16k"
+FOLD_LENGTH = {"speech": 80000, "text": 150}   # asr.sh's defaults for raw waveforms
+
+# Shared by every kind: ESPnet's default STFT front end, written out so it is explicit.
+_FRONTEND = """\
+frontend: default
+frontend_conf:
+    n_fft: 512
+    hop_length: 128
+    n_mels: 80
+"""
+
+_COMMON = """\
+batch_type: folded
+batch_size: 6
+valid_batch_size: 6
+accum_grad: 1
+grad_clip: 5.0
+max_epoch: 2
+patience: null
+num_workers: 0
+num_att_plot: 0
+use_tensorboard: false   # tensorboard is not installed in tools/venv
+log_interval: 1
+"""
+
+# Each kind's training config, as a recipe would keep it in conf/. Like egs2 configs, the global_mvn
+# kinds leave `normalize` out: the training command adds `--normalize global_mvn` with the stats
+# file from the collect-stats pass (the stats pass itself cannot build a GlobalMVN without it).
+CONFIGS: dict[str, str] = {
+    "conformer_hybrid_bpe": _FRONTEND + """\
+specaug: specaug
+specaug_conf:
+    apply_time_warp: true
+    time_warp_window: 5
+    time_warp_mode: bicubic
+    apply_freq_mask: true
+    freq_mask_width_range: [0, 10]
+    num_freq_mask: 1
+    apply_time_mask: true
+    time_mask_width_range: [0, 20]
+    num_time_mask: 1
+
+encoder: conformer
+encoder_conf:
+    output_size: 48
+    attention_heads: 4
+    linear_units: 64
+    num_blocks: 2
+    dropout_rate: 0.1
+    positional_dropout_rate: 0.1
+    attention_dropout_rate: 0.1
+    input_layer: conv2d
+    normalize_before: true
+    macaron_style: true
+    rel_pos_type: latest
+    pos_enc_layer_type: rel_pos
+    selfattention_layer_type: rel_selfattn
+    activation_type: swish
+    use_cnn_module: true
+    cnn_module_kernel: 7
+
+decoder: transformer
+decoder_conf:
+    attention_heads: 4
+    linear_units: 64
+    num_blocks: 1
+    dropout_rate: 0.1
+    positional_dropout_rate: 0.1
+    self_attention_dropout_rate: 0.1
+    src_attention_dropout_rate: 0.1
+
+model_conf:
+    ctc_weight: 0.3
+    lsm_weight: 0.1
+    length_normalized_loss: false
+
+optim: adam
+optim_conf:
+    lr: 0.002
+scheduler: warmuplr
+scheduler_conf:
+    warmup_steps: 10
+
+best_model_criterion:
+-   - valid
+    - acc
+    - max
+keep_nbest_models: 2
+nbest_averaging_interval: 0
+""" + _COMMON,
+    "transformer_conv2d6": _FRONTEND + """\
+normalize: utterance_mvn
+specaug: null
+
+encoder: transformer
+encoder_conf:
+    output_size: 48
+    attention_heads: 4
+    linear_units: 64
+    num_blocks: 2
+    dropout_rate: 0.1
+    positional_dropout_rate: 0.1
+    attention_dropout_rate: 0.1
+    input_layer: conv2d6
+    normalize_before: true
+
+decoder: null
+model_conf:
+    ctc_weight: 1.0
+    length_normalized_loss: false
+
+optim: adam
+optim_conf:
+    lr: 0.002
+scheduler: warmuplr
+scheduler_conf:
+    warmup_steps: 10
+
+# CTC-only: there is no attention decoder, hence no accuracy; the loss picks the best epochs.
+best_model_criterion:
+-   - valid
+    - loss
+    - min
+keep_nbest_models: 2
+""" + _COMMON,
+    "rnn": _FRONTEND + """\
+specaug: null
+
+encoder: rnn
+encoder_conf:
+    rnn_type: lstm
+    bidirectional: true
+    use_projection: true
+    num_layers: 3
+    hidden_size: 32
+    output_size: 32
+    dropout: 0.0
+    subsample: [2, 2, 1]      # layers 1-2 halve the frame rate: 4x in all
+
+decoder: rnn
+decoder_conf:
+    rnn_type: lstm
+    num_layers: 1
+    hidden_size: 32
+    dropout: 0.0
+    att_conf:
+        atype: location
+        adim: 32
+        aconv_chans: 4
+        aconv_filts: 10
+
+model_conf:
+    ctc_weight: 0.5
+    length_normalized_loss: false
+
+optim: adadelta
+optim_conf:
+    lr: 1.0
+    rho: 0.95
+    eps: 1.0e-08
+
+best_model_criterion:
+-   - valid
+    - acc
+    - max
+keep_nbest_models: 2
+""" + _COMMON,
+}
+
+# token type and normalisation per kind (asr.sh's --token_type and --feats_normalize)
+TOKEN_TYPE = {"conformer_hybrid_bpe": "bpe", "transformer_conv2d6": "char", "rnn": "char"}
+FEATS_NORMALIZE = {"conformer_hybrid_bpe": "global_mvn", "transformer_conv2d6": "utterance_mvn",
+                   "rnn": "global_mvn"}
+
+
+class StockModelError(RuntimeError):
+    pass
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "2")
+    env.setdefault("MKL_NUM_THREADS", env["OMP_NUM_THREADS"])
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PATH"] = f"{Path(PYTHON).parent}:{env.get('PATH', '')}"
+    return env
+
+
+def _run(args: Sequence[str], cwd: Path, log: Path) -> None:
+    """Run one ESPnet tool with cwd=recipe dir; its output goes to `log` (as run.pl's --log)."""
+    log = cwd / log if not log.is_absolute() else log
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [PYTHON, *args]
+    with log.open("w", encoding="utf-8") as f:
+        f.write("# " + " ".join(cmd) + "\n")
+        f.flush()
+        proc = subprocess.run(cmd, cwd=cwd, env=_env(), stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = "".join(log.read_text(encoding="utf-8", errors="replace").splitlines(True)[-40:])
+        raise StockModelError(f"{' '.join(args[:2])} failed (rc={proc.returncode}), "
+                              f"see {log}:\n{tail}")
+
+
+def _read_table(path: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            key, _, value = line.partition(" ")
+            out[key] = value.strip()
+    return out
+
+
+def _write_table(path: Path, table: Mapping[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for key in sorted(table):
+            f.write(f"{key} {table[key]}\n")
+
+
+def write_kaldi_dir(out_dir: Path, utts: Iterable[tuple[str, str, str, str]]) -> Path:
+    """Write a Kaldi data dir from (utt_id, speaker, audio path, transcript) tuples."""
+    wav, text, utt2spk = {}, {}, {}
+    for utt, spk, audio, words in utts:
+        if not utt.startswith(spk):
+            raise ValueError(f"{utt}: Kaldi sorting needs the speaker id as utterance prefix")
+        wav[utt], text[utt], utt2spk[utt] = str(Path(audio).resolve()), words, spk
+    spk2utt: dict[str, list[str]] = {}
+    for utt in sorted(utt2spk):
+        spk2utt.setdefault(utt2spk[utt], []).append(utt)
+    _write_table(out_dir / "wav.scp", wav)
+    _write_table(out_dir / "text", text)
+    _write_table(out_dir / "utt2spk", utt2spk)
+    _write_table(out_dir / "spk2utt", {s: " ".join(u) for s, u in spk2utt.items()})
+    return out_dir
+
+
+def librispeech_kaldi_dirs(subset_dir: Path, out_root: Path, n_train_spk: int = 6,
+                           n_train_utt: int = 6, n_valid_spk: int = 2,
+                           n_valid_utt: int = 4) -> tuple[Path, Path]:
+    """Two speaker-disjoint Kaldi dirs (train, valid) from a LibriSpeech subset directory.
+
+    Speakers in sorted order: the first n_train_spk train, the next n_valid_spk validate. Each
+    speaker contributes its shortest utterances (keeps training fast). Texts stay uppercase and
+    wav.scp points at the original 16 kHz FLAC files (absolute paths).
+    """
+    import soundfile as sf
+
+    subset_dir = Path(subset_dir)
+    speakers = sorted((p for p in subset_dir.iterdir() if p.is_dir()), key=lambda p: p.name)
+    if len(speakers) < n_train_spk + n_valid_spk:
+        raise StockModelError(f"{subset_dir}: {len(speakers)} speakers, need "
+                              f"{n_train_spk + n_valid_spk}")
+
+    def pick(spk_dir: Path, n: int) -> list[tuple[str, str, str, str]]:
+        found = []
+        for trans in sorted(spk_dir.glob("*/*.trans.txt")):
+            for utt, words in _read_table(trans).items():
+                audio = trans.parent / f"{utt}.flac"
+                info = sf.info(str(audio))
+                if info.samplerate != 16000 or info.channels != 1:
+                    raise StockModelError(f"{audio}: not 16 kHz mono")
+                found.append((info.frames, utt, spk_dir.name, str(audio), words))
+        found.sort()
+        return [f[1:] for f in found[:n]]
+
+    train = [u for s in speakers[:n_train_spk] for u in pick(s, n_train_utt)]
+    valid = [u for s in speakers[n_train_spk:n_train_spk + n_valid_spk]
+             for u in pick(s, n_valid_utt)]
+    return (write_kaldi_dir(Path(out_root) / "train", train),
+            write_kaldi_dir(Path(out_root) / "valid", valid))
+
+
+# ----------------------------------------------------------------------------- the recipe
+
+def bpe_dir(recipe_dir: Path | None = None) -> Path:
+    rel = Path("data") / "token_list" / f"bpe_{BPE_MODE}{NBPE}"
+    return rel if recipe_dir is None else Path(recipe_dir) / rel
+
+
+def char_dir(recipe_dir: Path | None = None) -> Path:
+    rel = Path("data") / "token_list" / "char"
+    return rel if recipe_dir is None else Path(recipe_dir) / rel
+
+
+def stats_dir(kind: str) -> Path:
+    """asr.sh's asr_stats_dir for lang=noinfo: exp/asr_stats_<feats_type>_<token_type>[<nbpe>]."""
+    token_type = TOKEN_TYPE[kind]
+    return Path("exp") / (f"asr_stats_raw_bpe{NBPE}" if token_type == "bpe"
+                          else f"asr_stats_raw_{token_type}")
+
+
+def _copy_kaldi_dir(src: Path, dst: Path) -> None:
+    src = Path(src)
+    for name in ("wav.scp", "text", "utt2spk"):
+        if not (src / name).is_file():
+            raise StockModelError(f"{src}: no {name}")
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in sorted(src.iterdir()):
+        if f.is_file():
+            shutil.copyfile(f, dst / f.name)
+    wav, text, utt2spk = (_read_table(dst / n) for n in ("wav.scp", "text", "utt2spk"))
+    if not (set(wav) == set(text) == set(utt2spk)):
+        raise StockModelError(f"{src}: wav.scp, text and utt2spk list different utterances")
+    for utt, path in wav.items():
+        if not Path(path).is_absolute() or not Path(path).is_file():
+            raise StockModelError(f"{src}/wav.scp: {utt} -> {path} is not an absolute file path")
+    if not (dst / "spk2utt").is_file():
+        spk2utt: dict[str, list[str]] = {}
+        for utt in sorted(utt2spk):
+            spk2utt.setdefault(utt2spk[utt], []).append(utt)
+        _write_table(dst / "spk2utt", {s: " ".join(u) for s, u in spk2utt.items()})
+
+
+def make_recipe(recipe_dir: Path, train_dir: Path, valid_dir: Path) -> None:
+    """Lay out an egs2 recipe dir: conf/, data/{train,valid}, data/token_list/{bpe..,char}."""
+    import sentencepiece as spm
+
+    recipe_dir = Path(recipe_dir)
+    _copy_kaldi_dir(train_dir, recipe_dir / "data" / "train")
+    _copy_kaldi_dir(valid_dir, recipe_dir / "data" / "valid")
+    conf = recipe_dir / "conf"
+    conf.mkdir(parents=True, exist_ok=True)
+    for kind, text in CONFIGS.items():
+        (conf / f"train_asr_{kind}.yaml").write_text(text, encoding="utf-8")
+
+    # BPE (asr.sh stage 5): sentencepiece on the train transcripts; tokens.txt is <blank>, <unk>,
+    # every piece of the model in id order (minus sentencepiece's own <unk>, <s>, </s>), <sos/eos>.
+    bdir = bpe_dir(recipe_dir)
+    bdir.mkdir(parents=True, exist_ok=True)
+    texts = _read_table(recipe_dir / "data" / "train" / "text")
+    (bdir / "train.txt").write_text("".join(f"{t}\n" for t in texts.values()), encoding="utf-8")
+    spm.SentencePieceTrainer.train(
+        input=str(bdir / "train.txt"), vocab_size=NBPE, model_type=BPE_MODE,
+        model_prefix=str(bdir / "bpe"), character_coverage=1.0,
+        input_sentence_size=100000000, minloglevel=2)
+    sp = spm.SentencePieceProcessor(model_file=str(bdir / "bpe.model"))
+    pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())
+              if not (sp.is_control(i) or sp.is_unknown(i))]
+    (bdir / "tokens.txt").write_text(
+        "\n".join(["<blank>", "<unk>", *pieces, "<sos/eos>"]) + "\n", encoding="utf-8")
+
+    # Characters (asr.sh stage 5): ESPnet's own tokenize_text in write-vocabulary mode.
+    cdir = char_dir(recipe_dir)
+    cdir.mkdir(parents=True, exist_ok=True)
+    _run(["-m", "espnet2.bin.tokenize_text", "--token_type", "char",
+          "--input", "data/train/text", "--output", str(char_dir() / "tokens.txt"),
+          "--field", "2-", "--cleaner", "none", "--g2p", "none", "--write_vocabulary", "true",
+          "--add_symbol", "<blank>:0", "--add_symbol", "<unk>:1",
+          "--add_symbol", "<sos/eos>:-1"], recipe_dir, char_dir() / "tokenize_text.log")
+
+
+def _token_args(kind: str) -> list[str]:
+    token_type = TOKEN_TYPE[kind]
+    if token_type == "bpe":
+        return ["--token_type", "bpe", "--token_list", str(bpe_dir() / "tokens.txt"),
+                "--bpemodel", str(bpe_dir() / "bpe.model")]
+    return ["--token_type", token_type, "--token_list", str(char_dir() / "tokens.txt")]
+
+
+def _data_args(split: str) -> list[str]:
+    return [f"--{split}_data_path_and_name_and_type", f"data/{split}/wav.scp,speech,sound",
+            f"--{split}_data_path_and_name_and_type", f"data/{split}/text,text,text"]
+
+
+def _stats_complete(recipe_dir: Path, kind: str) -> bool:
+    sdir = recipe_dir / stats_dir(kind)
+    token_type = TOKEN_TYPE[kind]
+    return all((sdir / split / name).is_file() for split in ("train", "valid")
+               for name in ("feats_stats.npz", "speech_shape", f"text_shape.{token_type}"))
+
+
+def collect_stats(recipe_dir: Path, kind: str) -> Path:
+    """asr.sh stage 10 with nj=1: the stats pass, aggregation, text_shape.<token_type>."""
+    recipe_dir = Path(recipe_dir)
+    sdir = stats_dir(kind)
+    logdir = sdir / "logdir"
+    (recipe_dir / logdir).mkdir(parents=True, exist_ok=True)
+    # key files: asr.sh splits wav.scp into nj pieces; with one job the piece is wav.scp itself
+    for split in ("train", "valid"):
+        shutil.copyfile(recipe_dir / "data" / split / "wav.scp",
+                        recipe_dir / logdir / f"{split}.1.scp")
+    _run(["-m", "espnet2.bin.asr_train", "--collect_stats", "true", "--use_preprocessor", "true",
+          *_token_args(kind), "--non_linguistic_symbols", "none", "--cleaner", "none",
+          "--g2p", "none", *_data_args("train"), *_data_args("valid"),
+          "--train_shape_file", str(logdir / "train.1.scp"),
+          "--valid_shape_file", str(logdir / "valid.1.scp"),
+          "--output_dir", str(logdir / "stats.1"),
+          "--config", f"conf/train_asr_{kind}.yaml", "--frontend_conf", f"fs={FS}",
+          "--ngpu", "0", "--num_workers", "0"], recipe_dir, logdir / "stats.1.log")
+    _run(["-m", "espnet2.bin.aggregate_stats_dirs", "--input_dir", str(logdir / "stats.1"),
+          "--output_dir", str(sdir)], recipe_dir, logdir / "aggregate.log")
+    # append the vocabulary size to text_shape, as asr.sh does for the trainer's shape files
+    token_list = recipe_dir / _token_args(kind)[3]
+    n_tokens = sum(1 for _ in token_list.open(encoding="utf-8"))
+    for split in ("train", "valid"):
+        shape = recipe_dir / sdir / split / "text_shape"
+        lines = [f"{line},{n_tokens}\n" for line in shape.read_text(encoding="utf-8").splitlines()
+                 if line.strip()]
+        (shape.parent / f"text_shape.{TOKEN_TYPE[kind]}").write_text("".join(lines),
+                                                                   encoding="utf-8")
+    return recipe_dir / sdir
+
+
+def train_stock_model(recipe_dir: Path, kind: str, max_epoch: int = 2, seed: int = 0,
+                      reuse_stats: bool = True) -> Path:
+    """Collect stats (unless this token type's stats dir is complete and reuse_stats), then
+    train with `python -m espnet2.bin.asr_train` from the recipe dir. Returns exp/asr_<kind>.
+
+    Kinds that share a token type share asr.sh's stats dir (exp/asr_stats_raw_char): the stats
+    depend only on the data, the front end (the same for every kind) and the token list.
+    """
+    if kind not in STOCK_KINDS:
+        raise ValueError(f"unknown kind {kind!r}; one of {STOCK_KINDS}")
+    recipe_dir = Path(recipe_dir).resolve()
+    if not (recipe_dir / "conf" / f"train_asr_{kind}.yaml").is_file():
+        raise StockModelError(f"{recipe_dir}: no recipe here (call make_recipe first)")
+    if not (reuse_stats and _stats_complete(recipe_dir, kind)):
+        collect_stats(recipe_dir, kind)
+    sdir = stats_dir(kind)
+    token_type = TOKEN_TYPE[kind]
+    exp = Path("exp") / f"asr_{kind}"
+    args = ["-m", "espnet2.bin.asr_train", "--use_preprocessor", "true", *_token_args(kind),
+            "--non_linguistic_symbols", "none", "--cleaner", "none", "--g2p", "none",
+            *_data_args("valid"),
+            "--valid_shape_file", str(sdir / "valid" / "speech_shape"),
+            "--valid_shape_file", str(sdir / "valid" / f"text_shape.{token_type}"),
+            "--resume", "true", "--ignore_init_mismatch", "false",
+            "--fold_length", str(FOLD_LENGTH["speech"]), "--fold_length", str(FOLD_LENGTH["text"]),
+            "--output_dir", str(exp),
+            "--config", f"conf/train_asr_{kind}.yaml", "--frontend_conf", f"fs={FS}"]
+    if FEATS_NORMALIZE[kind] == "global_mvn":
+        args += ["--normalize", "global_mvn",
+                 "--normalize_conf", f"stats_file={sdir / 'train' / 'feats_stats.npz'}"]
+    args += [*_data_args("train"),
+             "--train_shape_file", str(sdir / "train" / "speech_shape"),
+             "--train_shape_file", str(sdir / "train" / f"text_shape.{token_type}"),
+             "--ngpu", "0", "--num_workers", "0", "--seed", str(seed),
+             "--max_epoch", str(max_epoch)]
+    _run(args, recipe_dir, exp / "train.log")
+    return recipe_dir / exp
+
+
+def inference_model_name(exp_dir: Path) -> str:
+    """The checkpoint asr.sh decodes and packs: <phase>.<metric>.ave.pth of the first criterion."""
+    import yaml
+
+    with (Path(exp_dir) / "config.yaml").open(encoding="utf-8") as f:
+        conf = yaml.safe_load(f)
+    phase, metric, _ = conf["best_model_criterion"][0]
+    for name in (f"{phase}.{metric}.ave.pth", f"{phase}.{metric}.best.pth"):
+        if (Path(exp_dir) / name).exists():
+            return name
+    raise StockModelError(f"{exp_dir}: neither {phase}.{metric}.ave.pth nor .best.pth")
+
+
+def pack_model(recipe_dir: Path, exp_dir: Path, out_zip: Path) -> Path:
+    """asr.sh stage 15: `python -m espnet2.bin.pack asr ...` from the recipe dir."""
+    import yaml
+
+    recipe_dir, exp_dir, out_zip = (Path(p).resolve() for p in (recipe_dir, exp_dir, out_zip))
+    rel_exp = Path(os.path.relpath(exp_dir, recipe_dir))
+    with (exp_dir / "config.yaml").open(encoding="utf-8") as f:
+        conf = yaml.safe_load(f)
+    args = ["-m", "espnet2.bin.pack", "asr",
+            "--asr_train_config", str(rel_exp / "config.yaml"),
+            "--asr_model_file", str(rel_exp / inference_model_name(exp_dir))]
+    if conf.get("token_type") == "bpe" and conf.get("bpemodel"):
+        args += ["--option", conf["bpemodel"]]
+    stats_file = (conf.get("normalize_conf") or {}).get("stats_file")
+    if conf.get("normalize") == "global_mvn" and stats_file:
+        args += ["--option", stats_file]
+    for extra in ("RESULTS.md", "images"):
+        if (exp_dir / extra).exists():
+            args += ["--option", str(rel_exp / extra)]
+    out_zip.parent.mkdir(parents=True, exist_ok=True)
+    _run([*args, "--outpath", str(out_zip)], recipe_dir, rel_exp / "pack.log")
+    return out_zip
+
+
+# ----------------------------------------------------------------------------- session cache
+
+@dataclass
+class StockRecipe:
+    """One recipe dir with every requested kind trained in it."""
+    recipe_dir: Path
+    exp_dirs: dict[str, Path]
+    train_seconds: dict[str, float] = field(default_factory=dict)
+
+    def exp(self, kind: str) -> Path:
+        return self.exp_dirs[kind]
+
+    def config(self, kind: str) -> Path:
+        return self.exp_dirs[kind] / "config.yaml"
+
+    def checkpoint(self, kind: str) -> Path:
+        return self.exp_dirs[kind] / inference_model_name(self.exp_dirs[kind])
+
+
+_CACHE: dict[tuple, StockRecipe] = {}
+
+
+def librispeech_subset() -> Path:
+    data = Path(os.environ.get("PROBE_SHARED_DATA", REPO.parent / "shared" / "data"))
+    return data / "LibriSpeech" / "train-clean-5"
+
+
+def stock_recipe(tmp_path_factory, kinds: Sequence[str] = STOCK_KINDS, max_epoch: int = 2,
+                 seed: int = 0, subset_dir: Path | None = None) -> StockRecipe:
+    """Train `kinds` once per pytest process (cached in memory, keyed by the arguments) in
+    <basetemp>/stock_recipe_e<max_epoch>_s<seed>/ and return the recipe. Kinds already trained by
+    an earlier call are reused; pytest.skip()s when the LibriSpeech subset is missing."""
+    import pytest
+
+    subset = Path(subset_dir) if subset_dir is not None else librispeech_subset()
+    if not subset.is_dir():
+        pytest.skip(f"real speech not found at {subset} (set PROBE_SHARED_DATA)")
+    key = (str(subset), max_epoch, seed)
+    recipe = _CACHE.get(key)
+    if recipe is None:
+        root = tmp_path_factory.getbasetemp() / f"stock_recipe_e{max_epoch}_s{seed}"
+        recipe_dir = root / "egs2" / "stock" / "asr1"
+        if not (recipe_dir / "data" / "token_list" / "char" / "tokens.txt").is_file():
+            train, valid = librispeech_kaldi_dirs(subset, root / "source")
+            make_recipe(recipe_dir, train, valid)
+        recipe = _CACHE[key] = StockRecipe(recipe_dir, {})
+    for kind in kinds:
+        if kind not in recipe.exp_dirs:
+            start = time.monotonic()
+            recipe.exp_dirs[kind] = train_stock_model(recipe.recipe_dir, kind,
+                                                      max_epoch=max_epoch, seed=seed)
+            recipe.train_seconds[kind] = time.monotonic() - start
+    return recipe
+
+
+def _stock_recipe_fixture(tmp_path_factory) -> StockRecipe:
+    return stock_recipe(tmp_path_factory)
+
+
+try:  # a session fixture a conftest can re-export: `from stock_models import stock_models`
+    import pytest as _pytest
+
+    stock_models = _pytest.fixture(scope="session", name="stock_models")(_stock_recipe_fixture)
+except ImportError:  # pragma: no cover - pytest is always there when tests run
+    pass
