@@ -87,7 +87,7 @@ class ModelInput:
             raise InputMismatchError(
                 f"{who} takes a {self.describe()} (it has its own frontend), but was given "
                 f"features of shape {tuple(speech.shape)}; give it the waveform (wave.scp)")
-        if self.kind == "feats" and (speech.dim() != 3 or speech.size(-1) != self.dim):
+        if self.kind == "feats" and (speech.dim() != 3 or self.dim and speech.size(-1) != self.dim):
             raise InputMismatchError(
                 f"{who} takes {self.describe()} (it has no frontend), but was given input of "
                 f"shape {tuple(speech.shape)}" + ("; give it the features (feats.scp), not the "
@@ -99,7 +99,7 @@ class ModelInput:
             n = int(round(seconds * self.sample_rate))
             return torch.zeros(1, n), torch.tensor([n])
         t = max(1, int(round(seconds / self.period)))
-        return torch.zeros(1, t, self.dim), torch.tensor([t])
+        return torch.zeros(1, t, self.dim or 240), torch.tensor([t])
 
 
 def model_input(model: torch.nn.Module, feature_period: float = 0.01) -> ModelInput:
@@ -130,11 +130,10 @@ def _feature_dim(model: torch.nn.Module) -> int:
     normalize = getattr(model, "normalize", None)
     if normalize is not None and hasattr(normalize, "mean"):
         return int(normalize.mean.numel())
-    encoder = model.encoder
-    for attr in ("input_size", "_input_size", "idim"):
-        if isinstance(getattr(encoder, attr, None), int):
-            return int(getattr(encoder, attr))
-    return 240  # this project's features: 80 log-mel | delta | accel
+    encoder = getattr(model, "encoder", None)
+    if isinstance(getattr(encoder, "input_size", None), int):
+        return int(encoder.input_size)
+    return 0  # unknown: not checked
 
 
 def load_asr_model(

@@ -85,6 +85,7 @@ class OnMeta(torch.nn.Module):
 
 def test_greedy_decode_moves_features_to_the_model(tmp_path):
     from espnet_probe.asr.decode import greedy_decode
+    from espnet_probe.data.model_inputs import open_inputs
 
     class FakeCTCModel(OnMeta):
         token_list, blank_id = ["<blank>", "a", "b"], 0
@@ -103,8 +104,9 @@ def test_greedy_decode_moves_features_to_the_model(tmp_path):
 
     model = FakeCTCModel()
     feats_dir = write_feats(tmp_path, {"u1": 5, "u2": 7}, 4)
-    hyps = greedy_decode(model, feats_dir / "feats.scp")
+    hyps, frames = greedy_decode(model, open_inputs(feats_dir, "feats"))
     assert hyps == {"u1": "a", "u2": "a"}  # a run of 1s collapses to one token
+    assert frames == {"u1": 7, "u2": 7}  # the fake encoder pads every utterance to the batch
     assert model.seen and set(model.seen) == {torch.device("meta")}
 
 

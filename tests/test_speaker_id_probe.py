@@ -16,7 +16,6 @@ from scipy.stats import binomtest
 
 from conftest import LIBRISPEECH, need
 from espnet_probe.data.kaldi_dir import write_table
-from espnet_probe.probe.decode import ProbeDecodeError
 from espnet_probe.probe.speaker_id import (
     SpeakerProbeError, fit_and_predict, pool_hidden, pooled_layers, speaker_id_probe,
     split_by_speaker, wilson_interval)
@@ -152,7 +151,7 @@ def test_bad_input_names_the_utterance_and_file(tiny_model, tmp_path):
         speaker_id_probe(tiny_model, no_spk)
     mats["s2-0"][5, 7] = np.nan
     with_nan = write_dump(tmp_path / "nan", mats, utt2spk)
-    with pytest.raises(ProbeDecodeError, match=r"feats\.scp: utterance s2-0 has NaN"):
+    with pytest.raises(SpeakerProbeError, match=r"feats\.scp: utterance s2-0 has NaN"):
         speaker_id_probe(tiny_model, with_nan)
 
 

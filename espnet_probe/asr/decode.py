@@ -1,7 +1,9 @@
-"""Greedy CTC decoding of feature scps with a trained ESPnet ASR model, batched by length.
+"""ASR decoding of a dump dir with a trained ESPnet ASR model, on the input it was trained on.
 
-Greedy (best path) decoding is exact for a CTC-only model without a language model up to the
+Greedy (best path) decoding for CTC-only models: exact without a language model up to the
 prefix merging a beam would add; it is what the paper reports and costs one encoder pass.
+Hybrid CTC/attention models (stock ESPnet models) decode with ESPnet's own Speech2Text joint
+beam search.  ``check_decode`` refuses results that cannot be right.
 """
 
 from __future__ import annotations
@@ -9,11 +11,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import kaldiio
 import torch
 from tqdm import tqdm
 
-from espnet_probe.data.kaldi_dir import read_table
+from espnet_probe.data.model_inputs import InputSet
 from espnet_probe.utils.device import model_device
 
 
@@ -42,35 +43,105 @@ def length_sorted_batches(lengths: dict[str, int], max_frames: int) -> list[list
     return batches
 
 
+class DecodeRefused(RuntimeError):
+    """A decode whose result cannot be right (every hypothesis empty, too few encoder frames)."""
+
+
+def _input_batches(inputs: InputSet, max_units: int):
+    """Padded batches of what the model takes, longest first within a batch (ESPnet's rnn
+    encoder packs with enforce_sorted)."""
+    for batch in length_sorted_batches(inputs.lengths, max_units):
+        batch = sorted(batch, key=lambda u: (-inputs.lengths[u], u))
+        mats = [torch.from_numpy(inputs.read(u)) for u in batch]
+        lens = torch.tensor([m.shape[0] for m in mats])
+        yield batch, torch.nn.utils.rnn.pad_sequence(mats, batch_first=True), lens
+
+
+def max_units(inputs: InputSet, max_frames: int, hop: int = 160) -> int:
+    """Batch size in the input's own units: frames, or samples for waveforms."""
+    return max_frames * hop if inputs.kind == "wave" else max_frames
+
+
 @torch.no_grad()
-def greedy_decode(model, feats_scp: str | Path, token_type: str = "char",
-                  bpemodel: str | None = None, shape_file: str | Path | None = None,
-                  max_frames: int = 40000) -> dict[str, str]:
-    """utt -> hypothesis text for every utterance in ``feats_scp``."""
+def greedy_decode(model, inputs: InputSet, token_type: str = "char",
+                  bpemodel: str | None = None, max_frames: int = 40000
+                  ) -> tuple[dict[str, str], dict[str, int]]:
+    """utt -> hypothesis text, and utt -> encoder frames, for every utterance of ``inputs``
+    (``espnet_probe.data.model_inputs.open_inputs`` of the kind the model takes)."""
     from espnet2.text.build_tokenizer import build_tokenizer
 
-    reader = kaldiio.load_scp(str(feats_scp))
-    if shape_file is not None:
-        lengths = {u: int(v.split(",")[0]) for u, v in read_table(shape_file).items()}
-        unknown = sorted(set(lengths) ^ set(reader.keys()))
-        if unknown:
-            raise ValueError(f"{shape_file} and {feats_scp} list different utterances "
-                             f"(e.g. '{unknown[0]}')")
-    else:
-        lengths = {u: reader[u].shape[0] for u in reader.keys()}
+    from espnet_probe.layers import model_input
+
     device = model_device(model)
+    spec = model_input(model)
     token_list = model.token_list
     tokenizer = build_tokenizer(token_type=token_type, bpemodel=bpemodel)
-    hyps = {}
-    batches = length_sorted_batches(lengths, max_frames)
-    for batch in tqdm(batches, desc="ctc greedy", file=sys.stderr, mininterval=2):
-        mats = [torch.from_numpy(reader[u]) for u in batch]
-        lens = torch.tensor([m.shape[0] for m in mats])
-        feats = torch.nn.utils.rnn.pad_sequence(mats, batch_first=True)
-        enc, enc_lens = model.encode(feats.to(device), lens.to(device))
+    hyps, enc_frames = {}, {}
+    for batch, speech, lens in tqdm(list(_input_batches(inputs, max_units(inputs, max_frames))),
+                                    desc="ctc greedy", file=sys.stderr, mininterval=2):
+        spec.check(speech, f"the ASR model decoding {inputs.scp}")
+        enc, enc_lens = model.encode(speech.to(device), lens.to(device))
         best, enc_lens = model.ctc.argmax(enc).cpu(), enc_lens.cpu()
         for utt, path, n in zip(batch, best, enc_lens):
             ids = collapse(path[: int(n)].tolist(), blank=model.blank_id)
-            tokens = [token_list[i] for i in ids]
-            hyps[utt] = tokenizer.tokens2text(tokens)
+            hyps[utt] = tokenizer.tokens2text([token_list[i] for i in ids])
+            enc_frames[utt] = int(n)
+    return hyps, enc_frames
+
+
+@torch.no_grad()
+def encoder_frames(model, inputs: InputSet, max_frames: int = 40000) -> dict[str, int]:
+    """utt -> frames the encoder yields (to check a decode another decoder made)."""
+    device = model_device(model)
+    frames = {}
+    for batch, speech, lens in _input_batches(inputs, max_units(inputs, max_frames)):
+        _, enc_lens = model.encode(speech.to(device), lens.to(device))
+        frames.update({u: int(n) for u, n in zip(batch, enc_lens.cpu())})
+    return frames
+
+
+def joint_decode(asr_config: str | Path, checkpoint: str | Path, inputs: InputSet,
+                 beam_size: int, ctc_weight: float, device: str = "cpu") -> dict[str, str]:
+    """ESPnet's own Speech2Text: joint CTC/attention beam search, one utterance at a time (as
+    espnet2.bin.asr_inference does), no language model, no length penalty."""
+    from espnet2.bin.asr_inference import Speech2Text
+
+    speech2text = Speech2Text(asr_train_config=str(asr_config), asr_model_file=str(checkpoint),
+                              device=device, beam_size=beam_size, ctc_weight=ctc_weight,
+                              lm_weight=0.0, penalty=0.0, nbest=1)
+    hyps = {}
+    for utt in tqdm(sorted(inputs.entries), desc=f"beam {beam_size}", file=sys.stderr, mininterval=5):
+        results = speech2text(inputs.read(utt))
+        hyps[utt] = results[0][0] if results and results[0][0] is not None else ""
     return hyps
+
+
+def ctc_min_frames(token_ids: list[int]) -> int:
+    """Frames a CTC path needs for a label sequence: one per label, plus a blank between repeats."""
+    return len(token_ids) + sum(a == b for a, b in zip(token_ids, token_ids[1:]))
+
+
+def check_decode(hyps: dict[str, str], enc_frames: dict[str, int], needed: dict[str, int],
+                 where: str) -> list[str]:
+    """Refuse a decode that cannot be right; return warnings for the doubtful utterances.
+
+    Refused: every hypothesis empty, or more than half the utterances with fewer encoder
+    frames than their reference needs (CTC cannot emit it: the wrong input kind, sample rate
+    or frontend).  A few such utterances are reported, not refused.
+    """
+    if hyps and not any(h.strip() for h in hyps.values()):
+        raise DecodeRefused(
+            f"{where}: every one of the {len(hyps)} hypotheses is empty; a WER of 100 % here "
+            "means the model was not given what it was trained on (or is untrained), so no "
+            "result is written")
+    short = sorted(u for u in hyps if enc_frames.get(u, 0) < needed.get(u, 0))
+    if len(short) * 2 > len(hyps):
+        u = short[0]
+        raise DecodeRefused(
+            f"{where}: {len(short)} of {len(hyps)} utterances get fewer encoder frames than their "
+            f"reference needs (e.g. {u}: {enc_frames.get(u, 0)} frames for {needed[u]} tokens); "
+            "check the model's input kind, sample rate and frontend")
+    if short:
+        return [f"{len(short)} utterance(s) have fewer encoder frames than their reference needs "
+                f"(e.g. {short[0]}: {enc_frames.get(short[0], 0)} for {needed[short[0]]})"]
+    return []

@@ -5,6 +5,8 @@ Layout of ``dump/fbank/<set>/`` (ESPnet's dump/ convention):
   target.scp     utt -> (T, 80) log-mel of the *clean* audio (for a noisy set: of utt2clean[utt])
   feats_shape    utt T,240 (ESPnet's shape-file format, used for batching)
   utt2num_frames, and the data dir's text / utt2spk / spk2utt copied beside them
+  wave.scp       utt -> (N,) float32 samples, for models with their own frontend (only when
+                 asked for: espnet_probe.data.model_inputs.dump_waves), wave_shape
   fbank.yaml     the settings used; .done once the set is complete and merged
   data/          per-job arks and scps; split/ and log/ are job bookkeeping
 Each job writes its ark and scp under temporary names and renames them when it finishes, so a
@@ -187,6 +189,12 @@ def combine_feature_dirs(out_dir: str | Path, sources: list[str | Path]) -> dict
                 count += int(st["count"])
                 total = total + st["sum"]
                 total_sq = total_sq + st["sum_square"]
+    # waveforms (dump_waves) join the union when every source has them
+    if all((Path(src) / ".wave_done").is_file() for src in sources):
+        for name in ("wave.scp", "wave_shape"):
+            tables[name] = {}
+            for src in map(Path, sources):
+                tables[name].update(read_table(src / name))
     for name, table in tables.items():
         write_table(out_dir / name, table)
     spk2utt: dict[str, list[str]] = {}

@@ -1,4 +1,10 @@
-"""Greedy CTC decoding of feature sets with a trained ASR experiment, then WER/CER scoring.
+"""ASR decoding of dump dirs with an ASR experiment (ours or brought), then WER/CER scoring.
+
+CTC-only models decode greedily; hybrid CTC/attention models (experiment.yaml's decoding, see
+espnet_probe/asr/brought.py) with ESPnet's Speech2Text joint beam search (--beam_size, the
+model's ctc_weight).  Each model gets the input it was trained on (features or waveforms).
+A decode that cannot be right (every hypothesis empty, too few encoder frames for the
+references) is refused with the reason, exit 1, and nothing is written.
 
   python -m espnet_probe.bin.asr_decode --asr_exp exp/asr_vgg_blstm_small_baseline \
       --feats_dir dump/fbank/test dump/fbank/test_snr10 \
@@ -17,40 +23,58 @@ from pathlib import Path
 
 import yaml
 
-from espnet_probe.asr.decode import greedy_decode
+from espnet_probe.asr.brought import best_checkpoint, read_experiment
+from espnet_probe.asr.decode import (DecodeRefused, check_decode, ctc_min_frames, encoder_frames,
+                                     greedy_decode, joint_decode)
 from espnet_probe.asr.scoring import score
 from espnet_probe.data.kaldi_dir import read_table, write_table
+from espnet_probe.data.model_inputs import ModelInputError, open_inputs
 from espnet_probe.utils.device import add_device_argument
 from espnet_probe.utils.fileio import atomic_open
 
 
-def best_checkpoint(asr_exp: Path) -> Path:
-    """ESPnet's averaged model if training made one, else the best-validation one."""
-    for name in ("valid.loss.ave.pth", "valid.loss.best.pth"):
-        if (asr_exp / name).exists():
-            return asr_exp / name
-    raise FileNotFoundError(f"{asr_exp}: no valid.loss.ave.pth or valid.loss.best.pth; "
-                            "has training finished?")
+def reference_frames_needed(model, refs: dict[str, str], token_type: str, bpemodel) -> dict[str, int]:
+    """utt -> encoder frames CTC needs to emit the reference in the model's own units."""
+    from espnet2.text.build_tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer(token_type=token_type, bpemodel=bpemodel)
+    index = {tok: i for i, tok in enumerate(model.token_list)}
+    unk = index.get("<unk>", 1)
+    return {u: ctc_min_frames([index.get(t, unk) for t in tokenizer.text2tokens(text)])
+            for u, text in refs.items()}
 
 
-def decode_set(model, train_args: dict, checkpoint: Path, feats_dir: Path, out: Path,
-               exp_name: str, max_frames: int) -> None:
+def decode_set(model, train_args: dict, config: Path, checkpoint: Path, feats_dir: Path,
+               out: Path, exp_name: str, max_frames: int, decoding: dict, device: str) -> None:
+    from espnet_probe.layers import model_input
+
     start = time.time()
-    hyps = greedy_decode(model, feats_dir / "feats.scp", train_args.get("token_type", "char"),
-                         train_args.get("bpemodel"), feats_dir / "feats_shape", max_frames)
+    inputs = open_inputs(feats_dir, model_input(model).kind)
+    token_type, bpemodel = train_args.get("token_type", "char"), train_args.get("bpemodel")
     refs = read_table(feats_dir / "text", allow_empty_value=True)
+    if decoding["method"] == "joint_ctc_attention":
+        hyps = joint_decode(config, checkpoint, inputs, decoding["beam_size"],
+                            decoding["ctc_weight"], device)
+        frames = encoder_frames(model, inputs, max_frames)
+    else:
+        hyps, frames = greedy_decode(model, inputs, token_type, bpemodel, max_frames)
+    warnings = check_decode(hyps, frames, reference_frames_needed(model, refs, token_type, bpemodel),
+                            f"{exp_name} on {feats_dir}")
     out.mkdir(parents=True, exist_ok=True)
     write_table(out / "text", hyps)
-    result = {"checkpoint": str(checkpoint), "set": feats_dir.name, "utterances": len(refs)}
+    result = {"checkpoint": str(checkpoint), "set": feats_dir.name, "utterances": len(refs),
+              "input": inputs.kind, "decoding": decoding, "warnings": warnings}
     for unit, key in (("word", "wer"), ("char", "cer")):
         c = score(refs, hyps, unit)
         result[key] = {"rate": round(c.rate, 2), "ref": c.ref_len, "sub": c.sub, "del": c.dele,
                        "ins": c.ins, "sentence_errors": c.sentence_errors}
     with atomic_open(out / "result.json") as f:
         json.dump(result, f, indent=1)
+    for w in warnings:
+        print(f"asr_decode {exp_name} {feats_dir.name}: warning: {w}", file=sys.stderr)
     print(f"asr_decode {exp_name} {feats_dir.name}: WER {result['wer']['rate']:.2f}% "
-          f"CER {result['cer']['rate']:.2f}% ({len(refs)} utts, {time.time() - start:.1f} s)",
-          file=sys.stderr)
+          f"CER {result['cer']['rate']:.2f}% ({len(refs)} utts, {decoding['method']}, "
+          f"{time.time() - start:.1f} s)", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,20 +84,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path, nargs="+", help="one per --feats_dir")
     p.add_argument("--checkpoint", type=Path, help="default: the averaged or best model")
     p.add_argument("--max_frames", type=int, default=40000, help="padded frames per batch")
+    p.add_argument("--beam_size", type=int, default=10,
+                   help="joint CTC/attention beam (hybrid models; CTC-only ones decode greedily)")
+    p.add_argument("--ctc_weight", type=float,
+                   help="joint decoding's CTC weight (default: the model's training ctc_weight)")
     add_device_argument(p)
     args = p.parse_args(argv)
     if len(args.out) != len(args.feats_dir):
         p.error(f"{len(args.feats_dir)} --feats_dir but {len(args.out)} --out; give one out dir per set")
 
-    from espnet_probe.layers import load_asr_model
+    from espnet_probe.layers import InputMismatchError, load_asr_model
 
     config = args.asr_exp / "config.yaml"
-    checkpoint = args.checkpoint or best_checkpoint(args.asr_exp)
-    with open(config, encoding="utf-8") as f:
-        train_args = yaml.safe_load(f)
-    model = load_asr_model(config, checkpoint, args.device)
-    for feats_dir, out in zip(args.feats_dir, args.out):
-        decode_set(model, train_args, checkpoint, feats_dir, out, args.asr_exp.name, args.max_frames)
+    try:
+        checkpoint = args.checkpoint or best_checkpoint(args.asr_exp)
+        with open(config, encoding="utf-8") as f:
+            train_args = yaml.safe_load(f)
+        decoding = dict((read_experiment(args.asr_exp) or {}).get("decoding")
+                        or {"method": "ctc_greedy", "ctc_weight": 1.0})
+        if decoding["method"] == "joint_ctc_attention":
+            decoding["beam_size"] = args.beam_size
+            if args.ctc_weight is not None:
+                decoding["ctc_weight"] = args.ctc_weight
+        model = load_asr_model(config, checkpoint, args.device)
+        for feats_dir, out in zip(args.feats_dir, args.out):
+            decode_set(model, train_args, config, checkpoint, feats_dir, out, args.asr_exp.name,
+                       args.max_frames, decoding, args.device)
+    except (DecodeRefused, ModelInputError, InputMismatchError, FileNotFoundError) as e:
+        print(f"asr_decode: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from espnet_probe.bin.asr_decode import best_checkpoint
+from espnet_probe.asr.brought import best_checkpoint
 from espnet_probe.probe.speaker_id import DEFAULT_C, POOLINGS
 from espnet_probe.utils.device import add_device_argument
 

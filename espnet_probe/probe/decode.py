@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from espnet_probe.data.model_inputs import open_inputs
 from espnet_probe.utils.device import model_device
 from espnet_probe.utils.fileio import atomic_dir
 
@@ -83,7 +84,9 @@ class HeardMel:
 
 def decode_set(model, feats_dir: str | Path, out_dir: str | Path, batch_frames: int = 20000,
                settings: Optional[dict] = None) -> dict:
-    """Run every probe of ``model`` (a ProbeModel) over ``feats_dir/feats.scp``."""
+    """Run every probe of ``model`` (a ProbeModel) over a dump dir, on the input its ASR model
+    takes (features, or waveforms for a model with a frontend); the target frames are always
+    those of the dir's feats.scp."""
     feats_dir, out_dir = Path(feats_dir), Path(out_dir)
     settings = dict(settings or {}, feats=str(feats_dir / "feats.scp"))
     done = out_dir / ".done"
@@ -91,24 +94,20 @@ def decode_set(model, feats_dir: str | Path, out_dir: str | Path, batch_frames: 
         log.info("%s: already decoded, skipped", out_dir)
         return json.loads((out_dir / "summary.json").read_text())
 
-    feats_scp = feats_dir / "feats.scp"
-    if not feats_scp.is_file():
-        raise ProbeDecodeError(f"no feats.scp in {feats_dir}")
-    feats = _load_scp(feats_scp)
+    feats = open_inputs(feats_dir, "feats")  # the heard log-mel and the target frames
+    kind = getattr(getattr(model, "input", None), "kind", "feats")
+    speech = feats if kind == "feats" else open_inputs(feats_dir, kind)
+    if set(speech.entries) != set(feats.entries):
+        raise ProbeDecodeError(f"{speech.scp} and {feats.scp} list different utterances "
+                               f"(e.g. {sorted(set(speech.entries) ^ set(feats.entries))[:3]})")
     target_scp = feats_dir / "target.scp"
     targets = _load_scp(target_scp) if target_scp.is_file() else None
-    if targets is not None and set(targets) != set(feats):
+    if targets is not None and set(targets) != set(feats.entries):
         raise ProbeDecodeError(
-            f"{target_scp} and {feats_scp} list different utterances "
-            f"(e.g. {sorted(set(targets) ^ set(feats))[:3]})")
+            f"{target_scp} and {feats.scp} list different utterances "
+            f"(e.g. {sorted(set(targets) ^ set(feats.entries))[:3]})")
     n_mels = model.n_mels
-    mats = {}
-    for utt, loc in feats.items():
-        mat = kaldiio.load_mat(loc)
-        _check_matrix(mat, utt, feats_scp, None)
-        mats[utt] = np.array(mat, dtype=np.float32)  # writable, for torch.from_numpy
-    lengths = {utt: m.shape[0] for utt, m in mats.items()}
-
+    hop = 160 if kind == "wave" else 1
     sums = {name: {"heard": 0.0, "clean": 0.0} for name in model.layer_names}
     total_frames = 0
     model.eval()
@@ -119,19 +118,19 @@ def decode_set(model, feats_dir: str | Path, out_dir: str | Path, batch_frames: 
             (tmp / name).mkdir()
             writers[name] = kaldiio.WriteHelper(f"ark,scp:{tmp / name / 'mel.ark'},{tmp / name / 'mel.scp'}")
         try:
-            for batch in tqdm(_batches(lengths, batch_frames), desc=f"probe_decode {feats_dir.name}",
-                              unit="batch", mininterval=5, disable=None):
-                longest = max(lengths[u] for u in batch)
-                x = torch.zeros(len(batch), longest, mats[batch[0]].shape[1])
-                for i, utt in enumerate(batch):
-                    x[i, : lengths[utt]] = torch.from_numpy(mats[utt])
-                lens = torch.tensor([lengths[u] for u in batch])
+            for batch in tqdm(_batches(speech.lengths, batch_frames * hop),
+                              desc=f"probe_decode {feats_dir.name}", unit="batch", mininterval=5,
+                              disable=None):
+                batch = sorted(batch, key=lambda u: (-speech.lengths[u], u))
+                mats = [torch.from_numpy(speech.read(u)) for u in batch]
+                x = torch.nn.utils.rnn.pad_sequence(mats, batch_first=True)
+                lens = torch.tensor([m.shape[0] for m in mats])
                 with torch.no_grad():
                     preds = {name: pred.cpu()
                              for name, pred in model.predict(x.to(device), lens.to(device)).items()}
                 for i, utt in enumerate(batch):
-                    t = lengths[utt]
-                    heard = mats[utt][:, :n_mels]
+                    heard = feats.read(utt)[:, :n_mels]
+                    t = heard.shape[0]
                     clean = None
                     if targets is not None:
                         clean = kaldiio.load_mat(targets[utt])
@@ -141,6 +140,10 @@ def decode_set(model, feats_dir: str | Path, out_dir: str | Path, batch_frames: 
                                 f"{target_scp}: utterance {utt} has {clean.shape[0]} frames, "
                                 f"its features {t}")
                     for name, pred in preds.items():
+                        if pred.size(1) < t:
+                            raise ProbeDecodeError(
+                                f"layer {name} predicts {pred.size(1)} frames for utterance {utt}, "
+                                f"its features have {t}")
                         mel = pred[i, :t].numpy().astype(np.float32)
                         writers[name](utt, mel)
                         sums[name]["heard"] += float(np.abs(mel - heard).sum())
@@ -160,7 +163,8 @@ def decode_set(model, feats_dir: str | Path, out_dir: str | Path, batch_frames: 
             scp.write_text("\n".join(lines) + "\n")
         denom = total_frames * n_mels
         summary = {
-            "set": feats_dir.name, "utterances": len(mats), "frames": total_frames,
+            "set": feats_dir.name, "utterances": len(feats.entries), "frames": total_frames,
+            "input": kind,
             "layers": {
                 name: {"l1_heard": round(s["heard"] / denom, 5),
                        **({"l1_clean": round(s["clean"] / denom, 5)} if targets is not None else {})}

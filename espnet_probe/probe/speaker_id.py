@@ -45,8 +45,9 @@ from tqdm import tqdm
 
 from espnet_probe.asr.decode import length_sorted_batches
 from espnet_probe.data.kaldi_dir import read_table
-from espnet_probe.layers import extract_layers
-from espnet_probe.probe.decode import _check_matrix, _load_scp
+from espnet_probe.data.model_inputs import ModelInputError, open_inputs
+from espnet_probe.layers import extract_layers, model_input
+from espnet_probe.probe.decode import _load_scp
 from espnet_probe.utils.device import model_device
 from espnet_probe.utils.fileio import atomic_open
 
@@ -118,65 +119,48 @@ def pool_hidden(hidden: torch.Tensor, lengths: torch.Tensor, pooling: str = "mea
     return torch.cat([mean, var.sqrt()], dim=-1).cpu().numpy()
 
 
-def _frame_counts(entries: dict[str, str], feats_scp: Path) -> dict[str, int]:
-    """Frames per utterance from the dump's feats_shape when there is one, else by reading."""
-    shape_file = feats_scp.parent / "feats_shape"
-    if not shape_file.is_file():
-        return {utt: kaldiio.load_mat(loc).shape[0] for utt, loc in entries.items()}
-    counts = {}
-    for utt, shape in read_table(shape_file).items():
-        try:
-            counts[utt] = int(shape.split(",")[0])
-        except ValueError:
-            raise SpeakerProbeError(f"{shape_file}: utterance {utt} has shape {shape!r}, "
-                                    "expected 'T,D'") from None
-    missing = sorted(set(entries) - set(counts))
-    if missing:
-        raise SpeakerProbeError(f"{shape_file}: utterance {missing[0]} of {feats_scp} has no shape "
-                                f"({len(missing)} missing)")
-    return counts
-
-
 @torch.no_grad()
 def pooled_layers(model: torch.nn.Module, feats_scp: str | Path, utts: list[str],
                   batch_frames: int = 20000, pooling: str = "mean_std") -> list[PooledLayer]:
-    """Pooled hidden states of every layer for ``utts``: one encoder pass per batch."""
+    """Pooled hidden states of every layer for ``utts``: one encoder pass per batch.
+
+    ``feats_scp`` names the dump dir; a model with its own frontend reads the dir's wave.scp
+    instead (espnet_probe.data.model_inputs), the others its feats.scp.
+    """
     feats_scp = Path(feats_scp)
-    entries = _load_scp(feats_scp)
-    unknown = [utt for utt in utts if utt not in entries]
+    kind = model_input(model).kind
+    try:
+        inputs = open_inputs(feats_scp.parent, kind)
+    except ModelInputError as e:
+        raise SpeakerProbeError(str(e)) from None
+    unknown = [utt for utt in utts if utt not in inputs.entries]
     if unknown:
-        raise SpeakerProbeError(f"{feats_scp}: no features for utterance {unknown[0]} "
+        raise SpeakerProbeError(f"{inputs.scp}: no input for utterance {unknown[0]} "
                                 f"({len(unknown)} missing)")
-    counts = _frame_counts({utt: entries[utt] for utt in utts}, feats_scp)
     row_of = {utt: row for row, utt in enumerate(utts)}
     layers: dict[int, PooledLayer] = {}
-    feat_dim = None
     device = model_device(model)
-    batches = length_sorted_batches({utt: counts[utt] for utt in utts}, batch_frames)
+    unit = 160 if kind == "wave" else 1  # batch_frames counts 10 ms frames either way
+    batches = length_sorted_batches({utt: inputs.lengths[utt] for utt in utts}, batch_frames * unit)
     for batch in tqdm(batches, desc=f"speaker_id {feats_scp.parent.name}", unit="batch",
                       file=sys.stderr, mininterval=2):
-        mats = []
-        for utt in batch:
-            mat = kaldiio.load_mat(entries[utt])
-            _check_matrix(mat, utt, feats_scp, feat_dim)
-            if mat.shape[0] != counts[utt]:
-                raise SpeakerProbeError(f"{feats_scp}: utterance {utt} has {mat.shape[0]} frames, "
-                                        f"feats_shape says {counts[utt]}")
-            feat_dim = mat.shape[1]
-            mats.append(torch.from_numpy(np.array(mat, dtype=np.float32)))
+        try:
+            mats = [torch.from_numpy(inputs.read(utt)) for utt in batch]
+        except ModelInputError as e:
+            raise SpeakerProbeError(str(e)) from None
         feats = torch.nn.utils.rnn.pad_sequence(mats, batch_first=True)
         lengths = torch.tensor([m.shape[0] for m in mats])
         rows = [row_of[utt] for utt in batch]
         for layer in extract_layers(model, feats.to(device), lengths.to(device)):
             if int(layer.lengths.min()) < 1:
                 short = batch[int(layer.lengths.argmin())]
-                raise SpeakerProbeError(f"{feats_scp}: utterance {short} is too short to leave a "
+                raise SpeakerProbeError(f"{inputs.scp}: utterance {short} is too short to leave a "
                                         f"frame in layer {layer.name}")
             pooled = pool_hidden(layer.hidden, layer.lengths, pooling)
             if not np.isfinite(pooled).all():
                 bad = batch[int(np.flatnonzero(~np.isfinite(pooled).all(1))[0])]
                 raise SpeakerProbeError(f"layer {layer.name} gives NaN/inf for utterance {bad} "
-                                        f"of {feats_scp}")
+                                        f"of {inputs.scp}")
             if layer.index not in layers:
                 layers[layer.index] = PooledLayer(layer.name, layer.index, layer.frame_rate,
                                                   np.zeros((len(utts), pooled.shape[1])))
