@@ -37,6 +37,13 @@ ngpu=0
 gpu_inference=false         # true: decoding, probe decoding, speaker-ID probes and scoring run as
                             # ${cuda_cmd} jobs with --device cuda (training follows --ngpu)
 asr_parallel=2              # ASR models (and probes) trained at once (1 thread each on a CPU)
+asr_exps=""                 # ESPnet2 ASR models trained elsewhere, probed beside ours: egs2 exp
+                            # dirs or packed models (espnet2.bin.pack asr), space-separated
+asr_recipe_dir=""           # where their config.yaml's relative paths start (default: each exp
+                            # dir's grandparent, egs2/<corpus>/asr1)
+asr_model_file=""           # their checkpoint (default: valid.acc.ave.pth, valid.acc.best.pth,
+                            # valid.loss.ave.pth, valid.loss.best.pth, the first that exists)
+beam_size=10                # joint CTC/attention beam for hybrid brought models (stage 6)
 # Probes (stages 7-9)
 probe_config=${probe_root}/conf/probe/probe_small.yaml
 probe_train_set=""          # default: <train>_robust, clean + noisy, so every probe has heard
@@ -76,8 +83,10 @@ Stages:
   2  noise     noisy training copy (<train>_aug) and fixed-SNR test sets (<test>_snr<N>)
   3  features  80 log-mel + deltas + accelerations (ark/scp), clean targets, global CMVN
   4  tokens    token list of the training text (characters, or sentencepiece BPE)
-  5  asr_train CTC encoders x {baseline, robust} through ESPnet's trainer
-  6  asr_decode greedy CTC decoding of every test condition, WER/CER, Table 1
+  5  asr_train CTC encoders x {baseline, robust} through ESPnet's trainer (--asr_exps: models
+               trained elsewhere join here, as exp/asr_<name>_brought; stages 6-14 probe them too)
+  6  asr_decode every test condition, WER/CER, Table 1 (greedy CTC; hybrid brought models:
+               ESPnet's joint CTC/attention beam search)
   7  probe_train frame-wise Highway probes on every layer of each ASR model (+ random encoders)
   8  probe_decode predicted log-mel per layer and condition (+ the oracle: the input's own mel)
   9  vocode    Griffin-Lim audio per layer and condition
@@ -101,6 +110,8 @@ Options (defaults in brackets):
   --asr_configs ["${asr_configs}"]  --asr_config (one config instead)
   --asr_trainings ["${asr_trainings}"] --asr_args ["${asr_args}"] --ngpu [${ngpu}]
   --gpu_inference [${gpu_inference}] --asr_parallel [${asr_parallel}]
+  --asr_exps ["${asr_exps}"] --asr_recipe_dir [${asr_recipe_dir:-<exp dir>/../..}]
+  --asr_model_file [${asr_model_file:-first of valid.acc.ave.pth ...}] --beam_size [${beam_size}]
   --probe_config [${probe_config}] --probe_train_set [${probe_train_set:-<train>_robust}]
   --probe_controls [${probe_controls}] --control_conditions [${control_conditions}] --probe_args ["${probe_args}"]
   --vocoder_config [${vocoder_config}] --vocode_max_utts [${vocode_max_utts}]
@@ -178,6 +189,10 @@ if run_stage 3; then
     --stats_sets "${train_set} ${aug_set}" \
     --sets "${train_set} ${valid_set} ${test_sets}" \
     --noisy_sets "${aug_set}:${train_set}$(for t in ${test_sets}; do for s in ${test_snrs}; do printf ' %s_snr%s:%s' "$t" "$s" "$t"; done; done)"
+  if [ -n "${asr_exps}" ]; then  # brought models may take raw audio through their own frontend
+    python -m espnet_probe.bin.dump_waves --data_root "${datadir}" --dump_root "${dumpdir}/fbank" \
+      --fbank_config "${fbank_config}" --sets ${train_set} ${aug_set} ${valid_set} ${test_sets}${noisy_test_sets}
+  fi
   python -m espnet_probe.bin.make_features --out_dir "${dumpdir}/fbank/${robust_set}" \
     --combine "${dumpdir}/fbank/${train_set}" "${dumpdir}/fbank/${aug_set}"
 fi
@@ -227,38 +242,51 @@ if run_stage 5; then
   [ "${failed}" -eq 0 ] || { log "${failed} ASR training(s) failed"; exit 1; }
 fi
 
+# Brought models (--asr_exps) become experiments like ours: exp/asr_<name>_brought
+brought_exps=()
+if [ -n "${asr_exps}" ] && [ "${stop_stage}" -ge 5 ] && [ "${stage}" -le 14 ]; then
+  # shellcheck disable=SC2086
+  mapfile -t brought_exps < <(python -m espnet_probe.bin.bring_asr --exp_root "${expdir}" \
+    --asr_exps ${asr_exps} ${asr_recipe_dir:+--asr_recipe_dir "${asr_recipe_dir}"} \
+    ${asr_model_file:+--asr_model_file "${asr_model_file}"} || echo FAILED)
+  [ "${brought_exps[*]}" != FAILED ] && [ "${brought_exps[-1]}" != FAILED ] || exit 1
+fi
+brought_name() { local n; n=$(basename "$1"); n=${n#asr_}; echo "${n%_brought}"; }
+# every ASR experiment the later stages run on: ours (config x training), then the brought ones
+asr_exp_dirs=()
+for config in ${asr_configs}; do
+  for training in ${asr_trainings}; do asr_exp_dirs+=("${expdir}/$(asr_tag "${config}" "${training}")"); done
+done
+asr_exp_dirs+=("${brought_exps[@]}")
+
 if run_stage 6; then
-  log "Stage 6: greedy CTC decoding and scoring of ${test_sets}${noisy_test_sets}"
+  log "Stage 6: ASR decoding and scoring of ${test_sets}${noisy_test_sets}"
   exps=()
-  for config in ${asr_configs}; do
-    for training in ${asr_trainings}; do
-      exp=${expdir}/$(asr_tag "${config}" "${training}")
+  for exp in "${asr_exp_dirs[@]}"; do
       exps+=("${exp}")
       while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
       # one job per model for all conditions: the model and ESPnet (~10 s) load once
       ${infer_cmd} "${exp}/log/decode.log" \
         python -m espnet_probe.bin.asr_decode --asr_exp "${exp}" --device "${infer_device}" \
+          --beam_size "${beam_size}" \
           --feats_dir $(for t in ${test_sets} ${noisy_test_sets}; do echo "${dumpdir}/fbank/${t}"; done) \
           --out $(for t in ${test_sets} ${noisy_test_sets}; do echo "${exp}/decode_${t}"; done) &
-    done
   done
   wait
   for exp in "${exps[@]}"; do
     grep -h "^asr_decode" "${exp}/log/decode.log" >&2 || true
     for t in ${test_sets} ${noisy_test_sets}; do
-      [ -s "${exp}/decode_${t}/result.json" ] \
-        || { log "decoding of ${t} failed: see ${exp}/log/decode.log"; exit 1; }
+      [ -s "${exp}/decode_${t}/result.json" ] || {
+        grep -h "^asr_decode: error" "${exp}/log/decode.log" >&2 || true
+        log "decoding of ${t} failed: see ${exp}/log/decode.log"; exit 1; }
     done
   done
   python -m espnet_probe.bin.asr_results --exps "${exps[@]}" --out "${expdir}/asr_results"
 fi
 
 probe_train_set=${probe_train_set:-${robust_set}}
-asr_checkpoint() {
-  for name in valid.loss.ave.pth valid.loss.best.pth; do
-    [ -e "$1/${name}" ] && { echo "$1/${name}"; return; }
-  done
-  log "no trained ASR model in $1 (run stage 5)"; exit 1
+asr_checkpoint() {  # ESPnet's order, or a brought model's record
+  python -m espnet_probe.bin.bring_asr --checkpoint_of "$1" || { log "no ASR model in $1 (run stage 5)"; exit 1; }
 }
 # probe experiments: "<probe exp> <asr exp> <trained|random>"
 probe_jobs=()
@@ -271,6 +299,11 @@ for config in ${asr_configs}; do
     first_training=${asr_trainings%% *}
     probe_jobs+=("${expdir}/probe_$(basename "${config}" .yaml)_random ${expdir}/$(asr_tag "${config}" "${first_training}") random")
   fi
+done
+for aexp in "${brought_exps[@]}"; do
+  name=$(brought_name "${aexp}")
+  probe_jobs+=("${expdir}/probe_${name}_brought ${aexp} trained")
+  [ "${probe_controls}" = true ] && probe_jobs+=("${expdir}/probe_${name}_random ${aexp} random")
 done
 # test sets a probe experiment decodes, vocodes and scores: all, or clean only for the controls
 probe_sets() {
@@ -286,7 +319,7 @@ if run_stage 7; then
     while [ "$(jobs -rp | wc -l)" -ge "${asr_parallel}" ]; do sleep 2; done
     "${probe_root}/local/probe_train.sh" --config "${probe_config}" --exp "${pexp}" \
       --asr_config "${aexp}/config.yaml" --asr_model "$(asr_checkpoint "${aexp}")" --asr_init "${init}" \
-      --train_set "${probe_train_set}" --valid_set "${valid_set}" --featdir "${dumpdir}/fbank" \
+      --asr_input "$(python -m espnet_probe.bin.bring_asr --input_of "${aexp}")" --train_set "${probe_train_set}" --valid_set "${valid_set}" --featdir "${dumpdir}/fbank" \
       --ngpu "${ngpu}" --probe_args "${probe_args}" --cmd "${cuda_cmd}" &
     pids+=($!)
   done
@@ -348,6 +381,11 @@ for config in ${asr_configs}; do
     aexp=${expdir}/$(asr_tag "${config}" "${asr_trainings%% *}")
     sid_jobs+=("${aexp}/speaker_id_random ${aexp} random ${model} random")
   fi
+done
+for aexp in "${brought_exps[@]}"; do
+  name=$(brought_name "${aexp}")
+  sid_jobs+=("${aexp}/speaker_id ${aexp} trained ${name} brought")
+  [ "${probe_controls}" = true ] && sid_jobs+=("${aexp}/speaker_id_random ${aexp} random ${name} random")
 done
 
 if run_stage 10; then
@@ -429,6 +467,11 @@ make_report() {
       mel_args+=("${model}:${training}:clean:${pexp}/decode_${first_test}")
       [ -n "${lowest_snr}" ] && mel_args+=("${model}:${training}:snr${lowest_snr}:${pexp}/decode_${first_test}_snr${lowest_snr}")
     done
+  done
+  for aexp in "${brought_exps[@]}"; do
+    model=$(brought_name "${aexp}"); pexp=${expdir}/probe_${model}_brought
+    mel_args+=("${model}:brought:clean:${pexp}/decode_${first_test}")
+    [ -n "${lowest_snr}" ] && mel_args+=("${model}:brought:snr${lowest_snr}:${pexp}/decode_${first_test}_snr${lowest_snr}")
   done
   asr_opt=()
   [ -f "${expdir}/asr_results.csv" ] && asr_opt=(--asr_results "${expdir}/asr_results.csv")

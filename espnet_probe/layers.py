@@ -115,6 +115,8 @@ def model_input(model: torch.nn.Module, feature_period: float = 0.01) -> ModelIn
         return ModelInput("feats", feature_period, -feature_period / 2, dim=dim)
     stft = getattr(frontend, "stft", None)
     fs = getattr(frontend, "fs", None)
+    if fs is None and hasattr(getattr(frontend, "logmel", None), "mel_options"):
+        fs = frontend.logmel.mel_options.get("sr")  # DefaultFrontend keeps it in its LogMel
     if stft is None or fs is None or not hasattr(stft, "hop_length"):
         raise NotImplementedError(
             f"frontend {type(frontend).__module__}.{type(frontend).__name__} is not supported: "

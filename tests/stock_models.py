@@ -7,24 +7,27 @@ experiment directory that looks like the one ``asr.sh`` leaves:
 
     recipe_dir/
       conf/train_asr_<kind>.yaml
+      log/tokenize_text.char.log                               (this helper's own log)
       data/{train,valid}/{wav.scp,text,utt2spk,spk2utt}
       data/token_list/bpe_unigram<N>/{train.txt,bpe.model,bpe.vocab,tokens.txt}
       data/token_list/char/tokens.txt
       exp/asr_stats_raw_bpe<N>/ and exp/asr_stats_raw_char/   (the collect-stats pass)
       exp/asr_<kind>/{config.yaml,train.log,*epoch.pth,valid.*.best.pth,valid.*.ave.pth,...}
 
-The steps mirror asr.sh's stages: token lists (stage 5), collect stats with one job plus the
-aggregation and the ``text_shape.<token_type>`` files (stage 10), training (stage 11) and packing
-(stage 15). Each tool is ``python -m espnet2.bin.<tool>`` from the project's venv, so every path
-inside ``exp/asr_<kind>/config.yaml`` is relative to the recipe directory, like a real recipe's.
+The steps mirror asr.sh's stages: the token lists, collect stats with one job plus the
+aggregation and the ``text_shape.<token_type>`` files, training, and packing. Each tool is
+``python -m espnet2.bin.<tool>`` from the project's venv, so every path inside
+``exp/asr_<kind>/config.yaml`` is relative to the recipe directory, like a real recipe's.
 
-Session reuse: :func:`stock_recipe` trains each kind once per pytest process and returns the same
-:class:`StockRecipe` to every caller; :func:`stock_recipe_fixture` is a session-scoped fixture
-around it that a conftest can re-export.
+Session reuse: :func:`stock_recipe` trains each kind once per pytest session and returns the same
+:class:`StockRecipe` to every caller (an in-memory cache, backed by a small JSON record next to
+the recipe so a second import of this module under another name reuses the models too);
+``stock_asr_models`` is a session-scoped fixture around it that a conftest can re-export.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -224,10 +227,15 @@ class StockModelError(RuntimeError):
 
 # ----------------------------------------------------------------------------- small helpers
 
+# One intra-op thread unless STOCK_MODELS_THREADS says otherwise. Measured on the 2-vCPU test VM:
+# with 2 threads the same rnn training took 37 s in one run and 113 s in the next (one epoch went
+# from 8 s to 85 s, apparently contention for the vCPUs); with 1 thread it took 37 s every time.
+THREADS = os.environ.get("STOCK_MODELS_THREADS", "1")
+
+
 def _env() -> dict:
     env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "2")
-    env.setdefault("MKL_NUM_THREADS", env["OMP_NUM_THREADS"])
+    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = THREADS
     env["PYTHONUNBUFFERED"] = "1"
     env["PATH"] = f"{Path(PYTHON).parent}:{env.get('PATH', '')}"
     return env
@@ -370,8 +378,8 @@ def make_recipe(recipe_dir: Path, train_dir: Path, valid_dir: Path) -> None:
     for kind, text in CONFIGS.items():
         (conf / f"train_asr_{kind}.yaml").write_text(text, encoding="utf-8")
 
-    # BPE (asr.sh stage 5): sentencepiece on the train transcripts; tokens.txt is <blank>, <unk>,
-    # every piece of the model in id order (minus sentencepiece's own <unk>, <s>, </s>), <sos/eos>.
+    # BPE (asr.sh's token-list stage): sentencepiece on the train transcripts. tokens.txt is
+    # <blank>, <unk>, every piece in id order (minus sentencepiece's <unk>, <s>, </s>), <sos/eos>.
     bdir = bpe_dir(recipe_dir)
     bdir.mkdir(parents=True, exist_ok=True)
     texts = _read_table(recipe_dir / "data" / "train" / "text")
@@ -386,14 +394,14 @@ def make_recipe(recipe_dir: Path, train_dir: Path, valid_dir: Path) -> None:
     (bdir / "tokens.txt").write_text(
         "\n".join(["<blank>", "<unk>", *pieces, "<sos/eos>"]) + "\n", encoding="utf-8")
 
-    # Characters (asr.sh stage 5): ESPnet's own tokenize_text in write-vocabulary mode.
+    # Characters (the same stage): ESPnet's own tokenize_text in write-vocabulary mode.
     cdir = char_dir(recipe_dir)
     cdir.mkdir(parents=True, exist_ok=True)
     _run(["-m", "espnet2.bin.tokenize_text", "--token_type", "char",
           "--input", "data/train/text", "--output", str(char_dir() / "tokens.txt"),
           "--field", "2-", "--cleaner", "none", "--g2p", "none", "--write_vocabulary", "true",
           "--add_symbol", "<blank>:0", "--add_symbol", "<unk>:1",
-          "--add_symbol", "<sos/eos>:-1"], recipe_dir, char_dir() / "tokenize_text.log")
+          "--add_symbol", "<sos/eos>:-1"], recipe_dir, Path("log") / "tokenize_text.char.log")
 
 
 def _token_args(kind: str) -> list[str]:
@@ -417,7 +425,7 @@ def _stats_complete(recipe_dir: Path, kind: str) -> bool:
 
 
 def collect_stats(recipe_dir: Path, kind: str) -> Path:
-    """asr.sh stage 10 with nj=1: the stats pass, aggregation, text_shape.<token_type>."""
+    """asr.sh's collect-stats stage with nj=1: stats pass, aggregation, text_shape.<type>."""
     recipe_dir = Path(recipe_dir)
     sdir = stats_dir(kind)
     logdir = sdir / "logdir"
@@ -454,7 +462,8 @@ def train_stock_model(recipe_dir: Path, kind: str, max_epoch: int = 2, seed: int
     train with `python -m espnet2.bin.asr_train` from the recipe dir. Returns exp/asr_<kind>.
 
     Kinds that share a token type share asr.sh's stats dir (exp/asr_stats_raw_char): the stats
-    depend only on the data, the front end (the same for every kind) and the token list.
+    depend only on the data, the front end (the same for every kind) and the token list. Training
+    runs with --resume true as in asr.sh, so calling again on a finished exp dir only re-averages.
     """
     if kind not in STOCK_KINDS:
         raise ValueError(f"unknown kind {kind!r}; one of {STOCK_KINDS}")
@@ -501,7 +510,10 @@ def inference_model_name(exp_dir: Path) -> str:
 
 
 def pack_model(recipe_dir: Path, exp_dir: Path, out_zip: Path) -> Path:
-    """asr.sh stage 15: `python -m espnet2.bin.pack asr ...` from the recipe dir."""
+    """asr.sh's packing stage: `python -m espnet2.bin.pack asr ...` run from the recipe dir.
+
+    Packs the first criterion's averaged model (as asr.sh's default inference model), the bpe
+    model for bpe kinds, the feats stats for global_mvn kinds and exp/asr_<kind>/images."""
     import yaml
 
     recipe_dir, exp_dir, out_zip = (Path(p).resolve() for p in (recipe_dir, exp_dir, out_zip))
@@ -520,7 +532,8 @@ def pack_model(recipe_dir: Path, exp_dir: Path, out_zip: Path) -> Path:
         if (exp_dir / extra).exists():
             args += ["--option", str(rel_exp / extra)]
     out_zip.parent.mkdir(parents=True, exist_ok=True)
-    _run([*args, "--outpath", str(out_zip)], recipe_dir, rel_exp / "pack.log")
+    # the log goes beside the zip: asr.sh leaves nothing of the packing in the exp dir
+    _run([*args, "--outpath", str(out_zip)], recipe_dir, out_zip.with_name(out_zip.name + ".log"))
     return out_zip
 
 
@@ -544,6 +557,7 @@ class StockRecipe:
 
 
 _CACHE: dict[tuple, StockRecipe] = {}
+_RECORD = "stock_models.json"   # beside the recipe dir: {kind: training seconds} of finished kinds
 
 
 def librispeech_subset() -> Path:
@@ -566,16 +580,23 @@ def stock_recipe(tmp_path_factory, kinds: Sequence[str] = STOCK_KINDS, max_epoch
     if recipe is None:
         root = tmp_path_factory.getbasetemp() / f"stock_recipe_e{max_epoch}_s{seed}"
         recipe_dir = root / "egs2" / "stock" / "asr1"
+        record = root / _RECORD
+        done = json.loads(record.read_text()) if record.is_file() else {}
         if not (recipe_dir / "data" / "token_list" / "char" / "tokens.txt").is_file():
             train, valid = librispeech_kaldi_dirs(subset, root / "source")
             make_recipe(recipe_dir, train, valid)
-        recipe = _CACHE[key] = StockRecipe(recipe_dir, {})
+            done = {}
+        recipe = StockRecipe(recipe_dir, {k: recipe_dir / "exp" / f"asr_{k}" for k in done},
+                             dict(done))
+        _CACHE[key] = recipe
     for kind in kinds:
         if kind not in recipe.exp_dirs:
             start = time.monotonic()
             recipe.exp_dirs[kind] = train_stock_model(recipe.recipe_dir, kind,
                                                       max_epoch=max_epoch, seed=seed)
-            recipe.train_seconds[kind] = time.monotonic() - start
+            recipe.train_seconds[kind] = round(time.monotonic() - start, 1)
+            (recipe.recipe_dir.parents[2] / _RECORD).write_text(
+                json.dumps(recipe.train_seconds, indent=1))
     return recipe
 
 
@@ -583,9 +604,10 @@ def _stock_recipe_fixture(tmp_path_factory) -> StockRecipe:
     return stock_recipe(tmp_path_factory)
 
 
-try:  # a session fixture a conftest can re-export: `from stock_models import stock_models`
+try:  # a session fixture a conftest can re-export: `from stock_models import stock_asr_models`
     import pytest as _pytest
 
-    stock_models = _pytest.fixture(scope="session", name="stock_models")(_stock_recipe_fixture)
+    stock_asr_models = _pytest.fixture(scope="session", name="stock_asr_models")(
+        _stock_recipe_fixture)
 except ImportError:  # pragma: no cover - pytest is always there when tests run
     pass

@@ -26,6 +26,25 @@ def load_results(exp: Path) -> list[dict]:
     return rows
 
 
+def describe_decoding(result: dict) -> str:
+    d = result.get("decoding") or {"method": "ctc_greedy"}
+    if d["method"] == "joint_ctc_attention":
+        return f"joint CTC/attention beam {d['beam_size']}, ctc_weight {d['ctc_weight']:g} (ESPnet Speech2Text), no LM"
+    return "greedy CTC, no LM"
+
+
+def experiment_info(exp: Path) -> dict:
+    """What the experiment is: probe_info.yaml (trained here) or experiment.yaml (brought)."""
+    for name in ("probe_info.yaml", "experiment.yaml"):
+        if (exp / name).exists():
+            info = yaml.safe_load((exp / name).read_text()) or {}
+            if name == "experiment.yaml":
+                info.setdefault("config", info.get("source"))
+                info.setdefault("train_set", "its own")
+            return info
+    return {}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--exps", nargs="+", required=True, type=Path)
@@ -34,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     table = []
     for exp in args.exps:
-        info_file = exp / "probe_info.yaml"
-        info = yaml.safe_load(info_file.read_text()) if info_file.exists() else {}
+        info = experiment_info(exp)
         rows = load_results(exp)
         if not rows:
             print(f"asr_results: {exp} has no decode results yet, skipped", file=sys.stderr)
@@ -43,8 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         lines = [f"# {exp.name}", "",
                  f"- model config: `{info.get('config', '?')}`; training data: "
                  f"`{info.get('train_set', '?')}` ({info.get('training', '?')})",
-                 f"- checkpoint: `{rows[0]['checkpoint']}`; decoding: greedy CTC, no LM",
-                 f"- training time: {info.get('train_seconds', '?')} s on {info.get('machine', '?')}",
+                 f"- checkpoint: `{rows[0]['checkpoint']}`; decoding: {describe_decoding(rows[0])}; "
+                 f"input: {rows[0].get('input', 'feats')}",
+                 f"- training time: {info.get('train_seconds', '?')} s on {info.get('machine', '?')}"
+                 if info.get("origin") != "brought" else "- brought: trained outside this recipe",
                  "", "| set | utts | WER % | (sub/del/ins) | CER % | (sub/del/ins) |",
                  "|---|---:|---:|---|---:|---|"]
         for r in rows:
@@ -54,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"{c['sub']}/{c['del']}/{c['ins']} |")
             table.append({"experiment": exp.name, "model": info.get("model", exp.name),
                           "training": info.get("training", ""), "set": r["set"],
-                          "wer": w["rate"], "cer": c["rate"], "utterances": r["utterances"]})
+                          "wer": w["rate"], "cer": c["rate"], "utterances": r["utterances"],
+                          "decoding": describe_decoding(r)})
         with atomic_open(exp / "RESULTS.md") as f:
             f.write("\n".join(lines) + "\n")
 
@@ -64,15 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     sets = list(dict.fromkeys(r["set"] for r in table))
     keys = list(dict.fromkeys((r["model"], r["training"]) for r in table))
     by = {(r["model"], r["training"], r["set"]): r for r in table}
-    md = ["# ASR results (Table 1): WER / CER % by test condition, greedy CTC", "",
-          "| model | training | " + " | ".join(sets) + " |",
-          "|---|---|" + "---:|" * len(sets)]
+    md = ["# ASR results (Table 1): WER / CER % by test condition", "",
+          "| model | training | " + " | ".join(sets) + " | decoding |",
+          "|---|---|" + "---:|" * len(sets) + "---|"]
     for model, training in keys:
         cells = []
         for s in sets:
             r = by.get((model, training, s))
             cells.append(f"{r['wer']:.1f} / {r['cer']:.1f}" if r else "-")
-        md.append(f"| {model} | {training} | " + " | ".join(cells) + " |")
+        decoding = next(r["decoding"] for r in table if (r["model"], r["training"]) == (model, training))
+        md.append(f"| {model} | {training} | " + " | ".join(cells) + f" | {decoding} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(args.out.with_suffix(".md")) as f:
         f.write("\n".join(md) + "\n")

@@ -34,13 +34,12 @@ def main(argv=None):
         if len(argv) != 3:
             print("usage: probe_train --list_layers ASR_CONFIG ASR_CHECKPOINT", file=sys.stderr)
             return 2
-        import torch
-
-        from espnet_probe.layers import extract_layers, layer_table, load_asr_model
+        from espnet_probe.layers import extract_layers, layer_table, load_asr_model, model_input
 
         model = load_asr_model(argv[1], argv[2])
-        feat_dim = model.normalize.mean.numel() if hasattr(model.normalize, "mean") else 240
-        print(layer_table(extract_layers(model, torch.zeros(1, 64, feat_dim), torch.tensor([64]))))
+        spec = model_input(model)
+        print(f"input: {spec.describe()}")
+        print(layer_table(extract_layers(model, *spec.dummy(1.0))))
         return 0
     ProbeTask.main(cmd=argv)
     return 0

@@ -51,7 +51,8 @@ class LayerScoringError(RuntimeError):
     pass
 
 
-TRAINING_ORDER = {"baseline": 0, "robust": 1, "random": 2, "": 3}
+# brought = an ESPnet model trained outside this recipe (run.sh --asr_exps)
+TRAINING_ORDER = {"baseline": 0, "robust": 1, "brought": 2, "random": 3, "": 4}
 ORACLE_EXP = "probe_oracle"  # stage 8's Griffin-Lim-of-the-input reference experiment
 
 

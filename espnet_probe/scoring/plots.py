@@ -15,6 +15,7 @@ from espnet_probe.utils.fileio import atomic_path
 
 STYLE = {"baseline": dict(color="tab:blue", marker="o"),
          "robust": dict(color="tab:orange", marker="s"),
+         "brought": dict(color="tab:purple", marker="D"),
          "random": dict(color="tab:gray", marker="x", linestyle=":")}
 REF_STYLE = {"original": dict(color="black", linestyle="--"),
              "oracle": dict(color="tab:green", linestyle="-.")}
@@ -33,7 +34,7 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_metric_per_layer(rows: list[dict], metric: str, ylabel: str, path: Path,
-                          trainings: tuple[str, ...] = ("baseline", "robust", "random"),
+                          trainings: tuple[str, ...] = ("baseline", "robust", "brought", "random"),
                           chance: float | None = None) -> bool:
     """Grid: a row per condition, a column per model; a line per training with CI bars, the
     references (and ``chance``, when given) as horizontal lines. False (no file) when the

@@ -1,7 +1,8 @@
 """The report: every score of an experiment in one long table, Markdown tables and PNG plots.
 
 ``scores.csv`` columns: model,training,condition,layer,layer_index,metric,value,ci_low,ci_high,n.
-- training: baseline | robust for trained encoders, random for the randomly initialised control;
+- training: baseline | robust for encoders trained here, brought for an ESPnet model trained
+  elsewhere (run.sh --asr_exps), random for the randomly initialised control;
   empty for the two references (model ``original`` = the unprocessed audio of the condition,
   model ``oracle`` = Griffin-Lim of the input log-mel itself, the vocoder's ceiling).
 - condition: clean | snr<N> (prefixed with the test set, ``<test>:snr10``, when there are several).
@@ -248,10 +249,13 @@ def results_markdown(rows: list[dict], plots: dict[str, str], header: str = "",
           "STOI/PESQ/mel, Wilson for speaker-ID accuracy, a rater x triplet bootstrap for the "
           "human error rate). Reference rows: `original` = the unprocessed audio of each "
           "condition, `oracle` = Griffin-Lim of the input log-mel itself (the vocoder's "
-          "ceiling); `random` = probes on a randomly initialised encoder.",
+          "ceiling); `random` = probes on a randomly initialised encoder; `brought` = an "
+          "ESPnet model trained outside this recipe.",
           ""]
     if "wer" in present:
-        md += ["## Table 1: ASR WER / CER % (greedy CTC, no LM)", "", wer_table(rows)]
+        md += ["## Table 1: ASR WER / CER % (no LM; greedy CTC for CTC-only models, ESPnet's "
+               "joint CTC/attention beam search at the model's ctc_weight for hybrid ones: "
+               "exp/asr_results.md says which)", "", wer_table(rows)]
     for metric, title, unit, digits in METRICS:
         if metric == HUMAN_ERROR:  # present or not: say how to run the test
             md += [f"## {title}", "", human_error_section(rows, digits, listening_dir)]
