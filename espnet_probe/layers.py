@@ -31,6 +31,11 @@ Supported encoders:
     descending length order (ESPnet packs with ``enforce_sorted``) and returned in the
     caller's order.
 Frontends: ESPnet's ``default`` (STFT + log-mel) or none (features).
+
+Batches behave as in ESPnet's own batched ``encode`` (the lengths it derives from its masks,
+the same batched STFT), except that the normalised input and every layer are zero beyond each
+utterance's length: ESPnet leaves utterance_mvn offsets in the padding, which convolution
+modules (e_branchformer, branchformer) then read, so no value here depends on what fills it.
 """
 
 from __future__ import annotations
@@ -338,7 +343,9 @@ def _block_layers(encoder, feats, lengths) -> List[LayerOutput]:
         raise RuntimeError(
             f"{type(encoder).__name__}: captured {len(captured)} layer outputs, expected {expected}"
         )
-    if getattr(encoder, "normalize_before", False) and hasattr(encoder, "after_norm"):
+    # the final LayerNorm: conformer/transformer only with normalize_before, e_branchformer and
+    # branchformer always
+    if hasattr(encoder, "after_norm") and getattr(encoder, "normalize_before", True):
         layers.append(LayerOutput("output", out, olens.long(), embed_rate, embed_start))
     return layers
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from stock_models import stock_asr_models  # noqa: F401  (session fixture: stock ESPnet2 models)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PROBE_SHARED_DATA", REPO.parent / "shared" / "data"))
 LIBRISPEECH = SHARED_DATA / "LibriSpeech"

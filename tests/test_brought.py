@@ -207,3 +207,33 @@ def test_decodes_that_cannot_be_right_are_refused():
     assert len(warnings) == 1 and "u3: 2 for 5" in warnings[0]
     assert check_decode({u: "a" for u in frames}, frames, refs_need, "m") == []
     assert ctc_min_frames([3, 3, 4, 4, 4, 5]) == 6 + 3  # a blank between every repeat
+
+
+@pytest.mark.parametrize("encoder,conf,names", [
+    ("e_branchformer", {"output_size": 16, "attention_heads": 2, "linear_units": 16,
+                        "cgmlp_linear_units": 16, "num_blocks": 2, "input_layer": "conv2d"},
+     ["input", "subsample", "block1", "block2", "output"]),
+    ("branchformer", {"output_size": 16, "attention_heads": 2, "cgmlp_linear_units": 16,
+                      "num_blocks": 2, "input_layer": "conv2d"},
+     ["input", "subsample", "block1", "block2", "output"]),
+    ("vgg_rnn", {"rnn_type": "lstm", "num_layers": 2, "hidden_size": 8, "output_size": 8},
+     ["input", "vgg", "blstm1", "blstm2"]),
+])
+def test_every_stock_encoder_family_lists_and_times_its_layers(tmp_path, encoder, conf, names):
+    model = stock_model(tmp_path, encoder, conf)
+    wav = torch.randn(2, 16000) * 0.1
+    lens = torch.tensor([16000, 16000])
+    layers = extract_layers(model, wav, lens)
+    assert [l.name for l in layers] == names
+    with torch.no_grad():
+        out, olens = model.encode(wav.clone(), lens)
+    last = layers[-1]
+    assert last.lengths.tolist() == olens.tolist()
+    assert last.period == pytest.approx(0.032)  # 4x subsampling (conv2d or VGG's two pools) of 8 ms
+    assert torch.allclose(last.hidden, out, atol=1e-5)
+    # mixed lengths: the lengths ESPnet's own batched encode gives (padding is zeroed here, where
+    # ESPnet leaves utterance_mvn offsets that e_branchformer's convolutions then read)
+    lens = torch.tensor([12000, 16000])
+    with torch.no_grad():
+        _, olens = model.encode(wav[[1, 0]].clone(), lens[[1, 0]])
+    assert extract_layers(model, wav, lens)[-1].lengths.tolist() == olens[[1, 0]].tolist()

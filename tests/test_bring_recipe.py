@@ -1,0 +1,163 @@
+"""Bring your own ESPnet model, end to end: stock models trained by espnet2.bin.asr_train (asr.sh's
+collect_stats + training), one of them packed, probed by ./run.sh --asr_exps through stages 6-12
+on real speech, and the stock hybrid model's WER checked against espnet2.bin.asr_inference."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO
+from espnet_probe.asr.scoring import score
+from espnet_probe.data.kaldi_dir import read_table
+from stock_models import pack_model
+
+pytestmark = pytest.mark.integration
+PYTHON = sys.executable
+SNRS = "0"  # one noisy condition keeps the run short; every stage still sees clean + noisy
+BEAM = 2
+
+
+def _run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def probe_recipe(tmp_path_factory, librispeech_dir, musan_mini_dir):
+    """The LibriSpeech egs on the shared subset, stages 1-3 (features and waveform dumps come
+    later, with --asr_exps)."""
+    import os
+
+    env = dict(os.environ, PATH=f"{REPO / 'tools' / 'venv' / 'bin'}:{os.environ['PATH']}")
+    root = tmp_path_factory.mktemp("byo")
+    for name in ("run.sh", "path.sh", "cmd.sh", "local", "conf", "scripts", "tools"):
+        (root / name).symlink_to(REPO / name)
+    recipe = root / "egs" / "librispeech_probe"
+    recipe.mkdir(parents=True)
+    for name in ("run.sh", "local", "conf"):
+        (recipe / name).symlink_to(REPO / "egs" / "librispeech_probe" / name)
+    common = ["--librispeech_dir", str(librispeech_dir), "--musan_dir", str(musan_mini_dir),
+              "--subsets", "train-clean-5", "--split_by_speaker", "14,2,4",
+              "--max_utts_per_spk", "6", "--test_snrs", SNRS]
+    proc = _run(["./run.sh", *common, "--stop_stage", "3"], recipe, env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return recipe, common, env
+
+
+def _mean_mel_l1(recipe: Path, dump: str) -> float:
+    """L1 of the best constant predictor per bin (the set's own per-bin median) of the heard mel."""
+    cwd = Path.cwd()
+    import os
+    os.chdir(recipe)
+    try:
+        mels = [m[:, :80] for _, m in kaldiio.load_scp_sequential(f"dump/fbank/{dump}/feats.scp")]
+    finally:
+        os.chdir(cwd)
+    allm = np.concatenate(mels)
+    return float(np.abs(allm - np.median(allm, axis=0)).mean())
+
+
+def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, stock_asr_models, tmp_path):
+    recipe, common, env = probe_recipe
+    stock = stock_asr_models
+    packed = pack_model(stock.recipe_dir, stock.exp("transformer_conv2d6"),
+                        tmp_path / "transformer_conv2d6_packed.zip")
+    exps = [stock.exp("conformer_hybrid_bpe"), stock.exp("rnn"), packed]
+    spk = yaml.safe_load((REPO / "conf" / "speaker" / "resnet_small.yaml").read_text())
+    spk["encoder_conf"].update(widths=[4, 8, 8, 8], blocks=[1, 1, 1, 1], descriptor_dim=16,
+                               embed_dim=16)
+    spk["max_epoch"] = 1
+    spk_conf = tmp_path / "tiny_spk.yaml"
+    spk_conf.write_text(yaml.safe_dump(spk))
+    args = ["./run.sh", *common, "--stage", "3", "--stop_stage", "12", "--asr_configs", "",
+            "--asr_exps", " ".join(map(str, exps)), "--beam_size", str(BEAM),
+            "--probe_args", "--max_epoch 4 --batch_bins 400000 --probe_conf hidden_size=64",
+            "--vocode_max_utts", "8", "--speaker_config", str(spk_conf), "--n_boot", "100"]
+    proc = _run(args, recipe, env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    exp = recipe / "exp"
+    names = {"conformer_hybrid_bpe": "joint_ctc_attention", "rnn": "joint_ctc_attention",
+             "transformer_conv2d6_packed": "ctc_greedy"}
+    for name, method in names.items():
+        record = yaml.safe_load((exp / f"asr_{name}_brought" / "experiment.yaml").read_text())
+        assert record["input"] == "wave" and record["decoding"]["method"] == method
+        assert record["packed"] == name.endswith("packed")
+        for cond in ("test", f"test_snr{SNRS}"):
+            result = json.loads((exp / f"asr_{name}_brought" / f"decode_{cond}" / "result.json").read_text())
+            assert result["input"] == "wave" and result["utterances"] == 24
+            assert result["cer"]["rate"] < 100.0, (name, cond, result["cer"])
+        # probes on every layer of the model, its random control on the clean set
+        summary = json.loads((exp / f"probe_{name}_brought" / "decode_test" / "summary.json").read_text())
+        assert summary["input"] == "wave" and summary["layers"]["input"]["l1_heard"] > 0
+        # layer 0 holds the heard audio (the model's own log-mel): its probe must beat the
+        # best constant predictor by far, which it cannot unless frames are aligned in time
+        constant = _mean_mel_l1(recipe, "test")
+        assert summary["layers"]["input"]["l1_heard"] < 0.6 * constant, (name, summary, constant)
+        assert (exp / f"probe_{name}_random" / "decode_test" / "summary.json").is_file()
+        assert not (exp / f"probe_{name}_random" / f"decode_test_snr{SNRS}").exists()
+        sid = (exp / f"asr_{name}_brought" / "speaker_id" / "results.csv").read_text().splitlines()
+        assert sid[0].startswith("layer,layer_index,accuracy") and len(sid) >= 1 + 4
+    table = (exp / "asr_results.md").read_text()
+    assert "joint CTC/attention beam 2, ctc_weight 0.3" in table and "greedy CTC" in table
+    with open(exp / "report" / "scores.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    got = {(r["model"], r["training"], r["condition"], r["layer"], r["metric"]) for r in rows}
+    for name in names:
+        for metric in ("eer_ge2e", "stoi", "pesq", "mel_l1"):
+            assert (name, "brought", "clean", "input", metric) in got
+            assert (name, "brought", f"snr{SNRS}", "input", metric) in got
+            assert (name, "random", "clean", "input", metric) in got
+        assert (name, "brought", "clean", "output", "wer") in got
+        assert (name, "brought", "clean", "input", "speaker_id_acc") in got
+    assert (recipe / "exp" / "report" / "eer_ge2e.png").stat().st_size > 5000
+
+    # Stage 6's WER of the stock hybrid model = espnet2.bin.asr_inference's on the same data,
+    # beam and ctc_weight (its own loader, its own decoding loop)
+    brought = exp / "asr_conformer_hybrid_bpe_brought"
+    record = yaml.safe_load((brought / "experiment.yaml").read_text())
+    out = tmp_path / "espnet_inference"
+    wav_scp = recipe / "data" / "test" / "wav.scp"
+    proc = _run([PYTHON, "-m", "espnet2.bin.asr_inference", "--asr_train_config",
+                 str(brought / "config.yaml"), "--asr_model_file", record["checkpoint"],
+                 "--data_path_and_name_and_type", f"{wav_scp},speech,sound", "--output_dir",
+                 str(out), "--beam_size", str(BEAM), "--ctc_weight", str(record["decoding"]["ctc_weight"]),
+                 "--lm_weight", "0", "--penalty", "0", "--batch_size", "1", "--ngpu", "0"],
+                recipe, env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    espnet_hyps = read_table(out / "1best_recog" / "text", allow_empty_value=True)
+    refs = read_table(recipe / "data" / "test" / "text", allow_empty_value=True)
+    ours = json.loads((brought / "decode_test" / "result.json").read_text())
+    theirs = score(refs, espnet_hyps, "word")
+    assert len(espnet_hyps) == 24
+    assert abs(ours["wer"]["rate"] - theirs.rate) <= 0.1, (ours["wer"], theirs.rate)
+    ours_hyps = read_table(brought / "decode_test" / "text", allow_empty_value=True)
+    assert sum(ours_hyps[u] == espnet_hyps[u] for u in refs) >= 23
+
+
+def test_stage_6_refuses_features_given_to_a_waveform_model(probe_recipe, stock_asr_models, tmp_path):
+    """The silent WER 100 % of old: a raw-waveform model decoded from 240-dim features."""
+    recipe, _, env = probe_recipe
+    proc = _run([PYTHON, "-m", "espnet_probe.bin.bring_asr", "--exp_root", str(tmp_path),
+                 "--asr_exps", str(stock_asr_models.exp("transformer_conv2d6"))], recipe, env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    work = Path(proc.stdout.split()[0])
+    # a dump dir whose wave.scp holds the features instead (a mix-up of the kind)
+    fake = tmp_path / "dump_test"
+    shutil.copytree(recipe / "dump" / "fbank" / "test", fake, symlinks=True)
+    (fake / "wave.scp").write_text((fake / "feats.scp").read_text())
+    (fake / "wave_shape").write_text("".join(f"{u} {v.split(',')[0]}\n" for u, v in
+                                              read_table(fake / "feats_shape").items()))
+    proc = _run([PYTHON, "-m", "espnet_probe.bin.asr_decode", "--asr_exp", str(work),
+                 "--feats_dir", str(fake), "--out", str(tmp_path / "decode")], recipe, env)
+    assert proc.returncode == 1
+    assert "asr_decode: error:" in proc.stderr and "expected (N>0,) samples" in proc.stderr
+    assert not (tmp_path / "decode" / "result.json").exists()
