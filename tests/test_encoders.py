@@ -95,7 +95,7 @@ def test_blstm_rates_1_1_2_4_8_and_downsampling_after_layers_2_3_4():
     for k in (1, 2, 3):
         assert torch.equal(seen_inputs[k + 1], layers[k].hidden[:, ::2])
     out, olens, _ = enc(x, lens)
-    assert torch.equal(out, layers[-1].hidden)
+    assert torch.allclose(out, layers[-1].hidden, atol=1e-6)  # autograd on vs off: last-bit differences
     assert torch.equal(olens, layers[-1].lengths)
 
 

@@ -213,7 +213,8 @@ def _fit(probe: LayerProbe, hidden: torch.Tensor, target: torch.Tensor, steps: i
         loss = (probe(hidden[None], target.size(0))[0] - target).abs().mean()
         loss.backward()
         opt.step()
-    return float((probe(hidden[None], target.size(0))[0] - target).abs().mean())
+    with torch.no_grad():
+        return float((probe(hidden[None], target.size(0))[0] - target).abs().mean())
 
 
 @pytest.mark.parametrize("period,offset", [(0.032, 0.008), (0.040, 0.010)])
