@@ -80,6 +80,7 @@ def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, stock_asr_m
     spk_conf.write_text(yaml.safe_dump(spk))
     args = ["./run.sh", *common, "--stage", "3", "--stop_stage", "12", "--asr_configs", "",
             "--asr_exps", " ".join(map(str, exps)), "--beam_size", str(BEAM),
+            "--probe_train_set", "train",  # clean only: half the probe training of train_robust
             "--probe_args", "--max_epoch 4 --batch_bins 400000 --probe_conf hidden_size=64",
             "--vocode_max_utts", "8", "--speaker_config", str(spk_conf), "--n_boot", "100"]
     proc = _run(args, recipe, env)
