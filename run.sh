@@ -274,7 +274,7 @@ if run_stage 6; then
   done
   wait
   for exp in "${exps[@]}"; do
-    grep -h "^asr_decode" "${exp}/log/decode.log" >&2 || true
+    grep -h "^asr_decode " "${exp}/log/decode.log" >&2 || true
     for t in ${test_sets} ${noisy_test_sets}; do
       [ -s "${exp}/decode_${t}/result.json" ] || {
         grep -h "^asr_decode: error" "${exp}/log/decode.log" >&2 || true

@@ -85,18 +85,19 @@ def test_default_run_builds_data_and_features_on_embedded_corpus(tmp_path, recip
     tiny.write_text(yaml.safe_dump(conf))
     asr = subprocess.run(["./run.sh", "--stage", "4", "--stop_stage", "6", "--asr_config", str(tiny)],
                          cwd=recipe, env=recipe_env, capture_output=True, text=True)
-    assert asr.returncode == 0, asr.stderr[-3000:]
+    # One epoch leaves CTC on the blank plateau: every hypothesis is empty, and stage 6 refuses
+    # to report that as WER 100 % (the decode guard, in the real pipeline); the WER path of a
+    # model that learnt something is covered by test_asr_fixture and test_bring_recipe.
+    assert asr.returncode == 1, asr.stderr[-3000:]
+    assert "every one of the 128 hypotheses is empty" in asr.stderr
     for training in ("baseline", "robust"):
         exp = recipe / "exp" / f"asr_tiny_vgg_{training}"
         assert (exp / ".done").exists() and (exp / "pretrain" / "L1" / "1epoch.pth").exists()
         info = yaml.safe_load((exp / "probe_info.yaml").read_text())
         assert info["training"] == training and info["train_set"] == (
             "train" if training == "baseline" else "train_robust")
-        for condition in ("test", "test_snr20", "test_snr10", "test_snr0"):
-            result = json.loads((exp / f"decode_{condition}" / "result.json").read_text())
-            assert result["utterances"] == 128 and 0.0 <= result["cer"]["rate"] <= 200.0
-    table = (recipe / "exp" / "asr_results.md").read_text()
-    assert "tiny_vgg" in table and "robust" in table
+        assert not list(exp.glob("decode_*/result.json"))  # nothing reported
+    assert not (recipe / "exp" / "asr_results.md").exists()
     rerun = subprocess.run(["./run.sh", "--stage", "5", "--stop_stage", "5", "--asr_config", str(tiny)],
                            cwd=recipe, env=recipe_env, capture_output=True, text=True)
     assert rerun.returncode == 0 and rerun.stderr.count("already trained, skipped") == 2
@@ -170,9 +171,9 @@ def test_default_run_builds_data_and_features_on_embedded_corpus(tmp_path, recip
     for condition in ("clean", "snr0"):
         assert ("original", "", condition, "audio", "eer_ge2e") in got
         assert ("oracle", "", condition, "original", "stoi") in got
-        assert ("tiny_vgg", "baseline", condition, "output", "wer") in got
+        assert ("tiny_vgg", "baseline", condition, "output", "wer") not in got  # refused above
     results_md = (exp / "report" / "RESULTS.md").read_text()
-    assert "## Table 1" in results_md and "## Table 2: Speaker verification EER, GE2E" in results_md
+    assert "## Table 1" not in results_md and "## Table 2: Speaker verification EER, GE2E" in results_md
     for png in ("eer_ge2e.png", "eer_resnet.png", "stoi.png", "speaker_id_acc.png",
                 "mel_tiny_vgg.png"):
         assert (exp / "report" / png).stat().st_size > 5000, png
