@@ -141,7 +141,11 @@ def check_decode(hyps: dict[str, str], enc_frames: dict[str, int], needed: dict[
             f"{where}: {len(short)} of {len(hyps)} utterances get fewer encoder frames than their "
             f"reference needs (e.g. {u}: {enc_frames.get(u, 0)} frames for {needed[u]} tokens); "
             "check the model's input kind, sample rate and frontend")
+    warnings = []
     if short:
-        return [f"{len(short)} utterance(s) have fewer encoder frames than their reference needs "
-                f"(e.g. {short[0]}: {enc_frames.get(short[0], 0)} for {needed[short[0]]})"]
-    return []
+        warnings.append(f"{len(short)} utterance(s) have fewer encoder frames than their reference "
+                        f"needs (e.g. {short[0]}: {enc_frames.get(short[0], 0)} for {needed[short[0]]})")
+    if len(hyps) > 1 and len(set(hyps.values())) == 1:
+        warnings.append(f"all {len(hyps)} hypotheses are the same text, whatever the input "
+                        f"({next(iter(hyps.values()))[:40]!r}...): the model has not learnt to listen")
+    return warnings
