@@ -154,7 +154,7 @@ def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, stock_asr_m
                  "--data_path_and_name_and_type", f"{wav_scp},speech,sound", "--output_dir",
                  str(out), "--beam_size", str(BEAM), "--ctc_weight", str(record["decoding"]["ctc_weight"]),
                  "--lm_weight", "0", "--penalty", "0", "--batch_size", "1", "--ngpu", "0"],
-                recipe, env)
+                recipe, dict(env, OMP_NUM_THREADS="1"))  # as our stage-6 job (1 thread)
     assert proc.returncode == 0, proc.stderr[-3000:]
     espnet_hyps = read_table(out / "1best_recog" / "text", allow_empty_value=True)
     refs = read_table(recipe / "data" / "test" / "text", allow_empty_value=True)
