@@ -59,7 +59,7 @@ speaker_config=${probe_root}/conf/speaker/resnet_small.yaml   # ThinResNet-34 + 
 speaker_train_set=""        # default: <train>; its speakers train the ThinResNet encoder
 speaker_id_probe=true       # linear speaker-ID probe on every layer's hidden states
 n_trials=1000               # target (and non-target) trials per test set, capped by the data
-n_boot=1000                 # bootstrap replicates for the EER / minDCF intervals
+n_boot=1000                 # bootstrap replicates: EER / minDCF intervals and the paired tests
 score_nj=1                  # processes inside each scoring job (--nj of them run at once); on a
                             # cluster node with C cores: --nj <experiments> --score_nj C
 # Demo page and listening test (stages 13-14)
@@ -479,7 +479,7 @@ make_report() {
     --scores $(for e in ${score_exps}; do echo "$e/scores.csv"; done) \
       "${expdir}/probe_oracle/scores.csv" "${expdir}/score_original/scores.csv" \
     "${asr_opt[@]}" --speaker_id "${sid_args[@]}" --mel_figure "${mel_args[@]}" \
-    --oracle_root "${expdir}/probe_oracle" --trials_dir "${expdir}/trials" \
+    --oracle_root "${expdir}/probe_oracle" --trials_dir "${expdir}/trials" --n_boot "${n_boot}" --seed "${seed}" \
     --header "Test sets: ${test_sets}; conditions: clean and ${test_snrs} dB SNR; seed ${seed}."
 }
 

@@ -35,3 +35,31 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def untrained_asr(config: Path, stats: str, out_dir: Path | None = None):
+    """An untrained ESPnet ASR model of a project config's shape (CMVN from ``stats``); with
+    ``out_dir``, saved there as ESPnet saves one (config.yaml + model.pth)."""
+    import tempfile
+
+    import torch
+    import yaml
+    from espnet2.tasks.asr import ASRTask
+
+    from espnet_probe.asr.pretraining import espnet_config
+    from espnet_probe.asr.register import register_encoders
+
+    register_encoders()
+    with tempfile.TemporaryDirectory() as tmp:
+        where = Path(out_dir) if out_dir is not None else Path(tmp)
+        where.mkdir(parents=True, exist_ok=True)
+        tokens = where / "tokens.txt"
+        tokens.write_text("<blank>\n<unk>\n<space>\na\n<sos/eos>\n")
+        args = ASRTask.get_parser().parse_args(
+            ["--config", str(espnet_config(config, Path(tmp) / "asr.yaml")), "--token_list", str(tokens),
+             "--normalize_conf", f"stats_file={Path(stats).resolve()}", "--output_dir", str(where)])
+        model = ASRTask.build_model(args).eval()
+        if out_dir is not None:
+            (where / "config.yaml").write_text(yaml.safe_dump(vars(args)))
+            torch.save(model.state_dict(), where / "model.pth")
+        return model, where

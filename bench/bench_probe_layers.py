@@ -28,6 +28,8 @@ import torch
 from espnet_probe.layers import load_asr_model
 from espnet_probe.probe.model import ProbeModel, probe_layer_specs
 
+from bench_common import untrained_asr
+
 
 def batches(feats_scp: str, batch_frames: int, n_batches: int):
     mats = []
@@ -51,24 +53,6 @@ def batches(feats_scp: str, batch_frames: int, n_batches: int):
             x[i, : len(m)] = torch.from_numpy(m)
         result.append((x, lens))
     return result
-
-
-def untrained_model(config: Path, stats: str) -> torch.nn.Module:
-    import tempfile
-
-    from espnet2.tasks.asr import ASRTask
-
-    from espnet_probe.asr.pretraining import espnet_config
-    from espnet_probe.asr.register import register_encoders
-
-    register_encoders()
-    with tempfile.TemporaryDirectory() as tmp:
-        tokens = Path(tmp) / "tokens.txt"
-        tokens.write_text("<blank>\n<unk>\n<space>\na\n<sos/eos>\n")
-        args = ASRTask.get_parser().parse_args(
-            ["--config", str(espnet_config(config, Path(tmp) / "asr.yaml")), "--token_list", str(tokens),
-             "--normalize_conf", f"stats_file={stats}", "--output_dir", tmp])
-        return ASRTask.build_model(args).eval()
 
 
 def time_training(model: ProbeModel, data, repeats: int) -> float:
@@ -109,7 +93,7 @@ def main() -> None:
         asr = load_asr_model(args.asr_exp / "config.yaml", checkpoint)
         source = f"{args.asr_exp} ({checkpoint.name})"
     else:
-        asr = untrained_model(args.asr_config, args.stats)
+        asr = untrained_asr(args.asr_config, args.stats)[0]
         source = f"{args.asr_config} (untrained, same shape)"
     data = batches(args.feats, args.batch_frames, args.steps)
     specs = probe_layer_specs(asr)

@@ -82,6 +82,17 @@ def test_probe_model_freezes_asr_and_reports_every_layer(tmp_path):
     assert all(p.grad is not None for p in model.probes.parameters())
     preds = model.predict(x, lens)
     assert all(p.shape == (2, 50, 80) and p[1, 33:].abs().sum() == 0 for p in preds.values())
+    # frame sampling: training takes the loss over 30 random valid frames, validation all
+    sampled = ProbeModel(asr, specs, hidden_size=16, sample_frames=30)
+    sampled.load_state_dict(model.state_dict())
+    loss_s, stats_s, _ = sampled.train()(speech=x, speech_lengths=lens)
+    assert set(stats_s) == set(stats) and torch.isfinite(loss_s)
+    loss_s.backward()
+    assert all(p.grad is None for p in asr.parameters())
+    model.eval()
+    sampled.eval()
+    assert sampled(speech=x, speech_lengths=lens)[0].item() == pytest.approx(
+        model(speech=x, speech_lengths=lens)[0].item(), rel=1e-6)
     with pytest.raises(ValueError, match="unknown layer"):
         probe_layer_specs(asr, ["blstm9"])
     with pytest.raises(ValueError, match="needs a 'target'"):
@@ -144,6 +155,15 @@ def test_probe_task_trains_through_espnet_and_decodes(tmp_path):
         "--batch_bins", "400000", "--max_epoch", "12", "--optim_conf", "lr=0.005",
         "--output_dir", str(exp)])
     assert (exp / "valid.loss.best.pth").exists() and (exp / "config.yaml").exists()
+    # each layer's probe from its own best epoch, which ESPnet's trainer kept
+    record = json.loads((exp / "probe_training.json").read_text())
+    assert record["epochs"] == 12 and set(record["layers"]) == {"input", "blstm5"}
+    layer_best = torch.load(exp / "valid.layer_best.pth")
+    for layer, r in record["layers"].items():
+        assert len(r["valid_curve"]) == 12
+        assert r["best_epoch"] == 1 + int(np.argmin(r["valid_curve"]))
+        kept = torch.load(exp / f"{r['best_epoch']}epoch.pth")
+        assert all(torch.equal(layer_best[k], kept[k]) for k in kept if k.startswith(f"probes.{layer}."))
 
     out = exp / "decode_dump"
     assert probe_decode.main(["--probe_exp", str(exp), "--feats_dir", str(feats)]) == 0
@@ -247,3 +267,41 @@ def test_time_mapping_weights_lie_between_neighbouring_subframes():
     # aligned integer grids: every weight is exactly 0 (the paper's probe)
     lo, hi, w = LayerProbe(4, 4, -0.5, hidden_size=8).interpolation(40, torch.tensor([10]))
     assert not w.any() and lo[0].tolist() == list(range(40))
+
+
+def test_each_layer_keeps_the_probe_of_its_own_lowest_validation_l1(tmp_path):
+    """Layer a is best at epoch 2, layer b at epoch 4: the assembled checkpoint takes each
+    probe's weights from that epoch and records the choice and the curves."""
+    from espnet_probe.probe.trainer import LAYER_BEST, TRAINING_RECORD, assemble_layer_best
+
+    valid = {"a": [0.9, 0.5, 0.6, 0.7], "b": [1.2, 1.0, 0.9, 0.8]}
+    stats = {e + 1: {"train": {"loss": 1.0, "l1_a": 1.0, "l1_b": 1.0},
+                     "valid": {"loss": (valid["a"][e] + valid["b"][e]) / 2,
+                               "l1_a": valid["a"][e], "l1_b": valid["b"][e]}} for e in range(4)}
+    torch.save({"reporter": {"stats": stats, "epoch": 4}}, tmp_path / "checkpoint.pth")
+    for epoch in range(1, 5):  # every weight names its epoch
+        torch.save({"asr.w": torch.zeros(2), "probes.a.w": torch.full((2,), float(epoch)),
+                    "probes.b.w": torch.full((2,), float(epoch))}, tmp_path / f"{epoch}epoch.pth")
+    for layer, best in (("a", 2), ("b", 4)):
+        (tmp_path / f"valid.l1_{layer}.best.pth").symlink_to(f"{best}epoch.pth")
+    record = assemble_layer_best(tmp_path, ["a", "b"])
+    state = torch.load(tmp_path / LAYER_BEST)
+    assert state["probes.a.w"].tolist() == [2.0, 2.0] and state["probes.b.w"].tolist() == [4.0, 4.0]
+    assert record["layers"]["a"]["best_epoch"] == 2 and record["layers"]["b"]["best_epoch"] == 4
+    assert record["layers"]["a"]["valid_l1"] == 0.5 and record["layers"]["b"]["valid_curve"] == valid["b"]
+    # a is past its best (flat for 2 epochs of 3 asked: not yet "converged"); b still falls
+    assert not record["layers"]["b"]["converged"]
+    assert json.loads((tmp_path / TRAINING_RECORD).read_text()) == json.loads(json.dumps(record))
+
+
+def test_sampled_frame_loss_equals_the_full_loss_on_the_same_frames():
+    """forward_at computes exactly the frames forward would, for any layer timing."""
+    torch.manual_seed(0)
+    for ratio, offset in [(1, -0.5), (4, -0.5), (3.2, 0.3), (4.8, 1.1)]:
+        probe = LayerProbe(12, ratio, offset, hidden_size=16, n_mels=5)
+        t_layer = int(57 / ratio) + 2
+        hidden = torch.randn(3, t_layer, 12)
+        lengths = torch.tensor([t_layer, t_layer - 3, t_layer - 5])
+        full = probe(hidden, 57, lengths)
+        b, t = torch.randint(0, 3, (40,)), torch.randint(0, 57, (40,))
+        assert torch.allclose(probe.forward_at(hidden, lengths, b, t), full[b, t], atol=1e-6)

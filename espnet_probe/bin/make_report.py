@@ -9,9 +9,12 @@
       [--trials_dir exp/trials] [--listening_dir exp/listening]
 
 Writes OUT/scores.csv (model,training,condition,layer,layer_index,metric,value,ci_low,ci_high,n),
-OUT/RESULTS.md (Table 1 WER, Table 2 EER per layer for each speaker encoder, STOI/ESTOI/PESQ,
+OUT/comparisons.csv (paired tests: trained vs random, robust vs baseline, each layer vs the one
+before, the probe-strength check; columns in espnet_probe/scoring/comparisons.py), OUT/RESULTS.md (Table 1 WER, Table 2 EER per layer for each speaker encoder, STOI/ESTOI/PESQ,
 mel L1/MCD, speaker-ID accuracy, PESQ failures) and PNG plots: eer_ge2e.png, eer_resnet.png
-(Fig. 2a), stoi.png (Fig. 4), pesq.png, speaker_id.png, mel_<model>.png (Fig. 3).
+(Fig. 2a), stoi.png (Fig. 4), pesq.png, speaker_id.png, mel_<model>.png (Fig. 3),
+probe_curves.png (each probe's validation L1 per epoch). RESULTS.md's "What it shows" is
+generated from comparisons.csv.
 Listening tests' LISTENING_DIR/<name>/scores.csv (default: OUT/../listening, i.e.
 exp/listening) join the scores when present: the human error table and human_error.png (Fig. 2b).
 """
@@ -19,11 +22,17 @@ exp/listening) join the scores when present: the human error table and human_err
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+from espnet_probe.metrics.paired import PairedTestError
+from espnet_probe.probe.trainer import TRAINING_RECORD
+from espnet_probe.scoring.comparisons import Experiment, compare_all, write_comparisons
+from espnet_probe.scoring.findings import (findings_markdown, paired_tests_markdown,
+                                           probe_training_markdown)
 from espnet_probe.scoring.layer_scores import LayerScoringError
-from espnet_probe.scoring.plots import plot_mel_layers, plot_metric_per_layer
+from espnet_probe.scoring.plots import plot_mel_layers, plot_metric_per_layer, plot_probe_curves
 from espnet_probe.scoring.report import (HUMAN_CHANCE, HUMAN_ERROR, collect,
                                          listening_score_files, results_markdown, trials_summary,
                                          write_report_csv)
@@ -63,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials_dir", type=Path, help="exp/trials: describe the trial lists")
     p.add_argument("--listening_dir", type=Path,
                    help="listening tests' <name>/scores.csv (default: OUT/../listening)")
+    p.add_argument("--n_boot", type=int, default=1000, help="paired bootstrap replicates")
+    p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     listening_dir = args.listening_dir or args.out.parent / "listening"
     try:
@@ -92,15 +103,26 @@ def main(argv: list[str] | None = None) -> int:
                        for training, cond, d in cols]
             if plot_mel_layers(columns, utt, args.out / f"mel_{model}.png"):
                 plots[f"mel_{model}.png"] = f"Fig. 3: log-mel per layer, {model}"
+        experiments = [e for e in (Experiment.from_scores(f) for f in args.scores) if e is not None]
+        comparisons = compare_all(experiments, speaker_id, args.n_boot, args.seed)
+        write_comparisons(args.out / "comparisons.csv", comparisons)
+        training = {e.path.name: json.loads((e.path / TRAINING_RECORD).read_text())
+                    for e in experiments if (e.path / TRAINING_RECORD).is_file()}
+        if plot_probe_curves(training, args.out / "probe_curves.png"):
+            plots["probe_curves.png"] = "Validation L1 of each layer's probe per epoch (dot: kept epoch)"
         header = args.header
         if args.trials_dir is not None:
             header = "\n\n".join(x for x in (header, trials_summary(args.trials_dir)) if x)
         with atomic_open(args.out / "RESULTS.md") as f:
-            f.write(results_markdown(rows, plots, header, str(listening_dir)))
-    except (LayerScoringError, FileNotFoundError, KeyError, ValueError) as e:
+            f.write(results_markdown(rows, plots, header, str(listening_dir),
+                                     findings=findings_markdown(comparisons),
+                                     appendix="\n".join([probe_training_markdown(training),
+                                                          paired_tests_markdown(comparisons)])))
+    except (LayerScoringError, PairedTestError, FileNotFoundError, KeyError, ValueError) as e:
         print(f"make_report: error: {e}", file=sys.stderr)
         return 1
-    print(f"make_report {args.out}: {len(rows)} scores, {len(plots)} plots, "
+    print(f"make_report {args.out}: {len(rows)} scores, {len(comparisons)} paired tests "
+          f"({sum(int(r['significant']) for r in comparisons)} significant), {len(plots)} plots, "
           f"{args.out / 'RESULTS.md'}", file=sys.stderr)
     return 0
 

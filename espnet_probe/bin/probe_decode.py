@@ -19,14 +19,19 @@ import sys
 from pathlib import Path
 
 from espnet_probe.asr.register import register_encoders
+from espnet_probe.probe.trainer import LAYER_BEST
 from espnet_probe.utils.device import add_device_argument
 
 
+PROBE_CHECKPOINTS = (LAYER_BEST, "valid.loss.ave.pth", "valid.loss.best.pth", "latest.pth")
+
+
 def best_probe_checkpoint(exp: Path) -> Path:
-    for name in ("valid.loss.ave.pth", "valid.loss.best.pth", "latest.pth"):
+    """Each layer's probe from its own best epoch, else ESPnet's best by the mean L1."""
+    for name in PROBE_CHECKPOINTS:
         if (exp / name).exists():
             return exp / name
-    raise FileNotFoundError(f"no probe checkpoint (valid.loss.ave/best.pth, latest.pth) in {exp}")
+    raise FileNotFoundError(f"no probe checkpoint ({', '.join(PROBE_CHECKPOINTS)}) in {exp}")
 
 
 def main(argv=None) -> int:

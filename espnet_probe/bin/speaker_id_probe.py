@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from espnet_probe.asr.brought import best_checkpoint
-from espnet_probe.probe.speaker_id import DEFAULT_C, POOLINGS
+from espnet_probe.probe.speaker_id import DEFAULT_C, PER_UTTERANCE, POOLINGS
 from espnet_probe.utils.device import add_device_argument
 
 
@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise FileNotFoundError(f"{path} not found")
         digest = inputs_digest(files, settings)
         done = args.out / "results.json"
-        if done.is_file() and json.loads(done.read_text()).get("inputs_digest") == digest:
+        if (done.is_file() and (args.out / PER_UTTERANCE).is_file()
+                and json.loads(done.read_text()).get("inputs_digest") == digest):
             print(f"speaker_id_probe {args.out}: already done with the same inputs, skipped",
                   file=sys.stderr)
             return 0

@@ -112,6 +112,29 @@ class LayerProbe(torch.nn.Module):
         x = x_lo + w * (x_hi - x_lo) if bool((weight > 0).any()) else x_lo
         return self.output(self.highway(x))
 
+    def forward_at(self, hidden: torch.Tensor, layer_lengths: torch.Tensor, batch_index: torch.Tensor,
+                   frame_index: torch.Tensor) -> torch.Tensor:
+        """``forward(...)[batch_index, frame_index]``, (K, n_mels), computing only those frames.
+
+        Training on a random sample of target frames: the probe is frame-wise, so the loss over
+        the sample estimates the full loss without bias at a fraction of the cost.
+        """
+        num_frames = int(frame_index.max()) + 1
+        lo, hi, weight = self.interpolation(num_frames, layer_lengths.to(hidden.device))
+        lo, hi = lo[batch_index, frame_index], hi[batch_index, frame_index]
+        weight = weight[batch_index, frame_index]
+
+        def sub_frames(sub: torch.Tensor) -> torch.Tensor:
+            """Sub-frame ``sub`` of each sampled utterance: its layer frame, upsampled, one slot."""
+            projected = self.upsample(hidden[batch_index, torch.div(sub, self.slots, rounding_mode="floor")])
+            projected = projected.reshape(-1, self.slots, self.hidden_size)
+            return projected[torch.arange(projected.size(0), device=hidden.device), sub % self.slots]
+
+        x = sub_frames(lo)
+        if bool((weight > 0).any()):
+            x = x + weight[:, None].to(x.dtype) * (sub_frames(hi) - x)
+        return self.output(self.highway(x))
+
 
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Mean absolute error over the valid frames and all bins of a padded batch."""
@@ -130,6 +153,10 @@ class ProbeModel(_Base):
             for noisy sets), "clean" = the batch's ``target`` (clean log-mel).
         n_mels: mel bins; the heard target is the first n_mels columns of the features.
         target_period: seconds per target frame (conf/fbank.yaml's hop, 10 ms).
+        sample_frames: in training, the loss of each batch is taken over this many target
+            frames drawn at random from its valid frames (0: all of them).  The frozen encoder
+            still reads whole utterances; only the probes' work shrinks, and it is most of the
+            work (every layer's probe runs on every target frame).  Validation uses all frames.
 
     Batches: ``speech`` is what the ASR model takes (``espnet_probe.layers.model_input``).
     For a feature model the heard log-mel is ``speech[..., :n_mels]``; a waveform model also
@@ -138,8 +165,11 @@ class ProbeModel(_Base):
 
     def __init__(self, asr_model: torch.nn.Module, layers: Sequence[LayerSpec],
                  target: str = "heard", n_mels: int = 80, hidden_size: int = 256,
-                 highway_layers: int = 4, target_period: float = 0.01):
+                 highway_layers: int = 4, target_period: float = 0.01, sample_frames: int = 0):
         super().__init__()
+        if sample_frames < 0:
+            raise ValueError(f"sample_frames must be >= 0, got {sample_frames}")
+        self.sample_frames = sample_frames
         if target not in ("heard", "clean"):
             raise ValueError(f"target must be 'heard' or 'clean', got {target!r}")
         if not layers:
@@ -177,16 +207,37 @@ class ProbeModel(_Base):
         wanted = set(self.layer_names if layers is None else layers)
         frames = self.frame_lengths(speech_lengths)
         num_frames = int(frames.max())
+        hidden = self.hidden_states(speech, speech_lengths)
+        return {
+            name: zero_padding(
+                self.probes[name](hidden[name].hidden, num_frames, hidden[name].lengths), frames)
+            for name in self.layer_names if name in wanted
+        }
+
+    def hidden_states(self, speech: torch.Tensor, speech_lengths: torch.Tensor):
+        """Every probed layer's output of the frozen ASR model, by name."""
         with torch.no_grad():
             hidden = {layer.name: layer for layer in
                       extract_layers(self.asr, speech, speech_lengths, self.target_period)}
         missing = [n for n in self.layer_names if n not in hidden]
         if missing:
             raise ValueError(f"the ASR model has no layer(s) {missing}; it has {sorted(hidden)}")
+        return hidden
+
+    def sampled_losses(self, speech: torch.Tensor, speech_lengths: torch.Tensor,
+                       reference: torch.Tensor, frames: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Each probe's L1 over ``sample_frames`` target frames drawn uniformly from the batch."""
+        valid = (torch.arange(reference.size(1), device=frames.device)[None, :]
+                 < frames[:, None]).nonzero()
+        if valid.size(0) > self.sample_frames:
+            valid = valid[torch.randperm(valid.size(0), device=valid.device)[: self.sample_frames]]
+        batch_index, frame_index = valid.unbind(1)
+        wanted = reference[batch_index, frame_index]
+        hidden = self.hidden_states(speech, speech_lengths)
         return {
-            name: zero_padding(
-                self.probes[name](hidden[name].hidden, num_frames, hidden[name].lengths), frames)
-            for name in self.layer_names if name in wanted
+            name: (self.probes[name].forward_at(hidden[name].hidden, hidden[name].lengths,
+                                                batch_index, frame_index) - wanted).abs().mean()
+            for name in self.layer_names
         }
 
     def forward(self, speech: torch.Tensor, speech_lengths: torch.Tensor,
@@ -217,8 +268,11 @@ class ProbeModel(_Base):
             reference = target[:, :num_frames]
         else:
             reference = heard[:, :num_frames, : self.n_mels]
-        preds = self.predict(speech, speech_lengths)
-        losses = {name: masked_l1(pred, reference, frames) for name, pred in preds.items()}
+        if self.training and self.sample_frames:
+            losses = self.sampled_losses(speech, speech_lengths, reference, frames)
+        else:
+            preds = self.predict(speech, speech_lengths)
+            losses = {name: masked_l1(pred, reference, frames) for name, pred in preds.items()}
         # Each probe has its own parameters, so summing gives each exactly its own gradient.
         loss = torch.stack(list(losses.values())).sum()
         stats = {"loss": (loss / len(losses)).detach()}

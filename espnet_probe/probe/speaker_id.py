@@ -55,6 +55,7 @@ Z_95 = 1.959963984540054  # standard normal quantile at 0.975
 DEFAULT_C = 1.0
 MAX_ITER = 2000
 POOLINGS = ("mean", "mean_std")
+PER_UTTERANCE = "per_utterance.csv"
 CSV_COLUMNS = ["layer", "layer_index", "accuracy", "ci_low", "ci_high", "n", "n_speakers", "chance"]
 
 
@@ -225,13 +226,17 @@ def speaker_id_probe(model: torch.nn.Module, feats_dir: str | Path, held_out: fl
                       mininterval=2):
         predicted, converged = fit_and_predict(layer.features[: len(train)], train_y,
                                                layer.features[len(train):], C)
-        correct = int((predicted == held_y).sum())
+        hits = predicted == held_y
+        correct = int(hits.sum())
         low, high = wilson_interval(correct, len(held))
         rows.append({
             "layer": layer.name, "layer_index": layer.index, "accuracy": round(correct / len(held), 5),
             "ci_low": round(low, 5), "ci_high": round(high, 5), "n": len(held),
             "n_speakers": len(speakers), "chance": round(chance, 5),
             "frame_rate": layer.frame_rate, "dim": layer.features.shape[1], "converged": converged,
+            "per_utterance": {"utts": held, "speaker": [speakers[y] for y in held_y],
+                              "predicted": [speakers[y] for y in predicted],
+                              "correct": [int(h) for h in hits]},
         })
     return {
         "set": feats_dir.name, "n_speakers": len(speakers), "n_probe_train": len(train),
@@ -241,11 +246,20 @@ def speaker_id_probe(model: torch.nn.Module, feats_dir: str | Path, held_out: fl
 
 
 def write_results(out_dir: str | Path, results: dict) -> None:
-    """results.csv (CSV_COLUMNS, one row per layer), then results.json, each atomically.
+    """results.csv (CSV_COLUMNS, one row per layer), per_utterance.csv (layer, utt, speaker,
+    predicted, correct: what paired comparisons between experiments resample), then
+    results.json, each atomically.
 
     results.json is written last: its presence means the run finished.
     """
     out_dir = Path(out_dir)
+    with atomic_open(out_dir / PER_UTTERANCE) as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["layer", "utt", "speaker", "predicted", "correct"])
+        for row in results["layers"]:
+            u = row["per_utterance"]
+            writer.writerows(zip([row["layer"]] * len(u["utts"]), u["utts"], u["speaker"],
+                                 u["predicted"], u["correct"]))
     with atomic_open(out_dir / "results.csv") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()

@@ -131,3 +131,31 @@ def plot_mel_layers(columns: list[tuple[str, Path, Path]], utt: str, path: Path)
     _save(fig, path)
     plt.close(fig)
     return True
+
+
+def plot_probe_curves(records: dict[str, dict], path: Path) -> bool:
+    """Each probe's validation L1 per epoch, one panel per experiment (probe_training.json),
+    the kept (best) epoch of each layer marked."""
+    records = {name: r for name, r in records.items() if r.get("layers")}
+    if not records:
+        return False
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(records), squeeze=False, figsize=(4.2 * len(records), 3.0))
+    cmap = plt.get_cmap("viridis")
+    for ax, (name, record) in zip(axes[0], records.items()):
+        layers = list(record["layers"])
+        for k, layer in enumerate(layers):
+            rec = record["layers"][layer]
+            epochs = np.arange(1, len(rec["valid_curve"]) + 1)
+            colour = cmap(k / max(1, len(layers) - 1))
+            ax.plot(epochs, rec["valid_curve"], color=colour, linewidth=1, label=layer)
+            ax.plot([rec["best_epoch"]], [rec["valid_l1"]], marker="o", markersize=3, color=colour)
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("validation L1 (ln-mel)", fontsize=8)
+    axes[0][-1].legend(fontsize=6, ncol=2, loc="upper right")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return True

@@ -241,7 +241,10 @@ def human_error_section(rows: list[dict], digits: int, listening_dir: str) -> st
 
 
 def results_markdown(rows: list[dict], plots: dict[str, str], header: str = "",
-                     listening_dir: str = "exp/listening") -> str:
+                     listening_dir: str = "exp/listening", findings: str = "",
+                     appendix: str = "") -> str:
+    """RESULTS.md: ``findings`` (generated from the paired tests) after the header, then
+    Table 1, the per-layer tables, plots and ``appendix`` (probe training, paired tests)."""
     present = {r["metric"] for r in rows}
     md = ["# Results: what each layer keeps", ""] + ([header, ""] if header else []) + [
           "All numbers come from `scores.csv` beside this file; 95% confidence intervals in "
@@ -252,6 +255,8 @@ def results_markdown(rows: list[dict], plots: dict[str, str], header: str = "",
           "ceiling); `random` = probes on a randomly initialised encoder; `brought` = an "
           "ESPnet model trained outside this recipe.",
           ""]
+    if findings:
+        md += [findings, ""]
     if "wer" in present:
         md += ["## Table 1: ASR WER / CER % (no LM; greedy CTC for CTC-only models, ESPnet's "
                "joint CTC/attention beam search at the model's ctc_weight for hybrid ones: "
@@ -270,4 +275,6 @@ def results_markdown(rows: list[dict], plots: dict[str, str], header: str = "",
         md += ["## Quality-metric failures", "", failures_table(rows)]
     if plots:
         md += ["## Plots", ""] + [f"![{title}]({name})" for name, title in plots.items()] + [""]
+    if appendix.strip():
+        md += [appendix]
     return "\n".join(md)

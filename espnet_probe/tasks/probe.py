@@ -15,7 +15,9 @@ Task options:
   --asr_init trained|random               random = the control: encoder re-initialised (seeded)
   --layers all | name ...                 which layers to probe (input = the features, "layer 0")
   --target heard|clean                    L1 to the log-mel the encoder heard (default) or clean
-  --probe_conf hidden_size=256 highway_layers=4
+  --probe_conf hidden_size=256 highway_layers=4 sample_frames=4000
+                                          (sample_frames: target frames per training batch
+                                          the loss is taken over; 0 = all)
 """
 
 from __future__ import annotations
@@ -27,18 +29,18 @@ import numpy as np
 import torch
 from espnet2.tasks.abs_task import AbsTask
 from espnet2.train.collate_fn import CommonCollateFn
-from espnet2.train.trainer import Trainer
 from espnet2.utils.nested_dict_action import NestedDictAction
 from espnet2.utils.types import str_or_none
 
 from espnet_probe.layers import load_asr_model
 from espnet_probe.probe.model import ProbeModel, probe_layer_specs, reinitialise_encoder
+from espnet_probe.probe.trainer import ProbeTrainer
 
 
 class ProbeTask(AbsTask):
     num_optimizers: int = 1
     class_choices_list = []
-    trainer = Trainer
+    trainer = ProbeTrainer  # keeps each layer's probe from its own best epoch
 
     @classmethod
     def add_task_arguments(cls, parser: argparse.ArgumentParser):
@@ -60,7 +62,7 @@ class ProbeTask(AbsTask):
         group.add_argument("--n_mels", type=int, default=80, help="mel bins of the target")
         group.add_argument("--probe_conf", action=NestedDictAction,
                            default={"hidden_size": 256, "highway_layers": 4},
-                           help="LayerProbe options: hidden_size, highway_layers")
+                           help="probe options: hidden_size, highway_layers, sample_frames")
 
     @classmethod
     def build_collate_fn(cls, args: argparse.Namespace, train: bool
@@ -93,10 +95,10 @@ class ProbeTask(AbsTask):
         target_period = getattr(args, "target_period", 0.01)  # configs from before it existed
         specs = probe_layer_specs(asr, wanted, target_period)
         conf = dict(args.probe_conf or {})
-        unknown = set(conf) - {"hidden_size", "highway_layers"}
+        unknown = set(conf) - {"hidden_size", "highway_layers", "sample_frames"}
         if unknown:
             raise ValueError(f"--probe_conf: unknown option(s) {sorted(unknown)}; "
-                             "known: hidden_size, highway_layers")
+                             "known: hidden_size, highway_layers, sample_frames")
         return ProbeModel(asr, specs, target=args.target, n_mels=args.n_mels,
                           target_period=target_period, **conf)
 
