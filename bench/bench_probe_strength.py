@@ -59,6 +59,17 @@ def constant_l1(train_scp: Path, valid_scp: Path, n_mels: int = 80) -> float:
     return float(np.abs(valid - median).mean())
 
 
+def subset(feats_root: Path, name: str, n: int, work: Path) -> Path:
+    """n utterances spread evenly over a dump dir (so over its speakers), as a dump dir."""
+    out = work / f"{name}_{n}"
+    out.mkdir(parents=True, exist_ok=True)
+    for f in ("feats.scp", "feats_shape"):
+        lines = (feats_root / name / f).read_text().splitlines()
+        lines = lines[:: max(1, len(lines) // n)][:n]
+        (out / f).write_text("\n".join(lines) + "\n")
+    return out
+
+
 def checkpoint_of(asr_exp: Path) -> Path:
     for name in ("valid.loss.ave.pth", "valid.loss.best.pth", "latest.pth", "model.pth"):
         if (asr_exp / name).exists():
@@ -109,6 +120,8 @@ def main() -> None:
     p.add_argument("--config", type=Path, default=REPO / "conf/probe/probe_small.yaml")
     p.add_argument("--feats_root", type=Path, default=Path("dump/fbank"))
     p.add_argument("--train_set", default="train")
+    p.add_argument("--max_utts", type=int, default=0,
+                   help="train on N utterances spread over --train_set (0: all)")
     p.add_argument("--valid_set", default="dev")
     p.add_argument("--layers", nargs="+", default=["all"])
     p.add_argument("--max_epoch", type=int, default=8)
@@ -128,6 +141,8 @@ def main() -> None:
         untrained_asr(args.asr_config, args.recipe_dir / args.stats,
                       args.recipe_dir / args.asr_exp)
     work = Path("exp") / "bench_probe_strength" / f"{args.asr_exp.name}_{args.asr_init}"
+    if args.max_utts:
+        args.train_set = subset(feats, args.train_set, args.max_utts, args.recipe_dir / work)
     reference = constant_l1(feats / args.train_set / "feats.scp", feats / args.valid_set / "feats.scp")
     results = [run_variant(args, *parse_variant(v), work) for v in args.variant]
 

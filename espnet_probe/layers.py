@@ -237,11 +237,12 @@ def extract_layers(
     # descending lengths: ESPnet's rnn encoder packs with enforce_sorted=True
     order = torch.argsort(lengths, descending=True, stable=True)
     restore = torch.argsort(order)
+    in_order = bool((order == torch.arange(order.numel(), device=order.device)).all())
     was_training = model.training
     model.eval()
     try:
         # clone: ESPnet's global_mvn normalises in place and would alter the caller's batch
-        feats = speech[order, : int(lengths.max())].clone()
+        feats = speech[order, : int(lengths.max())].clone()  # copies even when in order
         lengths = lengths[order]
         if getattr(model, "frontend", None) is not None:
             feats, lengths = model.frontend(feats, lengths)
@@ -259,8 +260,12 @@ def extract_layers(
         layers = []
         for out in outs:
             hidden = zero_padding(out.hidden, out.lengths)
+            if not in_order:  # ESPnet's batches come longest first: usually nothing to undo
+                hidden, out_lengths = hidden[restore], out.lengths[restore]
+            else:
+                out_lengths = out.lengths
             layers.append(Layer(
-                out.name, len(layers), hidden[restore], out.lengths[restore], int(out.rate),
+                out.name, len(layers), hidden, out_lengths, int(out.rate),
                 period=spec.period * out.rate, offset=spec.offset + spec.period * out.start))
         return layers
     finally:

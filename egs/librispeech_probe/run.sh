@@ -6,6 +6,9 @@
 #   ./run.sh --librispeech_dir ../../../shared/data/LibriSpeech --musan_dir ../../../shared/data/musan_mini \
 #            --subsets train-clean-5 --split_by_speaker train=14,dev=2,test=4
 # --max_utts_per_spk N keeps a seeded sample of N utterances per speaker (quick runs).
+# Statistics: every test utterance is vocoded and scored (as the paper scores all of
+# test-clean) and the speaker trials are as many as the test speakers allow (every target pair,
+# as many non-target pairs); give --vocode_max_utts N / --n_trials N to cut them.
 # Every other option is passed to the shared recipe (../../run.sh --help lists them).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -41,4 +44,5 @@ data_opts="--subsets '${subsets}' --train_set ${sets[1]} --valid_set ${sets[3]} 
 [ -n "${max_utts_per_spk}" ] && data_opts+=" --max_utts_per_spk ${max_utts_per_spk}"
 
 exec ../../run.sh --local_data_script local/data.sh --local_data_opts "${data_opts}" \
-  --musan_dir "$(realpath "${musan_dir}")" "${sets[@]}" "${args[@]}"
+  --musan_dir "$(realpath "${musan_dir}")" "${sets[@]}" --vocode_max_utts 0 --n_trials 1000000 \
+  "${args[@]}"

@@ -46,6 +46,8 @@ def ceil_div_lengths(lengths: torch.Tensor, factor: int) -> torch.Tensor:
 
 def zero_padding(x: torch.Tensor, lengths: torch.Tensor, time_dim: int = 1) -> torch.Tensor:
     """Zero every frame at or beyond its sequence's length along ``time_dim``."""
+    if int(lengths.min()) >= x.size(time_dim):  # no padding: nothing to zero, no copy
+        return x
     steps = torch.arange(x.size(time_dim), device=x.device)
     keep = steps[None, :] < lengths.to(x.device)[:, None]  # (B, T)
     shape = [1] * x.dim()

@@ -30,7 +30,7 @@ from espnet_probe.metrics.paired import PairedTestError
 from espnet_probe.probe.trainer import TRAINING_RECORD
 from espnet_probe.scoring.comparisons import Experiment, compare_all, write_comparisons
 from espnet_probe.scoring.findings import (findings_markdown, paired_tests_markdown,
-                                           probe_training_markdown)
+                                           probe_training_markdown, strength_lines)
 from espnet_probe.scoring.layer_scores import LayerScoringError
 from espnet_probe.scoring.plots import plot_mel_layers, plot_metric_per_layer, plot_probe_curves
 from espnet_probe.scoring.report import (HUMAN_CHANCE, HUMAN_ERROR, collect,
@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     except (LayerScoringError, PairedTestError, FileNotFoundError, KeyError, ValueError) as e:
         print(f"make_report: error: {e}", file=sys.stderr)
         return 1
+    for line in strength_lines(comparisons):
+        print(f"make_report: probe strength {line[2:]}", file=sys.stderr)
     print(f"make_report {args.out}: {len(rows)} scores, {len(comparisons)} paired tests "
           f"({sum(int(r['significant']) for r in comparisons)} significant), {len(plots)} plots, "
           f"{args.out / 'RESULTS.md'}", file=sys.stderr)
