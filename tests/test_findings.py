@@ -78,8 +78,21 @@ def report(tmp_path_factory):
         {"epochs": 4, "layers": {layer: {"best_epoch": 3, "valid_l1": 0.5, "converged": layer != "blstm1",
                                          "valid_curve": [1.0, 0.7, 0.5, 0.51], "train_curve": []}
                                  for layer in LAYERS}, "mean_valid_l1": [1, 0.7, 0.5, 0.51]}))
+    # speaker-ID probes: 60 held-out utterances; trained blstm1 gets 30 right, random 57
+    sid = []
+    for training, right in (("baseline", (60, 60, 30)), ("random", (60, 60, 57))):
+        d = root / f"sid_{training}"
+        d.mkdir()
+        with open(d / "per_utterance.csv", "w") as f:
+            f.write("layer,utt,speaker,predicted,correct\n")
+            for layer, n_right in zip(LAYERS, right):
+                f.writelines(f"{layer},h{u:02d},s,s,{int(u < n_right)}\n" for u in range(60))
+        (d / "results.csv").write_text("layer,layer_index,accuracy,ci_low,ci_high,n\n" + "".join(
+            f"{layer},{k},{n / 60},0,1,60\n" for k, (layer, n) in enumerate(zip(LAYERS, right))))
+        sid.append(f"m:{training}:{d / 'results.csv'}")
     out = root / "report"
-    assert make_report.main(["--out", str(out), "--scores", *map(str, scores), "--n_boot", "500"]) == 0
+    assert make_report.main(["--out", str(out), "--scores", *map(str, scores), "--n_boot", "500",
+                             "--speaker_id", *sid]) == 0
     return out
 
 
@@ -106,6 +119,9 @@ def test_paired_tests_mark_exactly_the_known_differences(report):
     eer = _find(rows, comparison="control", metric="eer_ge2e", a_training="baseline",
                 condition="clean", a_layer="blstm1")
     assert eer["significant"] == "1" and float(eer["diff"]) > 20
+    sid = {r["a_layer"]: r for r in rows if r["metric"] == "speaker_id_acc" and r["comparison"] == "control"}
+    assert sid["blstm1"]["significant"] == "1" and float(sid["blstm1"]["diff"]) == pytest.approx(-45.0)
+    assert sid["input"]["significant"] == "0" and sid["input"]["n"] == "60"
     # only the two trained models and the control have depth rows; the oracle none
     assert {r["model"] for r in rows} == {"m"}
     with open(report / "comparisons.csv", newline="") as f:
@@ -126,6 +142,7 @@ def test_generated_findings_state_the_tests_and_the_strength_verdicts(report):
     assert "m, clean: robust is higher than baseline at none; lower at none; indistinguishable at 3 of 3" in stoi
     eer = findings.split("**EER (GE2E)**")[1].split("**STOI**")[0]
     assert "m baseline, clean: rises at cnn1->blstm1" in eer
+    assert "- m, clean: baseline is higher than random at none; lower at blstm1 (-45.0)" in findings
     assert "## Paired tests" in text and "| m | baseline - random | clean |" in text
     assert "Probes still improving when training stopped: probe_m_baseline:blstm1." in text
     assert (report / "probe_curves.png").stat().st_size > 1000
