@@ -1,3 +1,7 @@
 """espnet-probe: per-layer resynthesis probes for ESPnet CTC encoders."""
 
+from espnet_probe.utils.offline import skip_g2p_downloads
+
 __version__ = "0.1.0"
+
+skip_g2p_downloads()
