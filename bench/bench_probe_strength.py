@@ -96,6 +96,9 @@ def run_variant(args, name: str, settings: dict, out: Path) -> dict:
         else:
             cmd += [f"--{key}", value]
     exp.mkdir(parents=True, exist_ok=True)
+    done = args.recipe_dir / exp / "bench_result.json"
+    if done.is_file() and json.loads(done.read_text())["cmd"] == cmd:
+        return json.loads(done.read_text())["result"]  # finished before: keep its timing
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.time()
     with open(exp / "bench.log", "w") as log:
@@ -104,9 +107,11 @@ def run_variant(args, name: str, settings: dict, out: Path) -> dict:
     wall = time.time() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     record = json.loads((args.recipe_dir / exp / "probe_training.json").read_text())
-    return {"name": name, "settings": settings, "wall": wall,
-            "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-            "epochs": record["epochs"], "layers": record["layers"]}
+    result = {"name": name, "settings": settings, "wall": wall,
+              "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+              "load": os.getloadavg()[0], "epochs": record["epochs"], "layers": record["layers"]}
+    done.write_text(json.dumps({"cmd": cmd, "result": result}))
+    return result
 
 
 def main() -> None:

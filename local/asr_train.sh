@@ -31,7 +31,8 @@ extra=()
 [ -n "${bpemodel}" ] && extra+=(--bpemodel "${bpemodel}")
 start=$(date +%s)
 # shellcheck disable=SC2086
-OMP_NUM_THREADS=${num_threads} ${cmd} "${exp}/train.log" \
+run_followed "ASR $(basename "${exp}")" "${exp}/train.log" \
+  env OMP_NUM_THREADS=${num_threads} ${cmd} "${exp}/train.log" \
   python -m espnet_probe.bin.asr_train --config "${config}" --output_dir "${exp}" \
     --ngpu "${ngpu}" --num_att_plot 0 --resume true --use_tensorboard false \
     --train_data_path_and_name_and_type "${featdir}/${train_set}/feats.scp,speech,kaldi_ark" \

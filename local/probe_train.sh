@@ -45,7 +45,8 @@ fi
 
 start=$(date +%s)
 # shellcheck disable=SC2086
-OMP_NUM_THREADS=${num_threads} ${cmd} "${exp}/train.log" \
+run_followed "probe $(basename "${exp}")" "${exp}/train.log" \
+  env OMP_NUM_THREADS=${num_threads} ${cmd} "${exp}/train.log" \
   python -m espnet_probe.bin.probe_train --config "${config}" --output_dir "${exp}" \
     --ngpu "${ngpu}" --resume true \
     --asr_train_config "${asr_config}" --asr_model_file "${asr_model}" --asr_init "${asr_init}" \

@@ -29,7 +29,8 @@ exp_begin "speaker encoder" "${exp}" "${settings}" || exit 0
 
 start=$(date +%s)
 # shellcheck disable=SC2086
-OMP_NUM_THREADS=${num_threads} ${cmd} "${exp}/train.log" \
+run_followed "speaker $(basename "${exp}")" "${exp}/train.log" \
+  env OMP_NUM_THREADS=${num_threads} ${cmd} "${exp}/train.log" \
   python -m espnet_probe.bin.speaker_train --config "${config}" --output_dir "${exp}" \
     --ngpu "${ngpu}" --resume true --train_data_dir "${train_dir}" \
     --valid_fraction "${valid_fraction}" --split_seed "${split_seed}" ${speaker_args} \

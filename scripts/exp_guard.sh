@@ -16,3 +16,17 @@ exp_begin() {
   rm -f "${exp}/.done"
 }
 exp_finish() { echo "$2" > "$1/.done"; }
+# run_followed LABEL LOG COMMAND...: run COMMAND (the job backend writing LOG) and print its
+# ESPnet epoch progress to the console meanwhile (espnet_probe.bin.follow_training); returns
+# COMMAND's exit status. The follower stops by itself once the job has exited.
+run_followed() {
+  local label=$1 log=$2 job follower status=0
+  shift 2
+  "$@" &
+  job=$!
+  python -m espnet_probe.bin.follow_training --label "${label}" --pid "${job}" "${log}" &
+  follower=$!
+  wait "${job}" || status=$?
+  wait "${follower}" || true
+  return "${status}"
+}
