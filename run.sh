@@ -516,3 +516,8 @@ if run_stage 14; then
 fi
 
 log "Finished stages ${stage}..${stop_stage}"
+if [ "${stop_stage}" -ge 12 ] && [ -f "${expdir}/report/RESULTS.md" ]; then
+  log "Report: ${expdir}/report/RESULTS.md (tables, findings, paired tests; scores.csv,"
+  log "  comparisons.csv); figures: ${expdir}/report/*.png"
+  if [ -f "${expdir}/demo/index.html" ]; then log "Demo page: ${expdir}/demo/index.html"; fi
+fi
