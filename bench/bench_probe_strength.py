@@ -16,7 +16,7 @@ predictor (each bin's mean over the training set) on the validation set gives th
 --asr_config builds an untrained model of that shape (the random-encoder control's weights
 come from --asr_init random either way); --asr_exp takes a trained experiment.
 A variant is ``name:key=value,...`` with keys hidden_size, sample_frames (probe_conf), lr
-(optim_conf), batch_bins, max_epoch and patience (trainer).
+(optim_conf), batch_bins, max_epoch, patience, scheduler and gamma (trainer).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import numpy as np
 from bench_common import REPO, cpu_model, untrained_asr
 
 PROBE_KEYS = {"hidden_size", "sample_frames"}
-TRAINER_KEYS = {"batch_bins", "max_epoch", "patience"}
+TRAINER_KEYS = {"batch_bins", "max_epoch", "patience", "scheduler"}
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -45,7 +45,7 @@ def parse_variant(text: str) -> tuple[str, dict]:
     settings = {}
     for item in filter(None, body.split(",")):
         key, _, value = item.partition("=")
-        if key not in PROBE_KEYS | TRAINER_KEYS | {"lr"}:
+        if key not in PROBE_KEYS | TRAINER_KEYS | {"lr", "gamma"}:
             raise SystemExit(f"--variant {name}: unknown key {key!r}")
         settings[key] = value
     return name, settings
@@ -93,6 +93,8 @@ def run_variant(args, name: str, settings: dict, out: Path) -> dict:
             cmd += ["--probe_conf", f"{key}={value}"]
         elif key == "lr":
             cmd += ["--optim_conf", f"lr={value}"]
+        elif key == "gamma":  # of --scheduler exponentiallr
+            cmd += ["--scheduler_conf", f"gamma={value}"]
         else:
             cmd += [f"--{key}", value]
     exp.mkdir(parents=True, exist_ok=True)
@@ -114,6 +116,41 @@ def run_variant(args, name: str, settings: dict, out: Path) -> dict:
     return result
 
 
+def stoi_per_layer(exp: Path, feats_dir: Path, data_dir: Path, n_utts: int, fbank_config: Path,
+                   vocoder_config: Path) -> dict[str, float]:
+    """Mean STOI against the clean audio of each layer's Griffin-Lim reconstruction, and of the
+    oracle (Griffin-Lim of the input mel), on n utterances spread over the set."""
+    import soundfile
+    import torch
+
+    from espnet_probe.audio.features import FbankConfig
+    from espnet_probe.audio.vocoder import VocoderConfig, vocode
+    from espnet_probe.data.kaldi_dir import read_table
+    from espnet_probe.data.model_inputs import open_inputs
+    from espnet_probe.metrics.quality import score_pair
+    from espnet_probe.probe.trainer import LAYER_BEST
+    from espnet_probe.tasks.probe import ProbeTask
+
+    model, _ = ProbeTask.build_model_from_file(exp / "config.yaml", exp / LAYER_BEST, "cpu")
+    model.eval()
+    feats = open_inputs(feats_dir, "feats")
+    utts = sorted(feats.entries)
+    utts = utts[:: max(1, len(utts) // n_utts)][:n_utts]
+    wavs = read_table(data_dir / "wav.scp")
+    fbank, voc = FbankConfig.from_yaml(fbank_config), VocoderConfig.from_yaml(vocoder_config)
+    scores: dict[str, list[float]] = {}
+    for utt in utts:
+        x = torch.from_numpy(feats.read(utt))[None]
+        with torch.no_grad():
+            mels = {n: m[0].numpy() for n, m in model.predict(x, torch.tensor([x.size(1)])).items()}
+        mels["oracle"] = x[0, :, :80].numpy()
+        ref, _ = soundfile.read(wavs[utt], dtype="float32")
+        for name, mel in mels.items():
+            est = vocode([mel], [ref.size], fbank, voc)[0]
+            scores.setdefault(name, []).append(score_pair(utt, ref, est, ("stoi",)).values["stoi"])
+    return {name: float(np.mean(v)) for name, v in scores.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--recipe_dir", type=Path, required=True, help="where dump/ and exp/ are")
@@ -122,7 +159,8 @@ def main() -> None:
     p.add_argument("--stats", type=Path, default=Path("dump/fbank/train/cmvn.npz"),
                    help="its CMVN statistics, relative to --recipe_dir")
     p.add_argument("--asr_init", choices=["trained", "random"], default="trained")
-    p.add_argument("--config", type=Path, default=REPO / "conf/probe/probe_small.yaml")
+    p.add_argument("--config", type=Path, default=REPO / "bench/conf/probe_sweep_base.yaml",
+                   help="base probe config; variants override what they change")
     p.add_argument("--feats_root", type=Path, default=Path("dump/fbank"))
     p.add_argument("--train_set", default="train")
     p.add_argument("--max_utts", type=int, default=0,
@@ -132,6 +170,8 @@ def main() -> None:
     p.add_argument("--max_epoch", type=int, default=8)
     p.add_argument("--variant", action="append", required=True, help="name:key=value,...")
     p.add_argument("--out", type=Path, required=True, help="results dir (md + csv)")
+    p.add_argument("--stoi_set", default="test", help="clean test set for the STOI check")
+    p.add_argument("--stoi_utts", type=int, default=12, help="utterances of it (0: no STOI)")
     args = p.parse_args()
     args.recipe_dir = args.recipe_dir.resolve()
     args.config = args.config.resolve()
@@ -150,6 +190,10 @@ def main() -> None:
         args.train_set = subset(feats, args.train_set, args.max_utts, args.recipe_dir / work)
     reference = constant_l1(feats / args.train_set / "feats.scp", feats / args.valid_set / "feats.scp")
     results = [run_variant(args, *parse_variant(v), work) for v in args.variant]
+    for r in results:
+        r["stoi"] = (stoi_per_layer(work / r["name"], feats / args.stoi_set, Path("data") / args.stoi_set,
+                                    args.stoi_utts, REPO / "conf/fbank.yaml", REPO / "conf/vocoder.yaml")
+                     if args.stoi_utts else {})
 
     out.mkdir(parents=True, exist_ok=True)
     layers = list(results[0]["layers"])
@@ -178,6 +222,15 @@ def main() -> None:
         settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items())
         lines.append(f"| {r['name']} | {settings} | {r['epochs']} | " + " | ".join(cells)
                      + f" | {r['wall']:.0f} | {r['cpu']:.0f} | {r['cpu'] / base['cpu']:.2f} |")
+    if args.stoi_utts:
+        names = layers + ["oracle"]
+        lines += ["", f"STOI against the clean audio, Griffin-Lim of each layer's reconstruction "
+                  f"({args.stoi_utts} utterances of {args.stoi_set}; `oracle` = Griffin-Lim of the "
+                  "input mel itself):", "",
+                  "| variant | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        for r in results:
+            lines.append(f"| {r['name']} | " + " | ".join(f"{r['stoi'].get(n, float('nan')):.3f}"
+                                                           for n in names) + " |")
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -157,10 +157,10 @@ def test_probe_task_trains_through_espnet_and_decodes(tmp_path):
     assert (exp / "valid.loss.best.pth").exists() and (exp / "config.yaml").exists()
     # each layer's probe from its own best epoch, which ESPnet's trainer kept
     record = json.loads((exp / "probe_training.json").read_text())
-    assert record["epochs"] == 12 and set(record["layers"]) == {"input", "blstm5"}
+    assert 3 <= record["epochs"] <= 12 and set(record["layers"]) == {"input", "blstm5"}  # patience
     layer_best = torch.load(exp / "valid.layer_best.pth")
     for layer, r in record["layers"].items():
-        assert len(r["valid_curve"]) == 12
+        assert len(r["valid_curve"]) == record["epochs"]
         assert r["best_epoch"] == 1 + int(np.argmin(r["valid_curve"]))
         kept = torch.load(exp / f"{r['best_epoch']}epoch.pth")
         assert all(torch.equal(layer_best[k], kept[k]) for k in kept if k.startswith(f"probes.{layer}."))
