@@ -44,10 +44,10 @@ def untrained_asr(config: Path, stats: str, out_dir: Path | None = None):
 
     import torch
     import yaml
-    from espnet2.tasks.asr import ASRTask
 
-    from espnet_probe.asr.pretraining import espnet_config
+    from espnet_probe.asr.pretraining import espnet_config  # first: no nltk downloads (utils/offline)
     from espnet_probe.asr.register import register_encoders
+    from espnet2.tasks.asr import ASRTask
 
     register_encoders()
     with tempfile.TemporaryDirectory() as tmp:

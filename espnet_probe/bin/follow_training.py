@@ -70,6 +70,8 @@ class Progress:
     def heartbeat(self) -> str:
         if not self.epoch:
             return f"[{self.label}] starting (loading data and model)"
+        if not self.batches:  # ESPnet logs every ~1/20 of an epoch
+            return f"[{self.label}] epoch {self.epoch}/{self.max_epoch}: running"
         return (f"[{self.label}] epoch {self.epoch}/{self.max_epoch}: {self.batches} batches, "
                 f"train loss {self.train_loss or '?'}")
 
