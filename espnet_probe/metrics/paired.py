@@ -30,7 +30,8 @@ from typing import Sequence
 import numpy as np
 
 from espnet_probe.metrics.verification import (_check, _check_dcf_params, _eer_from_rates,
-                                               _min_dcf_from_rates)
+                                               _min_dcf_from_rates, _rates, _stratified_counts,
+                                               sort_trials)
 
 
 class PairedTestError(ValueError):
@@ -64,13 +65,6 @@ def _interval(boot: np.ndarray, level: float) -> tuple[float, float, float]:
     return float(lo), float(hi), p
 
 
-def _counts(rng: np.random.Generator, n_boot: int, n: int) -> np.ndarray:
-    """(n_boot, n) draw counts of a bootstrap resample of n items."""
-    draws = rng.integers(0, n, size=(n_boot, n))
-    flat = (draws + np.arange(n_boot)[:, None] * n).ravel()
-    return np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n)
-
-
 def paired_mean_difference(a: Sequence[float], b: Sequence[float], n_boot: int = 2000,
                            seed: int = 0, level: float = 0.95) -> PairedDifference:
     """mean(a) - mean(b) over paired items (a[i] and b[i] measure the same utterance)."""
@@ -83,36 +77,11 @@ def paired_mean_difference(a: Sequence[float], b: Sequence[float], n_boot: int =
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise PairedTestError("paired values must be finite (drop failed utterances on both sides)")
     d = a - b
-    counts = _counts(np.random.default_rng(seed), n_boot, d.size)
+    counts = _stratified_counts(np.random.default_rng(seed), n_boot, np.arange(d.size), d.size)
     boot = counts @ d / d.size
     lo, hi, p = _interval(boot, level)
     return PairedDifference(float(a.mean()), float(b.mean()), float(d.mean()), lo, hi, p,
                             int(d.size), n_boot)
-
-
-def _weighted_rates(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray):
-    """(fnr, fpr) per replicate for trials weighted by ``weights`` (B, n); as verification._rates
-    with the threshold sweep over this system's own distinct scores."""
-    order = np.argsort(scores, kind="stable")
-    s = scores[order]
-    ends = np.append(np.flatnonzero(np.diff(s) > 0) + 1, s.size)
-    w = weights[:, order]
-    tgt = labels[order]
-    cum_t = np.cumsum(w * tgt, axis=1)[:, ends - 1]
-    cum_n = np.cumsum(w * ~tgt, axis=1)[:, ends - 1]
-    tot_t, tot_n = cum_t[:, -1:], cum_n[:, -1:]
-    zeros = np.zeros((w.shape[0], 1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fnr = np.hstack([zeros, cum_t / tot_t])
-        fpr = np.hstack([np.ones_like(zeros), 1.0 - cum_n / tot_n])
-    return fnr, fpr
-
-
-def _stratified_weights(rng: np.random.Generator, n_boot: int, labels: np.ndarray) -> np.ndarray:
-    weights = np.zeros((n_boot, labels.size))
-    for members in (np.flatnonzero(labels), np.flatnonzero(~labels)):
-        weights[:, members] = _counts(rng, n_boot, members.size)
-    return weights
 
 
 def paired_verification_difference(scores_a: Sequence[float], scores_b: Sequence[float],
@@ -128,18 +97,25 @@ def paired_verification_difference(scores_a: Sequence[float], scores_b: Sequence
     scores_b, _ = _check(scores_b, labels)
     _check_dcf_params(p_target, c_miss, c_fa)
 
-    def stats(scores, weights):
-        fnr, fpr = _weighted_rates(scores, labels, weights)
+    sorted_a, sorted_b = sort_trials(scores_a, labels), sort_trials(scores_b, labels)
+
+    def stats(st, weights):
+        """EER and minDCF per replicate of trial weights (B, n), in the trials' own order."""
+        w = weights[:, st.order]
+        fnr, fpr = _rates(w * st.is_target, w * ~st.is_target, st.group_ends)
         return (100.0 * _eer_from_rates(fnr, fpr)[0],
                 _min_dcf_from_rates(fnr, fpr, p_target, c_miss, c_fa))
 
     ones = np.ones((1, labels.size))
-    point_a, point_b = stats(scores_a, ones), stats(scores_b, ones)
+    point_a, point_b = stats(sorted_a, ones), stats(sorted_b, ones)
+    tgt, non = np.flatnonzero(labels), np.flatnonzero(~labels)
     rng = np.random.default_rng(seed)
     diffs: tuple[list, list] = ([], [])
     for start in range(0, n_boot, chunk):
-        weights = _stratified_weights(rng, min(chunk, n_boot - start), labels)
-        a, b = stats(scores_a, weights), stats(scores_b, weights)
+        size = min(chunk, n_boot - start)
+        weights = (_stratified_counts(rng, size, tgt, labels.size)
+                   + _stratified_counts(rng, size, non, labels.size)).astype(np.float64)
+        a, b = stats(sorted_a, weights), stats(sorted_b, weights)
         for k in (0, 1):
             diffs[k].append(a[k] - b[k])
     out = {}

@@ -36,6 +36,7 @@ class Sorted:
     is_target: np.ndarray   # (n,) bool, in ascending score order
     group_ends: np.ndarray  # (G,) exclusive end of each distinct-score group
     unique_scores: np.ndarray  # (G,)
+    order: np.ndarray       # (n,) trial indices in ascending score order
 
 
 def _check(scores, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +66,7 @@ def sort_trials(scores, labels) -> Sorted:
     # A group ends wherever the next score differs (and at the very end).
     ends = np.flatnonzero(np.diff(s) > 0) + 1
     ends = np.append(ends, s.size)
-    return Sorted(is_target=labels[order], group_ends=ends, unique_scores=s[ends - 1])
+    return Sorted(is_target=labels[order], group_ends=ends, unique_scores=s[ends - 1], order=order)
 
 
 def _rates(target_w: np.ndarray, nontarget_w: np.ndarray, group_ends: np.ndarray):

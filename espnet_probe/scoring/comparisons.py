@@ -29,7 +29,8 @@ import numpy as np
 
 from espnet_probe.metrics.paired import (PairedTestError, paired_mean_difference,
                                          paired_verification_difference)
-from espnet_probe.scoring.layer_scores import TRAINING_ORDER, read_scores, split_condition
+from espnet_probe.scoring.layer_scores import TRAINING_ORDER, read_scores
+from espnet_probe.scoring.report import condition_namer
 from espnet_probe.utils.fileio import atomic_open
 
 COMPARISON_COLUMNS = ("comparison", "model", "condition", "metric", "a_training", "a_layer",
@@ -157,20 +158,11 @@ class Comparer:
         return [_row(kind, model, "clean", SPEAKER_ID, (ta, la), (tb, lb), result)]
 
 
-def _condition_namer(experiments: list[Experiment]):
-    tests = {split_condition(s)[0] for e in experiments for s in e.sets}
-
-    def name(set_name: str) -> str:
-        test, cond = split_condition(set_name)
-        return cond if len(tests) <= 1 else f"{test}:{cond}"
-    return name
-
-
 def compare_all(experiments: list[Experiment], speaker_id: list[tuple[str, str, Path]] = (),
                 n_boot: int = 1000, seed: int = 0) -> list[dict]:
     """Rows of comparisons.csv for every comparison kind the experiments allow."""
     comparer = Comparer(n_boot, seed)
-    name = _condition_namer(experiments)
+    name = condition_namer({s for e in experiments for s in e.sets})
     oracle = next((e for e in experiments if e.model == ORACLE_MODEL), None)
     probes = sorted((e for e in experiments if e.model != ORACLE_MODEL),
                     key=lambda e: (e.model, TRAINING_ORDER.get(e.training, 9)))

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from espnet_probe.data.kaldi_dir import load_data_dir, read_table
 from espnet_probe.scoring.layer_scores import (ORACLE_EXP, TRAINING_ORDER, ScoreJob, find_probe_exps,
                                                probe_exp_jobs, probe_exp_labels)
-from espnet_probe.scoring.report import _condition_namer, conditions_in
+from espnet_probe.scoring.report import condition_namer, conditions_in
 from espnet_probe.utils.fileio import atomic_dir
 
 MAX_IMAGE_FRAMES = 240  # longer mels are mean-pooled in time: thumbnails, not figures
@@ -211,7 +211,7 @@ def build_demo(exp_root: Path, data_root: Path, out: Path, utts_per_table: int =
         if missing:
             raise DemoError(f"{e}/decode_{missing[0]}: not found (not decoded; drop it from "
                             "--sets)")
-    name_of = _condition_namer(chosen)
+    name_of = condition_namer(chosen)
     order = conditions_in([{"condition": name_of(s)} for s in chosen])
     set_names = sorted(chosen, key=lambda s: order.index(name_of(s)))
 

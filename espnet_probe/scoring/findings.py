@@ -11,6 +11,7 @@ from collections import defaultdict
 
 from espnet_probe.scoring.comparisons import (INPUT_VS_ORACLE_STOI, RANDOM_FIRST_VS_INPUT_STOI,
                                               SPEAKER_ID)
+from espnet_probe.scoring.report import condition_key
 
 # metric -> (label, digits, what a higher value means)
 METRIC_TEXT = {
@@ -46,12 +47,6 @@ def _diff_cell(r: dict, digits: int) -> str:
     return text + ("*" if _sig(r) else "")
 
 
-def _cond_key(c: str):
-    cond = c.split(":")[-1]
-    return (c.split(":")[0] if ":" in c else "", cond != "clean",
-            -int(cond[3:]) if cond.startswith("snr") else 0)
-
-
 def comparison_tables(rows: list[dict], metric: str) -> str:
     """Per comparison kind, one table: rows (model, sides, condition), columns layers."""
     label, digits, _ = METRIC_TEXT.get(metric, (metric, 3, ""))
@@ -71,7 +66,7 @@ def comparison_tables(rows: list[dict], metric: str) -> str:
         out += [f"**{label}: {title}** ({head}; * = 95 % CI excludes 0)", "",
                 "| model | sides | condition | " + " | ".join(layers) + " |",
                 "|---|---|---|" + "---:|" * len(layers)]
-        for (model, sides, cond) in sorted(groups, key=lambda k: (k[0], k[1], _cond_key(k[2]))):
+        for (model, sides, cond) in sorted(groups, key=lambda k: (k[0], k[1], condition_key(k[2]))):
             cells = [_diff_cell(groups[(model, sides, cond)][layer], digits)
                      if layer in groups[(model, sides, cond)] else "-" for layer in layers]
             out.append(f"| {model} | {sides} | {cond} | " + " | ".join(cells) + " |")
@@ -143,7 +138,7 @@ def findings_markdown(rows: list[dict]) -> str:
                 groups[(r["comparison"], r["model"], r["a_training"], r["b_training"],
                         r["condition"])].append(r)
         for (kind, model, ta, tb, cond) in sorted(
-                groups, key=lambda k: (list(KIND_TITLES).index(k[0]), k[1], k[2], _cond_key(k[4]))):
+                groups, key=lambda k: (list(KIND_TITLES).index(k[0]), k[1], k[2], condition_key(k[4]))):
             rs = groups[(kind, model, ta, tb, cond)]
             if kind == "depth":
                 up, down, same = _split(rs, digits, lambda r: f"{r['b_layer']}->{r['a_layer']}")

@@ -55,7 +55,7 @@ def listening_score_files(listening_dir: Path) -> list[Path]:
     return sorted(Path(listening_dir).glob("*/scores.csv"))
 
 
-def _condition_namer(sets: set[str]):
+def condition_namer(sets: set[str]):
     tests = {split_condition(s)[0] for s in sets}
 
     def name(set_name: str) -> str:
@@ -85,7 +85,7 @@ def collect(score_files: list[Path], asr_results: Path | None = None,
     if asr_results is not None:
         with open(asr_results, encoding="utf-8", newline="") as f:
             asr = list(csv.DictReader(f))
-    name = _condition_namer({r["set"] for r in raw} | {r["set"] for r in asr})
+    name = condition_namer({r["set"] for r in raw} | {r["set"] for r in asr})
     for r in raw:
         rows.append({"model": r["model"], "training": r["training"],
                      "condition": name(r["set"]), "layer": r["layer"],
@@ -137,12 +137,15 @@ def _cell(r: dict | None, digits: int, ci: bool = True, show_n: bool = False) ->
     return text
 
 
+def condition_key(c: str):
+    """Report order of conditions: per test set, clean first, then SNRs from high to low."""
+    cond = c.split(":")[-1]
+    return (c.split(":")[0] if ":" in c else "", cond != "clean",
+            -int(cond[3:]) if cond.startswith("snr") else 0)
+
+
 def conditions_in(rows: list[dict]) -> list[str]:
-    def key(c):
-        cond = c.split(":")[-1]
-        return (c.split(":")[0] if ":" in c else "", cond != "clean",
-                -int(cond[3:]) if cond.startswith("snr") else 0)
-    return sorted({r["condition"] for r in rows}, key=key)
+    return sorted({r["condition"] for r in rows}, key=condition_key)
 
 
 def models_in(rows: list[dict]) -> list[str]:
