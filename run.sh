@@ -137,9 +137,9 @@ esac
 log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') ($(basename "$0"):${BASH_LINENO[0]}) $*" >&2; }
 run_stage() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
 
-if [ -n "${test_dirs}" ]; then
-  test_sets=""
-  for d in ${test_dirs}; do test_sets+="${test_sets:+ }$(basename "$d")"; done
+if [ -n "${test_dirs}" ]; then  # their basenames, checked against every other set's name
+  test_sets=$(python -m espnet_probe.bin.import_data_dir --test_set_names --test_dirs "${test_dirs}" \
+    --train_set "${train_set}" --valid_set "${valid_set}" --test_snrs "${test_snrs}") || exit 1
 fi
 noisy_test_sets=""
 for t in ${test_sets}; do for s in ${test_snrs}; do noisy_test_sets+=" ${t}_snr${s}"; done; done
@@ -152,11 +152,9 @@ if run_stage 1; then
   if [ -n "${train_dir}" ]; then
     [ -n "${valid_dir}" ] && [ -n "${test_dirs}" ] || {
       log "--train_dir needs --valid_dir and --test_dirs too"; exit 1; }
-    python -m espnet_probe.bin.import_data_dir --src "${train_dir}" --dst "${datadir}/${train_set}"
-    python -m espnet_probe.bin.import_data_dir --src "${valid_dir}" --dst "${datadir}/${valid_set}"
-    for d in ${test_dirs}; do
-      python -m espnet_probe.bin.import_data_dir --src "$d" --dst "${datadir}/$(basename "$d")"
-    done
+    python -m espnet_probe.bin.import_data_dir --data "${datadir}" --train_dir "${train_dir}" \
+      --valid_dir "${valid_dir}" --test_dirs "${test_dirs}" --train_set "${train_set}" \
+      --valid_set "${valid_set}" --test_snrs "${test_snrs}" --nj "${nj}"
   else
     # eval: local_data_opts may carry quoted values, e.g. --subsets 'dev-clean test-clean'
     eval "\"${local_data_script}\" --out \"${datadir}\" --seed ${seed} --nj ${nj} ${local_data_opts}"

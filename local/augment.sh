@@ -50,15 +50,12 @@ done
 [ -d "$musan_dir" ] || { echo "$0: --musan_dir $musan_dir: not a directory" >&2; exit 1; }
 [ -f "$config" ] || { echo "$0: --config $config: file not found" >&2; exit 1; }
 
-# What an output depends on: the source data dir, the noise files, the config, the options.
-checksum() { md5sum | cut -d' ' -f1; }
-musan_sum=$(cd "$musan_dir" && find -L . -type f -iname '*.wav' -printf '%P %s\n' | LC_ALL=C sort | checksum)
-config_sum=$(checksum < "$config")
-src_sum() {
-  local f files=()
-  for f in wav.scp utt2spk text segments; do [ ! -f "$1/$f" ] || files+=("$1/$f"); done
-  cat "${files[@]}" | checksum
-}
+# What an output depends on: the source data dir (tables and its audio files), the noise files,
+# the config, the options (espnet_probe.utils.freshness).
+fingerprint() { python -m espnet_probe.bin.fingerprint "$@"; }
+musan_sum=$(fingerprint "$musan_dir")
+config_sum=$(fingerprint "$config")
+src_sum() { fingerprint "$1"; }
 
 # make_set NAME SETTINGS -- COMMAND...: run COMMAND unless data/NAME is complete with SETTINGS.
 make_set() {

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from espnet_probe.data.kaldi_dir import check_speaker_split, load_data_dir
+from espnet_probe.data.kaldi_dir import DataDirError, check_speaker_split, load_data_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,8 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test", nargs="+", required=True)
     args = p.parse_args(argv)
     names = [args.train, args.valid, *args.test]
-    sets = {n: load_data_dir(Path(args.data) / n) for n in names}
-    check_speaker_split(sets[args.train], {n: sets[n] for n in names[1:]})
+    try:
+        sets = {n: load_data_dir(Path(args.data) / n) for n in names}
+        check_speaker_split(sets[args.train], {n: sets[n] for n in names[1:]})
+    except DataDirError as e:
+        print(f"check_split: error: {e}", file=sys.stderr)
+        return 1
     for n, d in sets.items():
         print(f"{n}: {len(d.utt2spk)} utterances, {len(set(d.utt2spk.values()))} speakers",
               file=sys.stderr)

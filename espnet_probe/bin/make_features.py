@@ -10,23 +10,15 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
 
 from espnet_probe.audio.feature_dump import combine_feature_dirs, extract_job, merge_jobs
 from espnet_probe.audio.fbank import FbankConfig
-
-
-def data_dir_digest(path: str) -> str:
-    """Changes whenever the audio or utterance list of a data dir changes."""
-    h = hashlib.sha1()
-    for name in ("wav.scp", "segments", "utt2spk", "utt2clean"):
-        f = Path(path) / name
-        if f.exists():
-            h.update(name.encode() + f.read_bytes())
-    return h.hexdigest()
+from espnet_probe.audio.io import AudioError
+from espnet_probe.data.kaldi_dir import DataDirError
+from espnet_probe.utils.freshness import fingerprint
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,24 +39,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         cfg = FbankConfig.from_yaml(args.config)
         print(json.dumps({"fbank": cfg.as_dict(), "nj": args.nj,
-                          "data": data_dir_digest(args.data_dir),
-                          "clean": data_dir_digest(args.clean_dir) if args.clean_dir else None},
+                          "data": fingerprint(args.data_dir),
+                          "clean": fingerprint(args.clean_dir) if args.clean_dir else None},
                          sort_keys=True))
         return 0
     if not args.out_dir:
         p.error("--out_dir is required")
-    if args.combine:
-        summary = combine_feature_dirs(args.out_dir, args.combine)
-    else:
-        if not args.data_dir or (args.job is None) == (not args.merge):
-            p.error("give --data_dir and exactly one of --job N or --merge (or use --combine)")
-        cfg = FbankConfig.from_yaml(args.config)
-        if args.merge:
-            summary = merge_jobs(args.data_dir, args.out_dir, cfg, args.nj, args.stats)
+    if not args.combine and (not args.data_dir or (args.job is None) == (not args.merge)):
+        p.error("give --data_dir and exactly one of --job N or --merge (or use --combine)")
+    try:
+        if args.combine:
+            summary = combine_feature_dirs(args.out_dir, args.combine)
         else:
-            n = extract_job(args.data_dir, args.out_dir, cfg, args.nj, args.job,
-                            args.clean_dir, args.stats)
-            summary = {"job": args.job, "utterances": n}
+            cfg = FbankConfig.from_yaml(args.config)
+            if args.merge:
+                summary = merge_jobs(args.data_dir, args.out_dir, cfg, args.nj, args.stats)
+            else:
+                n = extract_job(args.data_dir, args.out_dir, cfg, args.nj, args.job,
+                                args.clean_dir, args.stats)
+                summary = {"job": args.job, "utterances": n}
+    except (AudioError, DataDirError) as e:  # the user's data: one line naming the utterance
+        print(f"make_features: error: {e}", file=sys.stderr)
+        return 1
     print(f"make_features {args.out_dir}: {json.dumps(summary)}", file=sys.stderr)
     return 0
 

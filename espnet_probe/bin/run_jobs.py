@@ -73,6 +73,17 @@ def run_one(var: str, job: int, log_template: str, cmd_template: str) -> tuple[i
     return code, str(log)
 
 
+def error_line(log: str | Path) -> str:
+    """The line of a failed job's log that says why: its last error, else its last output."""
+    with open(log, "rb") as f:
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - 65536))
+        lines = [line.strip() for line in f.read().decode(errors="replace").splitlines()]
+    output = [line for line in lines if line and not line.startswith("#")]
+    errors = [line for line in output if re.search(r"error", line, re.IGNORECASE)]
+    return (errors or output or ["(no output)"])[-1]
+
+
 def main(argv: list[str] | None = None) -> int:
     max_jobs, var, first, last, log, cmd = parse_args(sys.argv[1:] if argv is None else argv)
     jobs = range(first, last + 1)
@@ -81,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = [(code, path) for code, path in results if code != 0]
     if failed:
         for code, path in failed:
-            print(f"run_jobs: job failed with code {code}, see {path}", file=sys.stderr)
+            print(f"run_jobs: job failed with code {code}: {error_line(path)} (log: {path})",
+                  file=sys.stderr)
         print(f"run_jobs: {len(failed)} / {len(results)} jobs failed", file=sys.stderr)
         return 1
     return 0

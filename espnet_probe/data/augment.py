@@ -38,7 +38,8 @@ import soundfile as sf
 import yaml
 from tqdm import tqdm
 
-from espnet_probe.audio.io import SAMPLE_RATE, AudioError, load_audio, write_wav
+from espnet_probe.audio.io import (MIN_UTTERANCE_SECONDS, SAMPLE_RATE, AudioError, load_audio,
+                                   write_wav)
 from espnet_probe.audio.mix import (DEFAULT_PEAK_LIMIT, Mixture, MixError, fit_length,
                                     is_silent, make_babble, mix_at_snr, random_offset)
 from espnet_probe.data.kaldi_dir import (DataDirError, KaldiDataDir, Segment, load_data_dir,
@@ -377,7 +378,7 @@ def _process(task: tuple[str, str, Segment | None, str]) -> list[tuple[str, str,
     utt, entry, segment, spk = task
     job: _Job = _WORKER["job"]
     aug: Augmenter = _WORKER["aug"]
-    speech = load_audio(utt, entry, segment)
+    speech = load_audio(utt, entry, segment, min_seconds=MIN_UTTERANCE_SECONDS)
     if job.mode == "train":
         rng = utt_rng(job.seed, "augment", utt)
         kinds = [job.types[int(i)] for i in

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from espnet_probe.audio.io import SAMPLE_RATE, AudioError, load_audio
-from espnet_probe.data.kaldi_dir import (DataDirError, KaldiDataDir, load_data_dir, read_table,
-                                         write_table)
+from espnet_probe.audio.io import MIN_UTTERANCE_SECONDS, SAMPLE_RATE, AudioError, load_audio
+from espnet_probe.data.kaldi_dir import (BOM, DataDirError, KaldiDataDir, id_list, load_data_dir,
+                                         read_table, write_table)
 from espnet_probe.utils.fileio import atomic_dir
 
 CORE_FILES = ("wav.scp", "utt2spk", "spk2utt", "text", "segments")
@@ -52,6 +52,7 @@ class ImportReport:
     ignored_files: list[str] = field(default_factory=list)
     audio_checked: int = 0
     audio_seconds: float = 0.0
+    source: str = ""
 
 
 # ----------------------------------------------------------------------------- fixing
@@ -68,18 +69,28 @@ def fix_tables(src: Path, *, require_text: bool = True) -> tuple[dict[str, dict[
     """Read the tables of ``src`` leniently and make them consistent; returns (tables, changes)."""
     changes: list[str] = []
     tables: dict[str, dict[str, str]] = {}
+    def read(name: str, **kwargs) -> dict[str, str]:
+        table = read_table(src / name, strip_bom=True, **kwargs)
+        if (src / name).read_bytes().startswith(BOM.encode()):
+            changes.append(f"{name}: byte-order mark removed")
+        return _sorted_check(name, table, changes)
+
     for name in ("wav.scp", "utt2spk"):
-        tables[name] = _sorted_check(name, read_table(src / name), changes)
+        tables[name] = read(name)
     if (src / "text").is_file():
-        tables["text"] = _sorted_check("text", read_table(src / "text", allow_empty_value=True),
-                                       changes)
+        tables["text"] = read("text", allow_empty_value=True)
+        empty = [u for u, words in tables["text"].items() if not words]
+        if empty:
+            changes.append(f"text: dropped {len(empty)} utterance(s) with an empty transcript: "
+                           f"{id_list(empty)}")
+            tables["text"] = {u: w for u, w in tables["text"].items() if w}
     elif require_text:
         raise DataDirError(f"{src / 'text'}: file not found (transcripts are required here)")
     if (src / "segments").is_file():
-        tables["segments"] = _sorted_check("segments", read_table(src / "segments"), changes)
+        tables["segments"] = read("segments")
     for name in PER_UTT_EXTRA + PER_SPK_EXTRA:
         if (src / name).is_file():
-            tables[name] = _sorted_check(name, read_table(src / name), changes)
+            tables[name] = read(name)
 
     # utterances must appear in every per-utterance table that exists
     audio_ids = set(tables["segments"]) if "segments" in tables else set(tables["wav.scp"])
@@ -88,7 +99,7 @@ def fix_tables(src: Path, *, require_text: bool = True) -> tuple[dict[str, dict[
                      if v.split()[0] not in tables["wav.scp"])
         if bad:
             changes.append(f"segments: dropped {len(bad)} segment(s) whose recording is not in "
-                           f"wav.scp (e.g. '{bad[0]}')")
+                           f"wav.scp: {id_list(bad)}")
             audio_ids -= set(bad)
     per_utt = {"utt2spk": set(tables["utt2spk"]), "audio": audio_ids}
     if "text" in tables:
@@ -98,8 +109,8 @@ def fix_tables(src: Path, *, require_text: bool = True) -> tuple[dict[str, dict[
         lost = sorted(ids - keep)
         if lost:
             label = ("segments" if "segments" in tables else "wav.scp") if name == "audio" else name
-            changes.append(f"{label}: dropped {len(lost)} utterance(s) missing from another file "
-                           f"(e.g. '{lost[0]}')")
+            changes.append(f"{label}: dropped {len(lost)} utterance(s) missing from another file: "
+                           f"{id_list(lost)}")
     if not keep:
         raise DataDirError(f"{src}: no utterance is in all of wav.scp/segments, utt2spk, text")
 
@@ -113,8 +124,8 @@ def fix_tables(src: Path, *, require_text: bool = True) -> tuple[dict[str, dict[
         used = {v.split()[0] for v in tables["segments"].values()}
         unused = sorted(set(tables["wav.scp"]) - used)
         if unused:
-            changes.append(f"wav.scp: dropped {len(unused)} recording(s) no segment uses "
-                           f"(e.g. '{unused[0]}')")
+            changes.append(f"wav.scp: dropped {len(unused)} recording(s) no segment uses: "
+                           f"{id_list(unused)}")
         tables["wav.scp"] = {r: v for r, v in tables["wav.scp"].items() if r in used}
     else:
         restrict("wav.scp")
@@ -146,11 +157,6 @@ def fix_tables(src: Path, *, require_text: bool = True) -> tuple[dict[str, dict[
 
 # ----------------------------------------------------------------------------- audio check
 
-def _utt_names(utts: list) -> str:
-    names = ", ".join(f"'{u}'" for u, _ in utts[:3])
-    return names + (f" and {len(utts) - 3} more" if len(utts) > 3 else "")
-
-
 def _check_entry(entry: str, utts: list, sample_rate: int) -> tuple[list[str], float]:
     """Load one wav.scp entry once; check it, and every segment cut from it.
 
@@ -159,12 +165,12 @@ def _check_entry(entry: str, utts: list, sample_rate: int) -> tuple[list[str], f
     seg0 = utts[0][1]
     try:
         wav = load_audio(utts[0][0] if seg0 is None else seg0.recording, entry, None,
-                         sample_rate)
+                         sample_rate, min_seconds=MIN_UTTERANCE_SECONDS if seg0 is None else 0.0)
     except AudioError as e:
         if seg0 is None:
             return [str(e)], 0.0
         return [f"recording '{seg0.recording}' ({e.source}), used by utterance(s) "
-                f"{_utt_names(utts)}: {e.reason}"], 0.0
+                f"{id_list([u for u, _ in utts], 3)}: {e.reason}"], 0.0
     dur = wav.size / sample_rate
     if seg0 is None:
         return [], dur
@@ -173,6 +179,10 @@ def _check_entry(entry: str, utts: list, sample_rate: int) -> tuple[list[str], f
         if seg.start >= dur:
             problems.append(f"utterance '{utt}' ({entry}): segment starts at {seg.start:.2f} s, "
                             f"after the recording ends ({dur:.2f} s)")
+        elif min(seg.end, dur) - seg.start < MIN_UTTERANCE_SECONDS:
+            problems.append(f"utterance '{utt}' ({entry}): segment of "
+                            f"{min(seg.end, dur) - seg.start:.3f} s; an utterance needs at least "
+                            f"{MIN_UTTERANCE_SECONDS:g} s")
         elif seg.end > dur + MAX_OVERSHOOT_S:
             problems.append(f"utterance '{utt}' ({entry}): segment ends at {seg.end:.2f} s, "
                             f"past the recording's end ({dur:.2f} s)")
@@ -242,7 +252,7 @@ def import_data_dir(src: str | Path, dst: str | Path, *, fix: bool = False,
         raise DataDirError(f"{src}: data directory not found")
     if src.resolve() == dst.resolve():
         raise DataDirError(f"{src}: source and destination are the same directory")
-    report = ImportReport()
+    report = ImportReport(source=str(src))
     present = {p.name for p in src.iterdir() if p.is_file()}
     known = set(CORE_FILES + PER_UTT_EXTRA + PER_SPK_EXTRA)
     report.ignored_files = sorted(present - known)
@@ -289,3 +299,56 @@ def import_data_dir(src: str | Path, dst: str | Path, *, fix: bool = False,
                 if (staged / name).is_file():
                     shutil.copyfile(staged / name, out / name)
     return report
+
+
+# ----------------------------------------------------------------------------- recipe sets
+
+def recipe_test_set_names(test_dirs: str, *, train_set: str, valid_set: str,
+                   snrs: list[str]) -> list[str]:
+    """The recipe's names for ``--test_dirs`` (their basenames), refusing every collision.
+
+    ``test_dirs`` is the option's text, space-separated as ESPnet's ``--test_sets``. A name
+    that equals another set's, or one the recipe derives (``<train>_aug``, ``<train>_robust``,
+    ``<test>_snr<N>``), would make one set silently replace another under data/.
+    """
+    dirs = test_dirs.split()
+    if not dirs:
+        raise DataDirError("--test_dirs is empty")
+    for i, d in enumerate(dirs):
+        if Path(d).is_dir():
+            continue
+        joined = next((" ".join(dirs[i:j]) for j in range(i + 2, len(dirs) + 1)
+                       if Path(" ".join(dirs[i:j])).is_dir()), None)
+        hint = (f"; '{joined}' exists, but --test_dirs is split at spaces: link it to a path "
+                "without spaces" if joined else "")
+        raise DataDirError(f"--test_dirs: '{d}': data directory not found{hint}")
+    taken = {train_set: "the training set", valid_set: "the validation set",
+             f"{train_set}_aug": "the noisy training copy", f"{train_set}_robust":
+             "the robust training set"}
+    if train_set == valid_set:
+        raise DataDirError(f"--train_set and --valid_set are both '{train_set}'")
+    names: list[str] = []
+    for d in dirs:
+        name = Path(d).resolve().name
+        if name in taken:
+            raise DataDirError(f"--test_dirs: '{d}' would be data/{name}, the name of "
+                               f"{taken[name]}; rename or link the directory")
+        taken[name] = f"test dir '{d}'"
+        names.append(name)
+    for name, d in zip(names, dirs):
+        for snr in snrs:
+            noisy = f"{name}_snr{snr}"
+            if noisy in names:
+                raise DataDirError(f"--test_dirs: data/{noisy} would be both the {snr} dB copy of "
+                                   f"'{d}' and {taken[noisy]}; rename one of them")
+    return names
+
+
+def import_recipe_sets(data_root: str | Path, *, train_dir: str, valid_dir: str, test_dirs: str,
+                       train_set: str, valid_set: str, snrs: list[str], fix: bool = False,
+                       nj: int = 1) -> dict[str, ImportReport]:
+    """Import the training, validation and test dirs under ``data_root`` by their recipe names."""
+    tests = recipe_test_set_names(test_dirs, train_set=train_set, valid_set=valid_set, snrs=snrs)
+    sources = {train_set: train_dir, valid_set: valid_dir, **dict(zip(tests, test_dirs.split()))}
+    return {name: import_data_dir(src, Path(data_root) / name, fix=fix, nj=nj)
+            for name, src in sources.items()}

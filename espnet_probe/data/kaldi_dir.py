@@ -8,6 +8,8 @@ order as Python's ``sorted`` on ``str``.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,26 +20,67 @@ class DataDirError(ValueError):
     """A data directory is missing a file, is malformed or is inconsistent."""
 
 
-def read_table(path: str | Path, *, allow_empty_value: bool = False) -> dict[str, str]:
-    """Read a ``key value...`` file in order; reject duplicate keys and missing values."""
+# Kaldi splits fields on ASCII space and tab only; Python's str.split() would also split on
+# NBSP, vertical tab and other Unicode spaces, giving ids that differ from what Kaldi sees.
+_FIELD_SEPARATORS = " \t"
+BOM = "\ufeff"
+_KEY_VALUE = re.compile(r"[ \t]*([^ \t]+)(?:[ \t]+(.*))?$")
+
+
+def invisible_characters(text: str) -> list[str]:
+    """Names of the characters in an id that a reader cannot see or tell from a space."""
+    found = []
+    for ch in text:
+        if ch in _FIELD_SEPARATORS:
+            continue
+        if ch.isspace() or not ch.isprintable() or unicodedata.category(ch) == "Cf":
+            name = unicodedata.name(ch, "control character")
+            found.append(f"U+{ord(ch):04X} {name}")
+    return sorted(set(found))
+
+
+def read_table(path: str | Path, *, allow_empty_value: bool = False,
+               strip_bom: bool = False) -> dict[str, str]:
+    """Read a ``key value...`` file in order; reject duplicate keys and missing values.
+
+    Ids with invisible characters (a byte-order mark, a no-break space, a vertical tab, ...)
+    are refused naming the line and the character: they make ids that look equal differ.
+    A byte-order mark at the start of the file is removed only with ``strip_bom`` (--fix).
+    """
     path = Path(path)
     if not path.is_file():
         raise DataDirError(f"{path}: file not found")
     table: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
+    # newline="\n": a lone CR or other Unicode line break is data, never a new line here
+    with open(path, encoding="utf-8", newline="\n") as f:
         for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
+            line = line.rstrip("\n").rstrip("\r")
+            if lineno == 1 and line.startswith(BOM):
+                if not strip_bom:
+                    raise DataDirError(f"{path}:1: starts with a byte-order mark (U+FEFF), which "
+                                       "would become part of the first id (import with --fix "
+                                       "to remove it)")
+                line = line[1:]
+            fields = _KEY_VALUE.match(line)
+            if fields is None:  # blank line
                 continue
-            parts = line.split(maxsplit=1)
-            key = parts[0]
-            value = parts[1].strip() if len(parts) > 1 else ""
+            key, value = fields.group(1), (fields.group(2) or "").rstrip(_FIELD_SEPARATORS)
+            hidden = invisible_characters(key)
+            if hidden:
+                raise DataDirError(f"{path}:{lineno}: id {key!r} contains {', '.join(hidden)}; "
+                                   "ids must be printable text separated by spaces or tabs")
             if not value and not allow_empty_value:
                 raise DataDirError(f"{path}:{lineno}: '{key}' has no value")
             if key in table:
                 raise DataDirError(f"{path}:{lineno}: duplicate id '{key}'")
             table[key] = value
     return table
+
+
+def id_list(ids: list[str], limit: int = 10) -> str:
+    """'a', 'b', ... and N more: every dropped or faulty id is countable from one line."""
+    shown = ", ".join(f"'{i}'" for i in ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
 
 
 def write_table(path: str | Path, table: dict[str, str]) -> None:
@@ -155,6 +198,11 @@ def load_data_dir(path: str | Path, *, require_text: bool = True,
     if (path / "text").is_file():
         text = read_table(path / "text", allow_empty_value=True)
         _check_sorted(path / "text", list(text))
+        empty = [utt for utt, words in text.items() if not words]
+        if empty:
+            raise DataDirError(f"{path / 'text'}: {len(empty)} empty transcript(s): "
+                               f"{id_list(empty)} (give them text, or import with --fix to "
+                               "drop them)")
         _check_same_ids(path / "utt2spk", set(utt2spk), path / "text", set(text))
     elif require_text:
         raise DataDirError(f"{path / 'text'}: file not found (transcripts are required here)")

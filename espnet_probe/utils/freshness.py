@@ -1,0 +1,82 @@
+"""What an output depends on, as one digest: the single freshness rule of every stage.
+
+A stage stores the digest of its inputs with its output and redoes the work when the digest
+differs. Inputs are fingerprinted by kind:
+- a Kaldi data dir (``wav.scp``): its tables, and the size and modification time of every audio
+  file they name (paths, ``archive.ark:offset`` entries, files named in ``cmd |`` pipes), so an
+  audio file replaced in place changes the digest although wav.scp's text does not;
+- a feature dir (``feats.scp``): its tables and the size and time of every ark it points into;
+- any other directory: every file below it (relative path, size, time);
+- a file: its content.
+Size + time, not content, for audio and arks: hashing hours of audio on every run would cost
+more than the stages it guards; tools that rewrite a file update its time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import Iterable
+
+DATA_TABLES = ("wav.scp", "segments", "utt2spk", "text", "utt2clean")
+FEATURE_TABLES = ("feats.scp", "feats_shape", "target.scp", "wav.scp", "utt2spk", "text")
+_ARK_OFFSET = re.compile(r"^(.+):\d+$")
+
+
+def _stat(path: Path) -> str:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return f"{path} missing"
+    return f"{path} {st.st_size} {st.st_mtime_ns}"
+
+
+def audio_files(entry: str) -> list[Path]:
+    """The files a wav.scp (or feats.scp) entry reads: a path, an ark, or a pipe's operands."""
+    entry = entry.strip()
+    if entry.endswith("|"):
+        try:
+            words = shlex.split(entry[:-1])
+        except ValueError:  # unbalanced quotes: the command text alone identifies it
+            return []
+        return [Path(w) for w in words if "/" in w and Path(w).is_file()]
+    ark = _ARK_OFFSET.match(entry)
+    if ark and not Path(entry).exists():
+        return [Path(ark.group(1))]
+    return [Path(entry)]
+
+
+def _table_values(path: Path) -> Iterable[str]:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            parts = line.split(maxsplit=1)
+            if len(parts) == 2:
+                yield parts[1]
+
+
+def fingerprint(*paths: str | os.PathLike) -> str:
+    """Hex digest of everything under ``paths`` that an output made from them depends on."""
+    h = hashlib.sha1()
+    for path in map(Path, paths):
+        h.update(f"\0{path}\0".encode())
+        if (path / "wav.scp").is_file() or (path / "feats.scp").is_file():
+            scp = "wav.scp" if (path / "wav.scp").is_file() else "feats.scp"
+            tables = DATA_TABLES if scp == "wav.scp" else FEATURE_TABLES
+            for name in tables:
+                if (path / name).is_file():
+                    h.update(name.encode() + (path / name).read_bytes())
+            # relative entries (our ark paths) are relative to the working directory
+            files = sorted({f for v in _table_values(path / scp) for f in audio_files(v)})
+            for f in files:
+                h.update(_stat(f).encode())
+        elif path.is_dir():
+            for f in sorted(p for p in path.rglob("*") if p.is_file()):
+                h.update(_stat(f).replace(str(path), "", 1).encode())
+        elif path.is_file():
+            h.update(hashlib.sha1(path.read_bytes()).digest())
+        else:
+            h.update(b"missing")
+    return h.hexdigest()
