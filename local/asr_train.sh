@@ -24,7 +24,8 @@ help_message="Usage: $0 --config conf/asr/x.yaml --exp exp/asr_x --train_set tra
 for v in config exp train_set valid_set token_list; do
   [ -n "${!v}" ] || { echo "$0: --${v} is required" >&2; exit 1; }
 done
-settings="config=$(sha1sum < "${config}" | cut -c1-12) train=${train_set} valid=${valid_set} tokens=$(sha1sum < "${token_list}" | cut -c1-12) ${asr_args}"
+data=$(python -m espnet_probe.bin.fingerprint "${featdir}/${train_set}" "${featdir}/${valid_set}")
+settings="config=$(sha1sum < "${config}" | cut -c1-12) data=${data} train=${train_set} valid=${valid_set} tokens=$(sha1sum < "${token_list}" | cut -c1-12) ${asr_args}"
 exp_begin "ASR" "${exp}" "${settings}" || exit 0
 
 extra=()

@@ -23,7 +23,8 @@ help_message="Usage: $0 --config conf/probe/x.yaml --exp exp/probe_x --asr_confi
 for v in config exp asr_config asr_model train_set valid_set; do
   [ -n "${!v}" ] || { echo "$0: --${v} is required" >&2; exit 1; }
 done
-settings="config=$(sha1sum < "${config}" | cut -c1-12) asr=$(sha1sum < "${asr_model}" | cut -c1-12) init=${asr_init} input=${asr_input} train=${train_set} valid=${valid_set} ${probe_args}"
+data=$(python -m espnet_probe.bin.fingerprint "${featdir}/${train_set}" "${featdir}/${valid_set}")
+settings="config=$(sha1sum < "${config}" | cut -c1-12) data=${data} asr=$(sha1sum < "${asr_model}" | cut -c1-12) init=${asr_init} input=${asr_input} train=${train_set} valid=${valid_set} ${probe_args}"
 exp_begin "probe" "${exp}" "${settings}" || exit 0
 
 # target: clean (config or --probe_args) reads the clean log-mel of each utterance as "target"

@@ -366,3 +366,46 @@ def test_audio_replaced_in_place_redoes_features_and_noisy_copies(tmp_path, monk
     assert not np.allclose(mat_before, mat_after)
     after = {p: p.read_bytes() for p in noisy_wav.rglob("*.wav")}
     assert any(before.get(p) != data for p, data in after.items())
+
+
+def test_fingerprint_follows_audio_arks_and_configs_not_unrelated_files(tmp_path, monkeypatch):
+    from espnet_probe.utils.freshness import fingerprint
+
+    monkeypatch.chdir(tmp_path)
+    data = good_dir(tmp_path)
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    kaldiio.save_ark("feats/feats.1.ark", {"a-1": np.zeros((10, 3), np.float32)},
+                     scp="feats/feats.scp")
+    config = tmp_path / "fbank.yaml"
+    config.write_text("n_mels: 80\n")
+    base = fingerprint(data, feats, config)
+    assert fingerprint(data, feats, config) == base
+    (data / "notes.txt").write_text("unrelated")           # not an input of any stage
+    (feats / "log").mkdir()
+    (feats / "log" / "fbank.1.log").write_text("log")
+    assert fingerprint(data, feats, config) == base
+
+    changes = {
+        "audio replaced in place": lambda: sf.write(
+            load_data_dir(data).wav_scp["a-1"], tone(0.5, seed=3), 16000),
+        "ark rewritten": lambda: kaldiio.save_ark(
+            "feats/feats.1.ark", {"a-1": np.ones((10, 3), np.float32)}),
+        "config edited": lambda: config.write_text("n_mels: 40\n"),
+        "transcript edited": lambda: (data / "text").write_text("a-1 HELLO\nb-1 WORLDS\n"),
+    }
+    for what, change in changes.items():
+        time.sleep(0.01)
+        change()
+        new = fingerprint(data, feats, config)
+        assert new != base, what
+        base = new
+
+
+def test_fingerprint_sees_files_inside_pipes_and_arks(tmp_path):
+    from espnet_probe.utils.freshness import audio_files
+
+    wav = write_audio(tmp_path / "x.wav")
+    assert audio_files(f"sox {wav} -t wav - |") == [wav]
+    assert audio_files(f"{tmp_path}/a.ark:123") == [tmp_path / "a.ark"]
+    assert audio_files(str(wav)) == [wav]

@@ -2,10 +2,10 @@
 
 A stage stores the digest of its inputs with its output and redoes the work when the digest
 differs. Inputs are fingerprinted by kind:
-- a Kaldi data dir (``wav.scp``): its tables, and the size and modification time of every audio
-  file they name (paths, ``archive.ark:offset`` entries, files named in ``cmd |`` pipes), so an
+- a Kaldi data dir or feature dir (``wav.scp`` / ``feats.scp``): its tables, its statistics
+  (``*.npz``) and the size and modification time of every file the scp files name (audio
+  paths, ``archive.ark:offset`` entries, files named in ``cmd |`` pipes, feature arks), so an
   audio file replaced in place changes the digest although wav.scp's text does not;
-- a feature dir (``feats.scp``): its tables and the size and time of every ark it points into;
 - any other directory: every file below it (relative path, size, time);
 - a file: its content.
 Size + time, not content, for audio and arks: hashing hours of audio on every run would cost
@@ -21,8 +21,8 @@ import shlex
 from pathlib import Path
 from typing import Iterable
 
-DATA_TABLES = ("wav.scp", "segments", "utt2spk", "text", "utt2clean")
-FEATURE_TABLES = ("feats.scp", "feats_shape", "target.scp", "wav.scp", "utt2spk", "text")
+TABLES = ("wav.scp", "segments", "utt2spk", "text", "utt2clean", "feats.scp", "feats_shape",
+          "target.scp")
 _ARK_OFFSET = re.compile(r"^(.+):\d+$")
 
 
@@ -35,7 +35,7 @@ def _stat(path: Path) -> str:
 
 
 def audio_files(entry: str) -> list[Path]:
-    """The files a wav.scp (or feats.scp) entry reads: a path, an ark, or a pipe's operands."""
+    """The files a wav.scp or feats.scp entry reads: a path, an ark, or a pipe's operands."""
     entry = entry.strip()
     if entry.endswith("|"):
         try:
@@ -62,14 +62,15 @@ def fingerprint(*paths: str | os.PathLike) -> str:
     h = hashlib.sha1()
     for path in map(Path, paths):
         h.update(f"\0{path}\0".encode())
-        if (path / "wav.scp").is_file() or (path / "feats.scp").is_file():
-            scp = "wav.scp" if (path / "wav.scp").is_file() else "feats.scp"
-            tables = DATA_TABLES if scp == "wav.scp" else FEATURE_TABLES
-            for name in tables:
+        scps = [path / n for n in ("wav.scp", "feats.scp") if (path / n).is_file()]
+        if scps:
+            for name in TABLES:
                 if (path / name).is_file():
                     h.update(name.encode() + (path / name).read_bytes())
+            for extra in sorted(path.glob("*.npz")):
+                h.update(hashlib.sha1(extra.read_bytes()).digest())
             # relative entries (our ark paths) are relative to the working directory
-            files = sorted({f for v in _table_values(path / scp) for f in audio_files(v)})
+            files = sorted({f for scp in scps for v in _table_values(scp) for f in audio_files(v)})
             for f in files:
                 h.update(_stat(f).encode())
         elif path.is_dir():
