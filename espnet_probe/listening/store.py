@@ -248,7 +248,8 @@ class Store:
     # ------------------------------------------------------------ answers
 
     def submit_answer(self, rater_id: int, trial_id: int, choice: str) -> None:
-        """Store one answer, or raise AnswerRejected saying why it is not stored."""
+        """Store the answer to the rater's current trial (``next_trial``), or raise
+        AnswerRejected saying why it is not stored."""
         if choice not in CHOICES:
             raise AnswerRejected(f"the answer must be A or B, got {choice!r}", 400)
         with _write(self.conn):
@@ -261,6 +262,11 @@ class Store:
             if answered is not None:
                 raise AnswerRejected(f"trial {trial_id} is already answered; an answer cannot "
                                      "be changed", 409)
+            # only the trial on the rater's page: an answer to one never heard is no judgement
+            shown = self.next_trial(rater_id)
+            if shown.trial != trial_id:
+                raise AnswerRejected(f"trial {trial_id} has not been shown yet; answer trial "
+                                     f"{shown.position} first", 409)
             self.conn.execute("INSERT INTO answers (rater, trial, choice, answered_at) "
                               "VALUES (?, ?, ?, ?)", (rater_id, trial_id, choice, _now()))
 
