@@ -511,3 +511,16 @@ def test_answers_only_for_the_shown_trial(db, client):
             assert status == 409 and "not been shown yet" in text
     with Store(db) as s:
         assert [(r["trial"], r["choice"]) for r in s.answer_rows()] == [(t, "A") for t in order]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--host", "0.0.0.0"], "binds every address"),
+    (["--secure_cookie"], "needs the public origin"),
+    (["--origin", "ftp://x"], "is not an http(s)://host[:port] URL"),
+])
+def test_serve_refuses_an_origin_it_cannot_enforce_in_one_line(db, capsys, extra, message):
+    from espnet_probe.bin import listening_test
+
+    assert listening_test.main(["serve", "--db", str(db), "--port", "0", *extra]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("listening_test serve: error: ") and message in err[0]

@@ -4,7 +4,7 @@
       --out exp/listening/NAME [--exps probe_a probe_b] [--sets test] [--layers input blstm5] \\
       [--per_layer 4] [--seed 0] [--force]
   python -m espnet_probe.bin.listening_test serve --db exp/listening/NAME/listening.db \\
-      [--host 127.0.0.1] [--port 8000] [--secure_cookie]
+      [--host 127.0.0.1] [--port 8000] [--origin https://listen.example.org --secure_cookie]
   python -m espnet_probe.bin.listening_test export --db .../listening.db --out answers.csv
   python -m espnet_probe.bin.listening_test score --db .../listening.db [--out_dir DIR]
 
@@ -14,7 +14,9 @@ current directory, so run it from the recipe dir). An existing database with ans
 unless --force.
 serve: the web app on waitress (8 threads). It binds to 127.0.0.1 by default; to let raters on
 other machines in, bind another address on a trusted network or put it behind a TLS proxy
-(then add --secure_cookie).
+(then add --origin with the URL raters open, and --secure_cookie). Posts from any other origin
+are refused, so --origin is needed wherever the bound address is not that URL (0.0.0.0, a
+proxy).
 export: every answer with its trial (speakers, utterances, right answer) as CSV.
 score: DIR/scores.csv (default DIR: the database's dir) with columns
 model,training,set,layer,layer_index,metric,value,ci_low,ci_high,n and metric human_error
@@ -61,18 +63,24 @@ def _is_loopback(host: str) -> bool:
 def cmd_serve(args) -> int:
     from espnet_probe.listening.app import THREADS, create_app, make_server
 
-    app = create_app(args.db, secure_cookie=args.secure_cookie)
+    try:
+        app = create_app(args.db, secure_cookie=args.secure_cookie, origin=args.origin)
+    except ValueError as e:  # an origin the server cannot enforce: say so, before binding
+        raise ListeningTestError(str(e)) from None
+    try:
+        server = make_server(app, args.host, args.port, THREADS)
+    except ValueError as e:
+        raise ListeningTestError(f"{e} (give --origin)") from None
     if not _is_loopback(args.host):
         bar = "!" * 78
         print(f"{bar}\nWARNING: binding to {args.host}, not loopback: anyone who can reach this "
               f"address and port can take part\nand fetch the test audio. Plain HTTP: tokens and "
               f"answers cross the network unencrypted.\nUse a trusted network or a TLS reverse "
               f"proxy (with --secure_cookie).\n{bar}", file=sys.stderr)
-    server = make_server(app, args.host, args.port, THREADS)
     with Store(args.db) as store:
         n_trials, n_answers = store.n_trials(), store.n_answers()
     print(f"listening_test serve: {args.db} ({n_trials} trials, {n_answers} answers so far) on "
-          f"http://{args.host}:{server.effective_port}/ with {THREADS} threads; Ctrl-C stops",
+          f"{app.config['PUBLIC_ORIGIN']}/ with {THREADS} threads; Ctrl-C stops",
           file=sys.stderr)
     server.run()
     return 0
@@ -117,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--db", type=Path, required=True)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--origin", help="the URL raters open, e.g. https://listen.example.org "
+                       "(default: http://HOST:PORT); posts from other origins are refused")
     serve.add_argument("--secure_cookie", action="store_true",
                        help="send the rater cookie over HTTPS only (behind a TLS proxy)")
     serve.set_defaults(run=cmd_serve)
