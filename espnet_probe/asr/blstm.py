@@ -141,13 +141,6 @@ class BLSTMStack(torch.nn.Module):
     def output_size(self) -> int:
         return self._output_size
 
-    @property
-    def total_subsample(self) -> int:
-        rate = 1
-        for s in self.subsample:
-            rate *= s
-        return rate
-
     def forward(
         self,
         xs: torch.Tensor,

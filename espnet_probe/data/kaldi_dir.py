@@ -259,42 +259,6 @@ def write_data_dir(path: str | Path, data: KaldiDataDir) -> None:
             write_table(tmp / name, table)
 
 
-def combine_data_dirs(dirs: list[KaldiDataDir]) -> KaldiDataDir:
-    """Union of data dirs with disjoint utterance ids (e.g. clean train + its noisy copies).
-
-    Extra per-utterance files are kept only when every input has them. ``utt2clean`` is the
-    exception: an input without it is clean, so each of its utterances maps to itself.
-    """
-    if not dirs:
-        raise DataDirError("nothing to combine")
-    combined = KaldiDataDir(wav_scp={}, utt2spk={}, text={},
-                            segments={} if any(d.segments is not None for d in dirs) else None)
-    names = set.intersection(*(set(d.extra) for d in dirs))
-    if any("utt2clean" in d.extra for d in dirs):
-        names.add("utt2clean")
-    combined.extra = {n: {} for n in sorted(names)}
-    for d in dirs:
-        clash = set(d.utt2spk) & set(combined.utt2spk)
-        if clash:
-            raise DataDirError(f"cannot combine: utterance id '{sorted(clash)[0]}' occurs twice")
-        if combined.segments is not None and d.segments is None:
-            raise DataDirError("cannot combine a data dir with segments and one without")
-        for rec, entry in d.wav_scp.items():
-            if combined.wav_scp.get(rec, entry) != entry:
-                raise DataDirError(f"cannot combine: recording '{rec}' has two wav.scp entries")
-            combined.wav_scp[rec] = entry
-        combined.utt2spk.update(d.utt2spk)
-        combined.text.update(d.text)
-        if d.segments is not None:
-            combined.segments.update(d.segments)
-        for n in names:
-            table = d.extra.get(n)
-            if table is None:  # only utt2clean can be absent: a clean dir
-                table = {u: u for u in d.utt2spk}
-            combined.extra[n].update(table)
-    return combined
-
-
 def check_speaker_split(train: KaldiDataDir, others: dict[str, KaldiDataDir]) -> None:
     """Held-out sets must not share speakers with training (the probes are scored on unseen voices)."""
     train_spk = set(train.utt2spk.values())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 
 
 @contextlib.contextmanager
@@ -21,16 +20,3 @@ def blas_threads(n: int = 1):
         return
     with threadpool_limits(limits=n, user_api="blas"):
         yield
-
-
-def entry_fingerprint(entry: str) -> str:
-    """A wav.scp entry plus, for a file, its size and mtime: changes when the audio is rewritten
-    (so cached scores go stale); a ``cmd |`` pipe is taken as written."""
-    entry = entry.strip()
-    if not entry.endswith("|"):
-        try:
-            st = os.stat(entry)
-            return f"{entry}:{st.st_size}:{st.st_mtime_ns}"
-        except OSError:
-            pass
-    return entry

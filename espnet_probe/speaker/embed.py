@@ -24,11 +24,11 @@ import yaml
 from tqdm import tqdm
 
 from espnet_probe.audio.io import SAMPLE_RATE, load_audio
-from espnet_probe.metrics import entry_fingerprint
 from espnet_probe.metrics.trials import Trials
 from espnet_probe.speaker.ge2e import INT16_MAX, Embedder, SpeakerScoringError, score_speaker
 from espnet_probe.speaker.resnet import ENCODER_DEFAULTS, load_encoder, repeat_pad
 from espnet_probe.utils.fileio import shard
+from espnet_probe.utils.freshness import entry_fingerprint
 
 MIN_SECONDS = 0.5
 STATUSES = ("ok", "silent", "short")

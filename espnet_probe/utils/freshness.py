@@ -8,6 +8,8 @@ differs. Inputs are fingerprinted by kind:
   audio file replaced in place changes the digest although wav.scp's text does not;
 - any other directory: every file below it (relative path, size, time);
 - a file: its content.
+Outputs made one item at a time (a wav per utterance) use the per-item form of the rule: an
+item is stale when it is missing or older than a file it was made from (``is_stale``).
 Size + time, not content, for audio and arks: hashing hours of audio on every run would cost
 more than the stages it guards; tools that rewrite a file update its time.
 """
@@ -47,6 +49,29 @@ def audio_files(entry: str) -> list[Path]:
     if ark and not Path(entry).exists():
         return [Path(ark.group(1))]
     return [Path(entry)]
+
+
+def is_stale(output: Path, inputs: Iterable[Path]) -> bool:
+    """True if ``output`` is missing or older than any of ``inputs`` (make's rule)."""
+    try:
+        made = output.stat().st_mtime_ns
+    except FileNotFoundError:
+        return True
+    return any(f.stat().st_mtime_ns > made for f in inputs if f.exists())
+
+
+def entry_fingerprint(entry: str) -> str:
+    """One wav.scp entry plus the size and time of each file it reads (``path:size:mtime`` for
+    a path): cached per-utterance scores and embeddings go stale when the audio is rewritten."""
+    entry = entry.strip()
+    stats = []
+    for f in audio_files(entry):
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        stats.append(f":{st.st_size}:{st.st_mtime_ns}")
+    return entry + "".join(stats)
 
 
 def _table_values(path: Path) -> Iterable[str]:
