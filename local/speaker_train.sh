@@ -23,7 +23,7 @@ for v in config exp train_dir; do
 done
 [ -f "${train_dir}/wav.scp" ] && [ -f "${train_dir}/utt2spk" ] \
   || { echo "$0: ${train_dir} needs wav.scp and utt2spk" >&2; exit 1; }
-data_sum=$(cat "${train_dir}/wav.scp" "${train_dir}/utt2spk" | sha1sum | cut -c1-12)
+data_sum=$(python -m espnet_probe.bin.fingerprint "${train_dir}")  # tables and audio files
 settings="config=$(sha1sum < "${config}" | cut -c1-12) data=${train_dir}:${data_sum} valid=${valid_fraction} seed=${split_seed} ${speaker_args}"
 exp_begin "speaker encoder" "${exp}" "${settings}" || exit 0
 

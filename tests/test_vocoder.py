@@ -2,6 +2,7 @@
 
 import json
 import math
+import time
 from pathlib import Path
 
 import kaldiio
@@ -372,14 +373,38 @@ def test_cli_errors_name_the_utterance(tmp_path, mel_set, capsys, log_mels):
     assert run_cli("--mel_scp", d / "dim.scp", "--out_dir", tmp_path / "o5", "--fbank_config",
                    REPO / "conf" / "fbank.yaml", "--config", REPO / "conf" / "vocoder.yaml") == 1
     assert f"'{utts[2]}' has 40-dim frames" in capsys.readouterr().err
-    # resuming a directory with other settings would mix outputs
+    # a directory resumed with other settings is vocoded again, never mixed
     cfg2 = tmp_path / "v.yaml"
     cfg2.write_text("n_iter: 1\n")
     assert run_cli(*base[:-1], cfg2, "--out_dir", tmp_path / "o4") == 0
-    assert run_cli(*base, "--out_dir", tmp_path / "o4") == 1
-    assert "other settings" in capsys.readouterr().err
+    first = {w.name: w.read_bytes() for w in (tmp_path / "o4" / "wav").glob("*.wav")}
+    time.sleep(0.01)
+    assert run_cli(*base, "--out_dir", tmp_path / "o4") == 0
+    again = {w.name: w.read_bytes() for w in (tmp_path / "o4" / "wav").glob("*.wav")}
+    assert first and sorted(again) == sorted(first)
+    assert all(again[n] != first[n] for n in first)
+    assert json.loads((tmp_path / "o4" / "vocode_config.json").read_text())["vocoder"]["n_iter"] != 1
 
 
 def test_vocode_rejects_inconsistent_jobs_flags(tmp_path):
     with pytest.raises(SystemExit):
         run_cli("--mel_scp", tmp_path / "x.scp", "--out_dir", tmp_path, "--nj", 3)
+
+
+def test_wavs_older_than_their_mels_are_vocoded_again(tmp_path, mel_set, log_mels):
+    """A probe decoded again rewrites its mel ark: stage 9 redoes those wavs, keeps the rest."""
+    d, data, utts = mel_set
+    out = tmp_path / "voc"
+    common = ["--mel_scp", d / "mel.scp", "--out_dir", out, "--fbank_config",
+              REPO / "conf" / "fbank.yaml", "--config", REPO / "conf" / "vocoder.yaml",
+              "--lengths_from", data / "wav.scp"]
+    assert run_cli(*common) == 0
+    before = {u: (out / "wav" / f"{u}.wav").read_bytes() for u in utts}
+    assert run_cli(*common) == 0  # nothing changed: nothing rewritten
+    assert all((out / "wav" / f"{u}.wav").read_bytes() == before[u] for u in utts)
+    time.sleep(0.01)
+    with kaldiio.WriteHelper(f"ark,scp:{d}/mel.ark,{d}/mel.scp") as w:  # a new decode
+        for u in utts:
+            w(u, log_mels[u] - 1.0)
+    assert run_cli(*common) == 0
+    assert all((out / "wav" / f"{u}.wav").read_bytes() != before[u] for u in utts)

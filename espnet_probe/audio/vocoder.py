@@ -44,6 +44,7 @@ from espnet_probe.audio.features import FbankConfig, mel_filterbank
 from espnet_probe.audio.io import AudioError, load_audio, write_wav
 from espnet_probe.data.kaldi_dir import Segment, read_table, write_table
 from espnet_probe.utils.fileio import atomic_open, shard
+from espnet_probe.utils.freshness import audio_files, is_stale
 
 logger = logging.getLogger(__name__)
 
@@ -482,18 +483,20 @@ def _wav_scp_name(job: int | None) -> str:
     return "wav.scp" if job is None else f"wav.{job}.scp"
 
 
-def _check_settings(out_dir: Path, settings: dict) -> None:
-    """A resumed directory must have been made with the same settings, or outputs would mix."""
+def _record_settings(out_dir: Path, settings: dict) -> Path:
+    """out_dir/vocode_config.json, rewritten when the settings change: every wav older than it
+    is then stale (``is_stale``), so a resumed dir never mixes outputs of two settings."""
     path = out_dir / "vocode_config.json"
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
-        if old != settings:
-            changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-            raise VocodeError(f"{path}: {out_dir} was vocoded with other settings ({changed}); "
-                              "use a new --out_dir or delete the old one")
-        return
+        if old == settings:
+            return path
+        changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        logger.info("%s: vocoded with other settings before (%s): vocoding every utterance "
+                    "again", out_dir, ", ".join(changed))
     with atomic_open(path) as f:
         json.dump(settings, f, indent=1, sort_keys=True)
+    return path
 
 
 def vocode_scp(mel_scp: str | Path, out_dir: str | Path, cfg: FbankConfig,
@@ -515,14 +518,16 @@ def vocode_scp(mel_scp: str | Path, out_dir: str | Path, cfg: FbankConfig,
         extra = counts.ids() - set(entries)
         if extra:
             logger.info("%s: %d ids not in %s are ignored", lengths_from, len(extra), mel_scp)
-    _check_settings(out_dir, {"fbank": cfg.as_dict(), "vocoder": vocoder_cfg.as_dict(),
+    settings = _record_settings(out_dir, {"fbank": cfg.as_dict(), "vocoder": vocoder_cfg.as_dict(),
                               "exact_lengths": counts is not None})
     wav_dir = out_dir / "wav"
     wav_dir.mkdir(parents=True, exist_ok=True)
 
     todo: list[_Item] = []
     for utt in utts:
-        if (wav_dir / f"{utt}.wav").exists():  # written atomically, so present means complete
+        # written atomically, so present means complete; older than the settings or its mel
+        # (a probe decoded again) means stale
+        if not is_stale(wav_dir / f"{utt}.wav", [settings, *audio_files(entries[utt])]):
             continue
         try:
             frames, dim = mel_shape(entries[utt])
