@@ -409,3 +409,12 @@ def test_fingerprint_sees_files_inside_pipes_and_arks(tmp_path):
     assert audio_files(f"sox {wav} -t wav - |") == [wav]
     assert audio_files(f"{tmp_path}/a.ark:123") == [tmp_path / "a.ark"]
     assert audio_files(str(wav)) == [wav]
+
+
+def test_a_linked_test_dir_is_named_by_its_link(tmp_path):
+    """The README's advice for a path with a space: the link's name is the set's name."""
+    (d,) = recipe_dirs(tmp_path, "my test")
+    link = tmp_path / "my_test"
+    link.symlink_to(d)
+    assert recipe_test_set_names(str(link), train_set="train", valid_set="dev",
+                                 snrs=[]) == ["my_test"]

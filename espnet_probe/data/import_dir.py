@@ -329,7 +329,7 @@ def recipe_test_set_names(test_dirs: str, *, train_set: str, valid_set: str,
         raise DataDirError(f"--train_set and --valid_set are both '{train_set}'")
     names: list[str] = []
     for d in dirs:
-        name = Path(d).resolve().name
+        name = Path(d).name if Path(d).name not in ("", ".", "..") else Path(d).resolve().name
         if name in taken:
             raise DataDirError(f"--test_dirs: '{d}' would be data/{name}, the name of "
                                f"{taken[name]}; rename or link the directory")
