@@ -80,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.test_set_names:
             if not args.test_dirs:
                 p.error("--test_set_names needs --test_dirs")
-            print(" ".join(recipe_test_set_names(args.test_dirs, train_set=args.train_set,
-                                          valid_set=args.valid_set, snrs=snrs)))
+            names = recipe_test_set_names(args.test_dirs, train_set=args.train_set,
+                                          valid_set=args.valid_set, snrs=snrs)
+            print(" ".join(names))
             return 0
         if args.src is None:
             if not (args.data and args.train_dir and args.valid_dir and args.test_dirs):

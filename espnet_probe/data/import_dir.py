@@ -304,7 +304,7 @@ def import_data_dir(src: str | Path, dst: str | Path, *, fix: bool = False,
 # ----------------------------------------------------------------------------- recipe sets
 
 def recipe_test_set_names(test_dirs: str, *, train_set: str, valid_set: str,
-                   snrs: list[str]) -> list[str]:
+                          snrs: list[str]) -> list[str]:
     """The recipe's names for ``--test_dirs`` (their basenames), refusing every collision.
 
     ``test_dirs`` is the option's text, space-separated as ESPnet's ``--test_sets``. A name
