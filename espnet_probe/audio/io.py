@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import signal
 import struct
 import subprocess
@@ -16,6 +15,7 @@ import soundfile as sf
 
 from espnet_probe.data.kaldi_dir import KaldiDataDir, Segment
 from espnet_probe.utils.fileio import atomic_path
+from espnet_probe.utils.freshness import ark_archive
 
 SAMPLE_RATE = 16000
 
@@ -40,8 +40,7 @@ MIN_UTTERANCE_SECONDS = 0.1
 # WAV data sizes that streaming writers (sox, ffmpeg to a pipe) put in place of the unknown length
 _UNKNOWN_WAV_SIZES = {0, 0xFFFFFFFF}
 _STREAMING_WAV_SIZE = 0x7FFFF000
-# Kaldi's wav.scp may address audio inside an archive: "path.ark:byte_offset"
-_ARK_ENTRY = re.compile(r"^(.+):(\d+)$")
+_HEADER_BYTES = 1 << 16  # WAV metadata chunks (LIST, bext) before "data" fit in this
 
 
 def declared_wav_frames(head: bytes) -> int | None:
@@ -96,14 +95,12 @@ def _read_pipe(utt: str, entry: str, timeout: float) -> tuple[np.ndarray, int]:
     return wav, sr
 
 
-_HEADER_BYTES = 1 << 16  # WAV metadata chunks (LIST, bext) before "data" fit in this
-
 
 def _read_file(utt: str, path: str, segment: Segment | None) -> tuple[np.ndarray, int]:
     p = Path(path)
     if not p.is_file():
-        ark = _ARK_ENTRY.match(path)
-        if ark and Path(ark.group(1)).is_file():
+        archive = ark_archive(path)  # Kaldi's "archive.ark:byte_offset"
+        if archive is not None and archive.is_file():
             return _read_ark(utt, path, segment)
         raise AudioError(utt, path, "file not found")
     if p.stat().st_size == 0:

@@ -36,6 +36,14 @@ def _stat(path: Path) -> str:
     return f"{path} {st.st_size} {st.st_mtime_ns}"
 
 
+def ark_archive(entry: str) -> Path | None:
+    """The archive of a Kaldi ``archive.ark:byte_offset`` entry, None for anything else."""
+    ark = _ARK_OFFSET.match(entry)
+    if ark is None or Path(entry).exists():
+        return None
+    return Path(ark.group(1))
+
+
 def audio_files(entry: str) -> list[Path]:
     """The files a wav.scp or feats.scp entry reads: a path, an ark, or a pipe's operands."""
     entry = entry.strip()
@@ -45,10 +53,7 @@ def audio_files(entry: str) -> list[Path]:
         except ValueError:  # unbalanced quotes: the command text alone identifies it
             return []
         return [Path(w) for w in words if "/" in w and Path(w).is_file()]
-    ark = _ARK_OFFSET.match(entry)
-    if ark and not Path(entry).exists():
-        return [Path(ark.group(1))]
-    return [Path(entry)]
+    return [ark_archive(entry) or Path(entry)]
 
 
 def is_stale(output: Path, inputs: Iterable[Path]) -> bool:
