@@ -79,11 +79,6 @@ def fix_tables(src: Path, *, require_text: bool = True) -> tuple[dict[str, dict[
         tables[name] = read(name)
     if (src / "text").is_file():
         tables["text"] = read("text", allow_empty_value=True)
-        empty = [u for u, words in tables["text"].items() if not words]
-        if empty:
-            changes.append(f"text: dropped {len(empty)} utterance(s) with an empty transcript: "
-                           f"{id_list(empty)}")
-            tables["text"] = {u: w for u, w in tables["text"].items() if w}
     elif require_text:
         raise DataDirError(f"{src / 'text'}: file not found (transcripts are required here)")
     if (src / "segments").is_file():
@@ -111,6 +106,13 @@ def fix_tables(src: Path, *, require_text: bool = True) -> tuple[dict[str, dict[
             label = ("segments" if "segments" in tables else "wav.scp") if name == "audio" else name
             changes.append(f"{label}: dropped {len(lost)} utterance(s) missing from another file: "
                            f"{id_list(lost)}")
+    # dropped from every table below, and reported once, as what they are
+    text = tables.get("text", {})
+    empty = sorted(u for u in keep if u in text and not text[u])
+    if empty:
+        changes.append(f"text: dropped {len(empty)} utterance(s) with an empty transcript: "
+                       f"{id_list(empty)}")
+        keep -= set(empty)
     if not keep:
         raise DataDirError(f"{src}: no utterance is in all of wav.scp/segments, utt2spk, text")
 
