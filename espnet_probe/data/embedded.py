@@ -414,7 +414,7 @@ def build_corpus(cfg: CorpusConfig, nj: int = 1, progress: bool = True) -> dict:
     bar.close()
 
     keep = {u.wav for utts in plan.values() for u in utts}
-    ours = r"\.?spk\d+-\d+\.wav(\.\w+\.tmp)?"  # our wavs and temp files of killed writes
+    ours = r"\.?spk\d+-\d+\.wav(\.[\w.-]+\.tmp)?"  # our wavs and temp files of killed writes
     _remove_strays(local / "wav", keep, ours)
     _remove_strays(Path(cfg.babble_dir), keep, ours)
 
