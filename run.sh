@@ -23,20 +23,26 @@ test_dirs=""                # space-separated; their names become the test set n
 # Noise (stage 2)
 musan_dir=""                # MUSAN-layout dir (noise/ music/ speech/); empty: synthesize noise
 augment_config=${probe_root}/conf/augment.yaml
-test_snrs="20 10 0"
+test_snrs="0"                # the paper: "20 10 0" (every SNR costs stages 6-11 one more condition)
 # Features (stage 3)
 fbank_config=${probe_root}/conf/fbank.yaml
 # ASR (stages 4-6)
 token_type=""               # char | bpe; empty: each ASR config's own token_type (char if unset)
 nbpe=100                    # sentencepiece BPE vocabulary size
-asr_configs="${probe_root}/conf/asr/vgg_blstm_small.yaml ${probe_root}/conf/asr/blstm_small.yaml"
+asr_configs="${probe_root}/conf/asr/vgg_blstm_small.yaml"   # the paper's 2 x 2: add
+                            # ${probe_root}/conf/asr/blstm_small.yaml (see README, "The paper's design")
 asr_config=""               # a single config instead of asr_configs (e.g. conformer_small.yaml)
 asr_trainings="baseline robust"   # baseline: clean training set; robust: clean + noisy copy
+robust_epoch=clean          # clean: a robust epoch makes as many updates as a baseline one (each
+                            # utterance heard clean or noisy in turn, as with on-the-fly noise);
+                            # all: a pass over clean + noisy (twice the updates and the time)
 asr_args=""                 # extra ESPnet trainer options, e.g. "--max_epoch 30"
 ngpu=0
 gpu_inference=false         # true: decoding, probe decoding, speaker-ID probes and scoring run as
                             # ${cuda_cmd} jobs with --device cuda (training follows --ngpu)
-asr_parallel=2              # ASR models (and probes) trained at once (1 thread each on a CPU)
+asr_parallel=2              # ASR models trained at once (1 thread each on a CPU)
+probe_parallel=3            # probe experiments trained at once: on 2 cores the default's three
+                            # share them, rather than the third waiting for a free one
 asr_exps=""                 # ESPnet2 ASR models trained elsewhere, probed beside ours: egs2 exp
                             # dirs or packed models (espnet2.bin.pack asr), space-separated
 asr_recipe_dir=""           # where their config.yaml's relative paths start (default: each exp
@@ -108,8 +114,8 @@ Options (defaults in brackets):
   --fbank_config [${fbank_config}]
   --token_type [${token_type:-from each ASR config}] --nbpe [${nbpe}]
   --asr_configs ["${asr_configs}"]  --asr_config (one config instead)
-  --asr_trainings ["${asr_trainings}"] --asr_args ["${asr_args}"] --ngpu [${ngpu}]
-  --gpu_inference [${gpu_inference}] --asr_parallel [${asr_parallel}]
+  --asr_trainings ["${asr_trainings}"] --robust_epoch [${robust_epoch}] --asr_args ["${asr_args}"] --ngpu [${ngpu}]
+  --gpu_inference [${gpu_inference}] --asr_parallel [${asr_parallel}] --probe_parallel [${probe_parallel}]
   --asr_exps ["${asr_exps}"] --asr_recipe_dir [${asr_recipe_dir:-<exp dir>/../..}]
   --asr_model_file [${asr_model_file:-first of valid.acc.ave.pth ...}] --beam_size [${beam_size}]
   --probe_config [${probe_config}] --probe_train_set [${probe_train_set:-<train>_robust}]
@@ -128,6 +134,9 @@ HELP
 . "${probe_root}/scripts/parse_options.sh"
 . "${probe_root}/path.sh"
 . "${probe_root}/cmd.sh"
+case "${robust_epoch}" in clean|all) ;;
+  *) echo "$0: --robust_epoch must be clean or all, got '${robust_epoch}'" >&2; exit 1 ;;
+esac
 case "${gpu_inference}" in  # as ESPnet's --gpu_inference: the GPU queue and the device together
   true) infer_cmd=${cuda_cmd}; infer_device=cuda ;;
   false) infer_cmd=${decode_cmd}; infer_device=cpu ;;
@@ -135,7 +144,16 @@ case "${gpu_inference}" in  # as ESPnet's --gpu_inference: the GPU queue and the
 esac
 
 log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') ($(basename "$0"):${BASH_LINENO[0]}) $*" >&2; }
-run_stage() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
+# run_stage N: is stage N selected? It also closes the previous stage with its wall time.
+stage_running=""; stage_started=0; run_started=$(date +%s)
+end_stage() {
+  if [ -n "${stage_running}" ]; then log "Stage ${stage_running} done in $(( $(date +%s) - stage_started )) s"; fi
+  stage_running=""
+}
+run_stage() {
+  [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ] || return 1
+  end_stage; stage_running=$1; stage_started=$(date +%s)
+}
 
 if [ -n "${test_dirs}" ]; then  # their basenames, checked against every other set's name
   test_sets=$(python -m espnet_probe.bin.import_data_dir --test_set_names --test_dirs "${test_dirs}" \
@@ -225,13 +243,19 @@ if run_stage 5; then
       type=$(config_token_type "${config}")
       bpemodel=""
       [ "${type}" = bpe ] && bpemodel=$(token_dir bpe)/bpe.model
+      epoch_args=""
+      if [ "${training}" = robust ] && [ "${robust_epoch}" = clean ]; then
+        # shellcheck disable=SC2086
+        epoch_args="--num_iters_per_epoch $(python -m espnet_probe.bin.count_batches --config "${config}" \
+          --shape_file "${dumpdir}/fbank/${train_set}/feats_shape" ${asr_args})"
+      fi
       while [ "$(jobs -rp | wc -l)" -ge "${asr_parallel}" ]; do sleep 2; done
       "${probe_root}/local/asr_train.sh" --config "${config}" \
         --exp "${expdir}/$(asr_tag "${config}" "${training}")" --model "$(basename "${config}" .yaml)" \
         --training "${training}" --train_set "$(asr_train_set "${training}")" \
         --valid_set "${valid_set}" --featdir "${dumpdir}/fbank" \
         --token_list "$(token_dir "${type}")/tokens.txt" --token_type "${type}" --bpemodel "${bpemodel}" --ngpu "${ngpu}" \
-        --asr_args "${asr_args}" --cmd "${cuda_cmd}" &
+        --asr_args "${epoch_args} ${asr_args}" --cmd "${cuda_cmd}" &
       pids+=($!)
     done
   done
@@ -314,7 +338,7 @@ if run_stage 7; then
   pids=()
   for job in "${probe_jobs[@]}"; do
     read -r pexp aexp init <<< "${job}"
-    while [ "$(jobs -rp | wc -l)" -ge "${asr_parallel}" ]; do sleep 2; done
+    while [ "$(jobs -rp | wc -l)" -ge "${probe_parallel}" ]; do sleep 2; done
     "${probe_root}/local/probe_train.sh" --config "${probe_config}" --exp "${pexp}" \
       --asr_config "${aexp}/config.yaml" --asr_model "$(asr_checkpoint "${aexp}")" --asr_init "${init}" \
       --asr_input "$(python -m espnet_probe.bin.bring_asr --input_of "${aexp}")" --train_set "${probe_train_set}" --valid_set "${valid_set}" --featdir "${dumpdir}/fbank" \
@@ -513,7 +537,8 @@ if run_stage 14; then
   make_report
 fi
 
-log "Finished stages ${stage}..${stop_stage}"
+end_stage
+log "Finished stages ${stage}..${stop_stage} in $(( $(date +%s) - run_started )) s"
 if [ "${stop_stage}" -ge 12 ] && [ -f "${expdir}/report/RESULTS.md" ]; then
   log "Report: ${expdir}/report/RESULTS.md (tables, findings, paired tests; scores.csv,"
   log "  comparisons.csv); figures: ${expdir}/report/*.png"

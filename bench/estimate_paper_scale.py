@@ -551,12 +551,12 @@ def main() -> None:
             asr[name] = {"conf": conf, **measure_asr(model, batch, args.repeats)}
             schedule = parse_schedule(conf, str(config))
             growth[name] = []
-            for n in (schedule.layers if schedule else []):  # growth stages: n BLSTM layers first
+            for n, epochs in (zip(schedule.layers, schedule.epochs) if schedule else []):  # growth stages
                 sub = (conf.get("encoder_conf") or {}).get("subsample")
                 over = ["--encoder_conf", f"num_layers={n}"] + (
                     ["--encoder_conf", f"subsample={sub[:n]}"] if isinstance(sub, list) else [])
                 small = build_asr(config, Path(tmp), args.n_tokens, over)
-                growth[name].append((n, schedule.epochs, measure_asr(small, batch, 1)))
+                growth[name].append((n, epochs, measure_asr(small, batch, 1)))
             if args.linearity_check and not probe:
                 log(f"{name}: linearity check, {args.batch_utts} x {args.utt_seconds:g} s")
                 full = feature_batch(args.batch_utts, args.utt_seconds, args.frame_rate, args.tokens_per_second,

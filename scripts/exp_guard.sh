@@ -22,7 +22,7 @@ exp_finish() { echo "$2" > "$1/.done"; }
 run_followed() {
   local label=$1 log=$2 job follower status=0
   shift 2
-  "$@" &
+  PROBE_HEARTBEAT=0 "$@" &   # the follower prints this job's progress, not the runner
   job=$!
   python -m espnet_probe.bin.follow_training --label "${label}" --pid "${job}" "${log}" &
   follower=$!

@@ -9,7 +9,9 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from espnet_probe.asr import BLSTMEncoder, VGGBLSTMEncoder, register_encoders
+from espnet_probe.asr.blstm import BLSTMEncoder
+from espnet_probe.asr.register import register_encoders
+from espnet_probe.asr.vgg_blstm import VGGBLSTMEncoder
 from espnet_probe.asr.blstm import BiLSTM, reverse_within_lengths
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "asr"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from espnet_probe.asr import register_encoders
+from espnet_probe.asr.register import register_encoders
 from espnet_probe.asr.pretraining import espnet_config
 from espnet_probe.layers import encoder_layers, extract_layers, layer_table, load_asr_model
 

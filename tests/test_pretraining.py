@@ -87,6 +87,7 @@ def test_config_without_schedule_runs_espnet_unchanged(tmp_path):
     ({"layers": [5], "epochs": 2}, "below encoder_conf.num_layers=5"),
     ({"layers": [], "epochs": 2}, "non-empty list"),
     ({"layers": [2], "epochs": 0}, "positive integer"),
+    ({"layers": [1, 3], "epochs": [4]}, "one per stage"),
     ({"layers": [2], "epochs": 2, "lr": 1}, "keys 'layers' and 'epochs'"),
 ])
 def test_bad_schedules_are_rejected_with_the_config_named(tmp_path, section, message):
@@ -95,3 +96,31 @@ def test_bad_schedules_are_rejected_with_the_config_named(tmp_path, section, mes
     with pytest.raises(PretrainingError, match=message) as err:
         parse_schedule(conf, str(config))
     assert str(config) in str(err.value)
+
+
+def test_robust_epochs_get_the_clean_sets_batch_count_from_espnets_sampler(tmp_path, capsys):
+    """count_batches (run.sh --robust_epoch clean) counts the batches ESPnet's numel sampler
+    makes of a shape file, with --asr_args batch options over the config's."""
+    from espnet_probe.bin.count_batches import main as count_main
+
+    shape = tmp_path / "feats_shape"
+    shape.write_text("".join(f"u{i:03d} {100 + 10 * i},240\n" for i in range(40)))
+    config = tmp_path / "asr.yaml"
+    config.write_text("batch_type: numel\nbatch_bins: 240000\nencoder_pretraining: {layers: [1], epochs: 1}\n")
+    total_frames = sum(100 + 10 * i for i in range(40))  # 11,800 frames x 240 = 2.8M bins
+    assert count_main(["--config", str(config), "--shape_file", str(shape)]) == 0
+    batches = int(capsys.readouterr().out)
+    # ESPnet's numel batches fill up to about batch_bins each (it may overshoot by one utterance)
+    assert 0.75 * total_frames * 240 / 240000 <= batches <= total_frames * 240 / 240000 + 4
+    assert count_main(["--config", str(config), "--shape_file", str(shape),
+                       "--max_epoch", "3", "--batch_bins", "1200000"]) == 0
+    assert int(capsys.readouterr().out) <= batches / 3  # 5x the bins: a third or fewer
+
+
+def test_each_stage_may_have_its_own_number_of_epochs(tmp_path):
+    config = write_config(tmp_path / "asr.yaml", encoder_pretraining={"layers": [1, 3], "epochs": [5, 3]})
+    fake = FakeESPnet()
+    run_with_pretraining(["--config", str(config), "--output_dir", str(tmp_path / "exp")], fake)
+    first, second, _ = fake.calls
+    assert first[first.index("--max_epoch") + 1] == "5" and second[second.index("--max_epoch") + 1] == "3"
+    assert second[second.index("--init_param") + 1] == str(tmp_path / "exp" / "pretrain" / "L1" / "5epoch.pth")

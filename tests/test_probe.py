@@ -124,7 +124,7 @@ def test_probe_task_trains_through_espnet_and_decodes(tmp_path):
     import yaml
     from espnet2.tasks.asr import ASRTask
 
-    from espnet_probe.asr import register_encoders
+    from espnet_probe.asr.register import register_encoders
     from espnet_probe.bin import probe_decode, probe_train
 
     feats = real_features(tmp_path / "dump")
@@ -304,4 +304,9 @@ def test_sampled_frame_loss_equals_the_full_loss_on_the_same_frames():
         lengths = torch.tensor([t_layer, t_layer - 3, t_layer - 5])
         full = probe(hidden, 57, lengths)
         b, t = torch.randint(0, 3, (40,)), torch.randint(0, 57, (40,))
-        assert torch.allclose(probe.forward_at(hidden, lengths, b, t), full[b, t], atol=1e-6)
+        sampled = probe.forward_at(hidden, lengths, b, t)
+        assert torch.allclose(sampled, full[b, t], atol=1e-6)
+        # and the same gradients: only the sampled slots' projection rows are computed
+        grad_full = torch.autograd.grad(full[b, t].sum(), probe.upsample.weight)[0]
+        grad_sampled = torch.autograd.grad(sampled.sum(), probe.upsample.weight)[0]
+        assert torch.allclose(grad_sampled, grad_full, atol=1e-5)

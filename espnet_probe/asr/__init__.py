@@ -1,7 +1,3 @@
-"""Layer-exposing CTC encoders for ESPnet's ASR task (see register.py)."""
-
-from espnet_probe.asr.blstm import BLSTMEncoder, LayerOutput
-from espnet_probe.asr.register import ENCODERS, register_encoders
-from espnet_probe.asr.vgg_blstm import VGGBLSTMEncoder
-
-__all__ = ["BLSTMEncoder", "VGGBLSTMEncoder", "LayerOutput", "ENCODERS", "register_encoders"]
+"""Layer-exposing CTC encoders for ESPnet's ASR task (blstm.py, vgg_blstm.py; register.py adds
+them to ESPnet's encoder choices).  Nothing is imported here: the recipe's small tools
+(bring_asr --checkpoint_of, --input_of) read only records and must not pay for torch."""

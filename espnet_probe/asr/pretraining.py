@@ -14,7 +14,7 @@ The schedule is a key of our own in the ASR config, removed before ESPnet sees t
 
     encoder_pretraining:
         layers: [1, 3]    # BLSTM layers of each pretraining stage, before the full model
-        epochs: 6         # epochs per stage
+        epochs: 6         # epochs per stage, or one number per stage (e.g. [5, 3])
 
 Each stage is an ordinary ESPnet run (``ASRTask.main``) in ``<output_dir>/pretrain/L<n>``
 with ``--encoder_conf num_layers=<n>`` (and the first ``n`` subsample factors), initialised
@@ -46,7 +46,7 @@ class PretrainingError(ValueError):
 @dataclass(frozen=True)
 class Schedule:
     layers: List[int]
-    epochs: int
+    epochs: List[int]  # one per stage
 
 
 def parse_schedule(conf: dict, config_path: str) -> Optional[Schedule]:
@@ -60,8 +60,12 @@ def parse_schedule(conf: dict, config_path: str) -> Optional[Schedule]:
     layers, epochs = section.get("layers"), section.get("epochs")
     if not isinstance(layers, list) or not layers or not all(isinstance(n, int) for n in layers):
         raise PretrainingError(f"{where}.layers must be a non-empty list of layer counts, got {layers!r}")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise PretrainingError(f"{where}.epochs must be a positive integer, got {epochs!r}")
+    if isinstance(epochs, int) and not isinstance(epochs, bool):
+        epochs = [epochs] * len(layers)
+    if (not isinstance(epochs, list) or len(epochs) != len(layers)
+            or not all(isinstance(e, int) and not isinstance(e, bool) and e >= 1 for e in epochs)):
+        raise PretrainingError(f"{where}.epochs must be a positive integer or one per stage of "
+                               f"layers {layers!r}, got {section.get('epochs')!r}")
     total = (conf.get("encoder_conf") or {}).get("num_layers")
     if not isinstance(total, int):
         raise PretrainingError(f"{where} needs encoder_conf.num_layers (the full depth) in the config")
@@ -139,16 +143,16 @@ def run_with_pretraining(argv: Sequence[str], run: Callable[[List[str]], None]) 
     subsample = (conf.get("encoder_conf") or {}).get("subsample")
 
     previous: Optional[Path] = None
-    for n in schedule.layers:
+    for n, epochs in zip(schedule.layers, schedule.epochs):
         stage_dir = out / "pretrain" / f"L{n}"
         stage_argv = _replace_option(base, "--output_dir", str(stage_dir))
-        stage_argv = _replace_option(stage_argv, "--max_epoch", str(schedule.epochs))
+        stage_argv = _replace_option(stage_argv, "--max_epoch", str(epochs))
         stage_argv += ["--encoder_conf", f"num_layers={n}"]
         if isinstance(subsample, list):
             stage_argv += ["--encoder_conf", f"subsample={subsample[:n]}"]
         if previous is not None:
             stage_argv += ["--init_param", str(previous), "--ignore_init_mismatch", "true"]
-        previous = stage_dir / f"{schedule.epochs}epoch.pth"
+        previous = stage_dir / f"{epochs}epoch.pth"
         if (stage_dir / ".done").exists() and previous.exists():
             continue
         run(stage_argv)
@@ -158,5 +162,5 @@ def run_with_pretraining(argv: Sequence[str], run: Callable[[List[str]], None]) 
                 f"remove {stage_dir} to redo it"
             )
         if _is_rank0():
-            (stage_dir / ".done").write_text(f"{n} layers, {schedule.epochs} epochs\n")
+            (stage_dir / ".done").write_text(f"{n} layers, {epochs} epochs\n")
     run(base + ["--init_param", str(previous), "--ignore_init_mismatch", "true"])

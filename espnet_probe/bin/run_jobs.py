@@ -7,6 +7,10 @@ output in its own log, which starts with the command and ends with Kaldi's accou
 Cluster options (--mem, --num-threads, --gpu, --time, ...) are accepted and ignored here, so
 one cmd.sh line can switch between this runner and Kaldi's queue.pl / slurm.pl unchanged.
 Exit status is non-zero when any job fails, naming the failed jobs' logs.
+
+Progress: while jobs run, every $PROBE_HEARTBEAT seconds (default 30; 0: never) one line per
+running job goes to the console (stderr) with its elapsed time and the last line of its log,
+so a long stage is never silent.  Trainings set it to 0: follow_training prints their epochs.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import shlex
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import datetime
 from pathlib import Path
 
@@ -84,11 +88,54 @@ def error_line(log: str | Path) -> str:
     return (errors or output or ["(no output)"])[-1]
 
 
+def last_line(log: str | Path, width: int = 140) -> str:
+    """The newest output line of a running job's log (progress bars' carriage returns split)."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 8192))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in re.split(r"[\r\n]", text)]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    line = lines[-1] if lines else "(no output yet)"
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def heartbeat_seconds() -> float:
+    value = os.environ.get("PROBE_HEARTBEAT", "30")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        raise SystemExit(f"run_jobs: PROBE_HEARTBEAT must be a number of seconds, got {value!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     max_jobs, var, first, last, log, cmd = parse_args(sys.argv[1:] if argv is None else argv)
-    jobs = range(first, last + 1)
+    jobs = list(range(first, last + 1))
+    interval = heartbeat_seconds()
+    started: dict[int, float] = {}
+
+    def run(job: int) -> tuple[int, str]:
+        started[job] = time.time()
+        try:
+            return run_one(var, job, log, cmd)
+        finally:
+            started.pop(job, None)
+
     with ThreadPoolExecutor(max_workers=max(1, max_jobs)) as pool:
-        results = list(pool.map(lambda j: run_one(var, j, log, cmd), jobs))
+        futures = [pool.submit(run, j) for j in jobs]
+        while interval and not all(f.done() for f in futures):
+            done = wait(futures, timeout=interval).done
+            if len(done) == len(futures):
+                break
+            for job, since in sorted(started.items()):
+                path = log.replace(var, str(job))
+                where = f"job {job}/{len(jobs)} " if len(jobs) > 1 else ""
+                print(f"[{path}] {where}running {time.time() - since:.0f} s: {last_line(path)}",
+                      file=sys.stderr, flush=True)
+        results = [f.result() for f in futures]
     failed = [(code, path) for code, path in results if code != 0]
     if failed:
         for code, path in failed:

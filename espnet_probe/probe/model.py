@@ -125,10 +125,21 @@ class LayerProbe(torch.nn.Module):
         weight = weight[batch_index, frame_index]
 
         def sub_frames(sub: torch.Tensor) -> torch.Tensor:
-            """Sub-frame ``sub`` of each sampled utterance: its layer frame, upsampled, one slot."""
-            projected = self.upsample(hidden[batch_index, torch.div(sub, self.slots, rounding_mode="floor")])
-            projected = projected.reshape(-1, self.slots, self.hidden_size)
-            return projected[torch.arange(projected.size(0), device=hidden.device), sub % self.slots]
+            """Sub-frame ``sub`` of each sampled utterance: its layer frame, upsampled, one slot.
+
+            Only that slot's rows of the projection are computed (a 1/slots share of the
+            work): the frames are grouped by slot, one matrix product per slot."""
+            frames = hidden[batch_index, torch.div(sub, self.slots, rounding_mode="floor")]
+            if self.slots == 1:
+                return self.upsample(frames)
+            weight = self.upsample.weight.view(self.slots, self.hidden_size, -1)
+            bias = self.upsample.bias.view(self.slots, self.hidden_size)
+            slot = sub % self.slots
+            out = frames.new_empty(frames.size(0), self.hidden_size)
+            for s in range(self.slots):
+                rows = (slot == s).nonzero().squeeze(1)
+                out[rows] = torch.nn.functional.linear(frames[rows], weight[s], bias[s])
+            return out
 
         x = sub_frames(lo)
         if bool((weight > 0).any()):
