@@ -49,4 +49,5 @@ data_opts="--subsets '${subsets}' --train_set ${sets[1]} --valid_set ${sets[3]} 
 exec ../../run.sh --local_data_script local/data.sh --local_data_opts "${data_opts}" \
   --musan_dir "$(realpath "${musan_dir}")" "${sets[@]}" --vocode_max_utts 0 --n_trials 1000000 \
   --asr_configs "$(pwd)/conf/asr/vgg_blstm_small.yaml" --probe_config "$(pwd)/conf/probe/probe_small.yaml" \
+  --speaker_config "$(pwd)/conf/speaker/resnet_small.yaml" \
   --test_snrs "20 10 0" --robust_epoch all "${args[@]}"

@@ -41,7 +41,9 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", type=Path, help="default: the averaged/best valid checkpoint")
     p.add_argument("--feats_dir", type=Path, nargs="+", required=True, help="dump/fbank/<set> ...")
     p.add_argument("--out_root", type=Path, help="default: --probe_exp")
-    p.add_argument("--batch_frames", type=int, default=20000)
+    p.add_argument("--batch_frames", type=int, default=2000,
+                   help="padded frames per batch (on a CPU, small batches stay in cache: 2,000 decode\n"
+                        "the embedded test set 1.2x faster than 20,000, measured)")
     add_device_argument(p)
     args = p.parse_args(argv)
     if args.oracle == (args.probe_exp is not None):

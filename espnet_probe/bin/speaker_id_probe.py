@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="split (and random-encoder) seed")
     p.add_argument("--pooling", choices=POOLINGS, default="mean_std")
     p.add_argument("--C", type=float, default=DEFAULT_C, help="inverse L2 strength of the classifier")
-    p.add_argument("--batch_frames", type=int, default=20000, help="padded frames per batch")
+    p.add_argument("--batch_frames", type=int, default=1000,
+                   help="padded frames per batch (on a CPU, 1,000 pool the layers 2.5x faster than\n"
+                        "20,000: the 1280-dim conv maps of small batches stay in cache, measured)")
     add_device_argument(p)
     args = p.parse_args(argv)
     if not 0 < args.held_out < 1:

@@ -82,7 +82,7 @@ class HeardMel:
         return {"original": speech[..., : self.n_mels]}
 
 
-def decode_set(model, feats_dir: str | Path, out_dir: str | Path, batch_frames: int = 20000,
+def decode_set(model, feats_dir: str | Path, out_dir: str | Path, batch_frames: int = 2000,
                settings: Optional[dict] = None) -> dict:
     """Run every probe of ``model`` (a ProbeModel) over a dump dir, on the input its ASR model
     takes (features, or waveforms for a model with a frontend); the target frames are always

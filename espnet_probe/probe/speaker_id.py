@@ -122,7 +122,7 @@ def pool_hidden(hidden: torch.Tensor, lengths: torch.Tensor, pooling: str = "mea
 
 @torch.no_grad()
 def pooled_layers(model: torch.nn.Module, feats_scp: str | Path, utts: list[str],
-                  batch_frames: int = 20000, pooling: str = "mean_std") -> list[PooledLayer]:
+                  batch_frames: int = 1000, pooling: str = "mean_std") -> list[PooledLayer]:
     """Pooled hidden states of every layer for ``utts``: one encoder pass per batch.
 
     ``feats_scp`` names the dump dir; a model with its own frontend reads the dir's wave.scp
@@ -200,7 +200,7 @@ def check_same_utterances(utt2spk: dict[str, str], utt2spk_path: Path,
 
 
 def speaker_id_probe(model: torch.nn.Module, feats_dir: str | Path, held_out: float = 0.25,
-                     seed: int = 0, batch_frames: int = 20000, pooling: str = "mean_std",
+                     seed: int = 0, batch_frames: int = 1000, pooling: str = "mean_std",
                      C: float = DEFAULT_C) -> dict:
     """Held-out speaker accuracy of a linear probe on every layer of ``model``.
 
