@@ -1,7 +1,9 @@
 """espnet-probe: per-layer resynthesis probes for ESPnet CTC encoders."""
 
 from espnet_probe.utils.offline import skip_g2p_downloads
+from espnet_probe.utils.typecheck import skip_espnet_typechecks
 
 __version__ = "0.1.0"
 
 skip_g2p_downloads()
+skip_espnet_typechecks()

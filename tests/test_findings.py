@@ -146,3 +146,31 @@ def test_generated_findings_state_the_tests_and_the_strength_verdicts(report):
     assert "## Paired tests" in text and "| m | baseline - random | clean |" in text
     assert "Probes still improving when training stopped: probe_m_baseline:blstm1." in text
     assert (report / "probe_curves.png").stat().st_size > 1000
+
+
+def test_depth_trend_is_spearmans_rho_of_the_eer_against_layer_depth():
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    from espnet_probe.scoring.findings import depth_trend_lines, spearman_rho
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # ties included: values on a coarse grid
+        values = list(rng.integers(0, 6, size=9).astype(float))
+        expected = spearmanr(np.arange(9), values).statistic
+        assert abs(spearman_rho(values) - (0.0 if np.isnan(expected) else expected)) < 1e-9
+
+    def rows(training, eers, condition="clean"):
+        return [{"model": "m", "training": training, "condition": condition, "layer": f"l{i}",
+                 "layer_index": i, "metric": "eer_ge2e", "value": v} for i, v in enumerate(eers)]
+
+    score_rows = (rows("baseline", [2.0, 1.0, 5.0, 20.0, 30.0, 45.0])  # one dip: rho 0.94
+                  + rows("random", [2.0, 40.0, 10.0, 45.0, 5.0, 30.0])  # no order
+                  + rows("baseline", [1.0, 2.0], "snr0")  # too few layers to judge
+                  + [{"model": "original", "training": "", "condition": "clean", "layer": "audio",
+                      "layer_index": 0, "metric": "eer_ge2e", "value": 1.0}])
+    lines = depth_trend_lines(score_rows)
+    assert len(lines) == 2
+    assert lines[0].startswith("- m baseline, clean: rho = +0.94 over 6 layers (2.0 at the input, "
+                               "45.0 at the last layer): **rises with depth**")
+    assert lines[1].startswith("- m random, clean: rho = +0.26") and "**no monotone rise**" in lines[1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -90,6 +91,11 @@ def test_default_run_builds_data_and_features_on_embedded_corpus(tmp_path, recip
     # model that learnt something is covered by test_asr_fixture and test_bring_recipe.
     assert asr.returncode == 1, asr.stderr[-3000:]
     assert "every one of the 128 hypotheses is empty" in asr.stderr
+    # stage 5 shows each training's epochs on the console (model, epoch k/N, losses, s/epoch)
+    for training in ("baseline", "robust"):
+        assert re.search(rf"\[ASR asr_tiny_vgg_{training}\] epoch 1/1: train loss [\d.]+, valid loss "
+                         rf"[\d.]+, \d+ s/epoch", asr.stderr), asr.stderr[-3000:]
+    assert re.search(r"Stage 5 done in \d+ s", asr.stderr)
     for training in ("baseline", "robust"):
         exp = recipe / "exp" / f"asr_tiny_vgg_{training}"
         assert (exp / ".done").exists() and (exp / "pretrain" / "L1" / "1epoch.pth").exists()
@@ -111,6 +117,9 @@ def test_default_run_builds_data_and_features_on_embedded_corpus(tmp_path, recip
          "--vocode_max_utts", "8"],
         cwd=recipe, env=recipe_env, capture_output=True, text=True)
     assert probe.returncode == 0, probe.stderr[-3000:]
+    for name in ("baseline", "robust", "random"):  # stage 7's epochs on the console too
+        assert re.search(rf"\[probe probe_tiny_vgg_{name}\] epoch 1/1: train loss [\d.]+, valid loss",
+                         probe.stderr), probe.stderr[-3000:]
     conditions = ["test", "test_snr0"]  # the default --test_snrs 0
     test_dir = load_data_dir(recipe / "data" / "test")
     probes = ("probe_tiny_vgg_baseline", "probe_tiny_vgg_robust", "probe_tiny_vgg_random")
@@ -204,6 +213,11 @@ def test_default_run_builds_data_and_features_on_embedded_corpus(tmp_path, recip
     assert "already trained, skipped" in again.stderr and ": embedding" not in again.stderr
     assert (exp / "report" / "scores.csv").read_text() == before
     assert "keeping exp/listening/default/listening.db" in again.stderr
+    # offline and clean: no stage's log, nor the console, tried to fetch nltk data
+    logs = [p for p in recipe.rglob("*.log") if p.is_file()]
+    assert len(logs) > 20
+    assert not [p for p in logs if "nltk_data" in p.read_text(errors="replace")]
+    assert "nltk_data" not in asr.stderr + probe.stderr + scored.stderr
 
 
 def test_librispeech_recipe_on_shared_data(tmp_path, recipe_env, librispeech_dir, musan_mini_dir):

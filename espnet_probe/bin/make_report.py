@@ -29,8 +29,9 @@ from pathlib import Path
 from espnet_probe.metrics.paired import PairedTestError
 from espnet_probe.probe.trainer import TRAINING_RECORD
 from espnet_probe.scoring.comparisons import Experiment, compare_all, write_comparisons
-from espnet_probe.scoring.findings import (findings_markdown, paired_tests_markdown,
-                                           probe_training_markdown, strength_lines)
+from espnet_probe.scoring.findings import (depth_trend_lines, findings_markdown,
+                                           paired_tests_markdown, probe_training_markdown,
+                                           strength_lines)
 from espnet_probe.scoring.layer_scores import LayerScoringError
 from espnet_probe.scoring.plots import plot_mel_layers, plot_metric_per_layer, plot_probe_curves
 from espnet_probe.scoring.report import (HUMAN_CHANCE, HUMAN_ERROR, collect,
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             header = "\n\n".join(x for x in (header, trials_summary(args.trials_dir)) if x)
         with atomic_open(args.out / "RESULTS.md") as f:
             f.write(results_markdown(rows, plots, header, str(listening_dir),
-                                     findings=findings_markdown(comparisons),
+                                     findings=findings_markdown(comparisons, rows),
                                      appendix="\n".join([probe_training_markdown(training),
                                                           paired_tests_markdown(comparisons)])))
     except (LayerScoringError, PairedTestError, FileNotFoundError, KeyError, ValueError) as e:
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for line in strength_lines(comparisons):
         print(f"make_report: probe strength {line[2:]}", file=sys.stderr)
+    for line in depth_trend_lines(rows):
+        print(f"make_report: GE2E EER depth trend {line[2:]}", file=sys.stderr)
     print(f"make_report {args.out}: {len(rows)} scores, {len(comparisons)} paired tests "
           f"({sum(int(r['significant']) for r in comparisons)} significant), {len(plots)} plots, "
           f"{args.out / 'RESULTS.md'}", file=sys.stderr)

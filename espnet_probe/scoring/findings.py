@@ -108,8 +108,53 @@ def strength_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
-def findings_markdown(rows: list[dict]) -> str:
-    """The "What it shows" section: each statement is a list of significant paired tests."""
+DEPTH_TREND_RHO = 0.8  # "rises with depth": Spearman's rho of the metric against layer order
+
+
+def spearman_rho(values: list[float]) -> float:
+    """Spearman's rank correlation of ``values`` with their order (ties get mean ranks)."""
+    n = len(values)
+    order = sorted(range(n), key=values.__getitem__)
+    ranks = [0.0] * n
+    i = 0
+    while i < n:
+        j = i
+        while j + 1 < n and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2
+        i = j + 1
+    mean = (n - 1) / 2
+    cov = sum((r - mean) * (k - mean) for k, r in enumerate(ranks))
+    var_r = sum((r - mean) ** 2 for r in ranks)
+    var_k = sum((k - mean) ** 2 for k in range(n))
+    return cov / (var_r * var_k) ** 0.5 if var_r > 0 else 0.0
+
+
+def depth_trend_lines(score_rows: list[dict], metric: str = "eer_ge2e") -> list[str]:
+    """Per model, training and condition: Spearman's rho of ``metric`` against layer depth over
+    the reconstructed layers (input included), and whether it reaches DEPTH_TREND_RHO."""
+    series: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
+    for r in score_rows:
+        value = _num(r.get("value"))
+        if r["metric"] == metric and r["model"] not in ("original", "oracle") and value == value:
+            series[(r["model"], r["training"], r["condition"])].append((int(r["layer_index"]), value))
+    lines = []
+    for (model, training, cond) in sorted(series, key=lambda k: (k[0], k[1], condition_key(k[2]))):
+        points = sorted(series[(model, training, cond)])
+        if len(points) < 3:
+            continue
+        rho = spearman_rho([v for _, v in points])
+        verdict = "rises with depth" if rho >= DEPTH_TREND_RHO else "no monotone rise"
+        lines.append(f"- {model} {training}, {cond}: rho = {rho:+.2f} over {len(points)} layers "
+                     f"({points[0][1]:.1f} at the input, {points[-1][1]:.1f} at the last layer): "
+                     f"**{verdict}** (rho >= {DEPTH_TREND_RHO} asked)")
+    return lines
+
+
+def findings_markdown(rows: list[dict], score_rows: list[dict] | None = None) -> str:
+    """The "What it shows" section: each statement is a list of significant paired tests;
+    with ``score_rows``, first the depth trend of the speaker EER (Spearman's rho)."""
     if not rows:
         return ""
     out = ["## What it shows (generated from the paired tests)", "",
@@ -126,6 +171,10 @@ def findings_markdown(rows: list[dict]) -> str:
             "; where one fails, read the early layers' losses as bounds on what the probe "
             "recovers, not as what the layer lost." if fails else "."))
         out.append("")
+    trend = depth_trend_lines(score_rows or [])
+    if trend:
+        out += [f"**Speaker information against depth** (Spearman's rho of the GE2E EER of each "
+                f"layer's reconstruction against the layer's depth):", ""] + trend + [""]
     for metric in HEADLINE:
         label, digits, meaning = METRIC_TEXT[metric]
         mrows = [r for r in rows if r["metric"] == metric]
