@@ -152,7 +152,7 @@ def test_probe_task_trains_through_espnet_and_decodes(tmp_path):
         "--layers", "input", "blstm5", "--probe_conf", "hidden_size=64",
         "--train_data_path_and_name_and_type", data[0], "--train_shape_file", str(feats / "feats_shape"),
         "--valid_data_path_and_name_and_type", data[0], "--valid_shape_file", str(feats / "feats_shape"),
-        "--batch_bins", "400000", "--max_epoch", "12", "--optim_conf", "lr=0.005",
+        "--batch_bins", "400000", "--max_epoch", "12", "--patience", "2", "--optim_conf", "lr=0.005",
         "--output_dir", str(exp)])
     assert (exp / "valid.loss.best.pth").exists() and (exp / "config.yaml").exists()
     # each layer's probe from its own best epoch, which ESPnet's trainer kept
