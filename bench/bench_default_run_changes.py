@@ -11,7 +11,9 @@ same process (synthetic inputs of the real shapes; no recipe needed):
      before) vs 128 wide, 200 frames, fused Adam, only the sampled slot projected (now);
   3. speaker-ID pooling of every layer over 96 utterances: 20,000-frame vs 1,000-frame batches;
   4. `bring_asr --input_of` (called for every probe experiment in stage 7): with the encoders
-     imported by espnet_probe.asr's package init (torch) vs without.
+     imported by espnet_probe.asr's package init (torch) vs without;
+  5. importing ESPnet's ASR task in a fresh interpreter (every decoding, probe and scoring job
+     does): with typeguard's import-time instrumentation (PROBE_TYPECHECK=1) vs without.
 The medians and ratios go to stdout and to --out as a Markdown table.
 """
 
@@ -137,6 +139,15 @@ def import_cost(repeats: int) -> tuple[float, float]:
     return (median_time(lambda: run(old), repeats), median_time(lambda: run(cmd), repeats))
 
 
+def espnet_import(repeats: int) -> tuple[float, float]:
+    import os
+
+    code = "import espnet_probe, espnet2.tasks.asr"
+    run = lambda flag: subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,  # noqa: E731
+                                      check=True, env={**os.environ, "PROBE_TYPECHECK": flag})
+    return median_time(lambda: run("1"), repeats), median_time(lambda: run("0"), repeats)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--repeats", type=int, default=5)
@@ -155,6 +166,7 @@ def main(argv=None) -> int:
             ("probe update, 12 layers: 256 wide / 600 frames / Adam / all slots vs 128 / 200 / fused / sampled slot", probe_update),
             ("speaker-ID pooling, 96 utts x 12 layers: 20,000- vs 1,000-frame batches", lambda r: pooling_batches(r, Path(tmp))),
             ("bring_asr --input_of: encoders (torch) imported vs not", import_cost),
+            ("import espnet2.tasks.asr: typeguard instrumentation vs none", espnet_import),
         ]:
             before, after = fn(args.repeats)
             rows.append((what, before, after))
