@@ -33,12 +33,13 @@ def test_running_jobs_report_their_latest_log_line_on_the_console(tmp_path, caps
     """A long job is never silent: every PROBE_HEARTBEAT seconds, its elapsed time and newest
     output line (a tqdm bar's latest state after its carriage returns) reach stderr."""
     monkeypatch.setenv("PROBE_HEARTBEAT", "0.3")
-    script = "printf 'layer 1/2\\r'; sleep 0.5; printf 'layer 2/2\\r'; sleep 0.8; echo done JOB"
+    script = "printf 'layer 1/2\\r'; sleep 0.5; printf 'layer 2/2\\033[A\\r'; sleep 0.8; echo done JOB"
     assert main(["JOB=1:2", str(tmp_path / "h.JOB.log"), script]) == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[")]
     assert any("h.1.log] job 1/2 running" in line and "layer 1/2" in line for line in lines)
     assert any("h.2.log] job 2/2 running" in line and "layer 2/2" in line for line in lines)
     assert all("#" not in line.split(": ", 1)[1] for line in lines)  # never the command header
+    assert not any("\x1b" in line for line in lines)  # nor a terminal escape
 
 
 def test_heartbeat_off_prints_nothing_while_jobs_run(tmp_path, capsys, monkeypatch):

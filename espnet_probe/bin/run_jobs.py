@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 
 JOB_RANGE = re.compile(r"^([A-Za-z_]\w*)=(\d+):(\d+)$")
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 SHELL_OPERATORS = {"|", "||", "&&", ";", ">", ">>", "<", "2>", "2>&1"}
 
 
@@ -97,6 +98,7 @@ def last_line(log: str | Path, width: int = 140) -> str:
             text = f.read().decode(errors="replace")
     except OSError:
         return ""
+    text = ANSI_ESCAPE.sub("", text)  # nested tqdm bars move the cursor with "ESC[A"
     lines = [line.strip() for line in re.split(r"[\r\n]", text)]
     lines = [line for line in lines if line and not line.startswith("#")]
     line = lines[-1] if lines else "(no output yet)"
