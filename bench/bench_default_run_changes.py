@@ -20,6 +20,7 @@ The medians and ratios go to stdout and to --out as a Markdown table.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -140,8 +141,6 @@ def import_cost(repeats: int) -> tuple[float, float]:
 
 
 def espnet_import(repeats: int) -> tuple[float, float]:
-    import os
-
     code = "import espnet_probe, espnet2.tasks.asr"
     run = lambda flag: subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,  # noqa: E731
                                       check=True, env={**os.environ, "PROBE_TYPECHECK": flag})
@@ -153,8 +152,6 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", type=Path, default=HERE / "RESULTS_default_run_changes.md")
     args = p.parse_args(argv)
-    import os
-
     import torch
 
     torch.set_num_threads(1)

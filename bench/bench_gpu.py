@@ -17,11 +17,13 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_stages  # noqa: E402
+from bench_stages import split_run_args  # noqa: E402
+
 GPU_OPTIONS = ["--ngpu", "1", "--gpu_inference", "true"]
 
 
@@ -41,9 +43,7 @@ def machine() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    own = argv[:argv.index("--")] if "--" in argv else argv
+    own, extra = split_run_args(argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--recipe_dir", type=Path, default=Path("."))
     p.add_argument("--out", type=Path, required=True)
@@ -52,10 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "machine.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-    cmd = [sys.executable, str(HERE / "bench_stages.py"), "--recipe_dir", str(args.recipe_dir),
-           "--stages", args.stages, "--out", str(args.out), "--", *GPU_OPTIONS, *extra]
-    print("bench_gpu:", " ".join(cmd), file=sys.stderr, flush=True)
-    return subprocess.call(cmd)
+    return bench_stages.main(["--recipe_dir", str(args.recipe_dir), "--stages", args.stages,
+                              "--out", str(args.out), "--", *GPU_OPTIONS, *extra])
 
 
 if __name__ == "__main__":

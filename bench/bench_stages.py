@@ -180,10 +180,16 @@ def write_outputs(out: Path, rows: list[dict], run_args: list[str], profiles: di
         (out / "profile.md").write_text("\n".join(md), encoding="utf-8")
 
 
-def main(argv: list[str] | None = None) -> int:
+def split_run_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
+    """(this script's options, the run.sh options after ``--``)."""
     argv = sys.argv[1:] if argv is None else argv
-    run_args = argv[argv.index("--") + 1:] if "--" in argv else []
-    own = argv[:argv.index("--")] if "--" in argv else argv
+    if "--" not in argv:
+        return argv, []
+    return argv[:argv.index("--")], argv[argv.index("--") + 1:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    own, run_args = split_run_args(argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--recipe_dir", type=Path, default=Path("."))
     p.add_argument("--stages", default="1-12", help="e.g. 1-12 or 1-3,5")

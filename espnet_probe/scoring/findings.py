@@ -7,6 +7,7 @@ the numbers do.  A difference marked ``*`` is one whose interval excludes 0.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 from espnet_probe.scoring.comparisons import (INPUT_VS_ORACLE_STOI, RANDOM_FIRST_VS_INPUT_STOI,
@@ -137,7 +138,7 @@ def depth_trend_lines(score_rows: list[dict], metric: str = "eer_ge2e") -> list[
     series: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
     for r in score_rows:
         value = _num(r.get("value"))
-        if r["metric"] == metric and r["model"] not in ("original", "oracle") and value == value:
+        if r["metric"] == metric and r["model"] not in ("original", "oracle") and not math.isnan(value):
             series[(r["model"], r["training"], r["condition"])].append((int(r["layer_index"]), value))
     lines = []
     for (model, training, cond) in sorted(series, key=lambda k: (k[0], k[1], condition_key(k[2]))):
