@@ -59,7 +59,9 @@ control_conditions=clean    # clean | all: conditions the random-encoder control
                             # vocoded and scored in (clean: a quarter of stages 8-11's work less)
 probe_args=""               # extra ESPnet options for probe training, e.g. "--max_epoch 10"
 vocoder_config=${probe_root}/conf/vocoder.yaml
-vocode_max_utts=24          # utterances vocoded per test condition (speakers in turn); 0 = all
+vocode_max_utts=48          # utterances vocoded per test condition (speakers in turn); 0 = all. 48 =
+                            # 12 of each test voice: 264 + 264 trials (24 gave 60 + 60, too few for
+                            # a stable EER-depth trend; BENCHMARKS.md section 1)
 # Speaker side and scoring (stages 10-12)
 speaker_config=${probe_root}/conf/speaker/resnet_small.yaml   # ThinResNet-34 + GhostVLAD
 speaker_train_set=""        # default: <train>; its speakers train the ThinResNet encoder

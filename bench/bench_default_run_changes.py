@@ -13,7 +13,9 @@ same process (synthetic inputs of the real shapes; no recipe needed):
   4. `bring_asr --input_of` (called for every probe experiment in stage 7): with the encoders
      imported by espnet_probe.asr's package init (torch) vs without;
   5. importing ESPnet's ASR task in a fresh interpreter (every decoding, probe and scoring job
-     does): with typeguard's import-time instrumentation (PROBE_TYPECHECK=1) vs without.
+     does): with typeguard's import-time instrumentation (PROBE_TYPECHECK=1) vs without;
+  6. STOI + ESTOI of 24 pairs of 3 s signals (stage 11 scores every vocoded utterance so):
+     two pystoi.stoi calls vs one shared pass (espnet_probe/metrics/quality.py).
 The medians and ratios go to stdout and to --out as a Markdown table.
 """
 
@@ -147,6 +149,23 @@ def espnet_import(repeats: int) -> tuple[float, float]:
     return median_time(lambda: run("1"), repeats), median_time(lambda: run("0"), repeats)
 
 
+def intelligibility(repeats: int) -> tuple[float, float]:
+    import numpy as np
+    from pystoi import stoi
+
+    from espnet_probe.metrics.quality import _intelligibility
+
+    rng = np.random.default_rng(0)
+    t = np.arange(3 * 16000) / 16000
+    pairs = []
+    for _ in range(24):  # speech-like: noise under a 4 Hz syllable envelope, plus a degradation
+        ref = rng.standard_normal(t.size) * np.sin(2 * np.pi * 4 * t + rng.uniform(0, 6)) ** 2
+        pairs.append((ref, ref + 0.3 * rng.standard_normal(t.size)))
+    old = lambda: [(stoi(r, e, 16000), stoi(r, e, 16000, extended=True)) for r, e in pairs]  # noqa: E731
+    new = lambda: [_intelligibility(r, e, (False, True)) for r, e in pairs]  # noqa: E731
+    return median_time(old, repeats), median_time(new, repeats)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--repeats", type=int, default=5)
@@ -164,6 +183,7 @@ def main(argv=None) -> int:
             ("speaker-ID pooling, 96 utts x 12 layers: 20,000- vs 1,000-frame batches", lambda r: pooling_batches(r, Path(tmp))),
             ("bring_asr --input_of: encoders (torch) imported vs not", import_cost),
             ("import espnet2.tasks.asr: typeguard instrumentation vs none", espnet_import),
+            ("STOI + ESTOI, 24 x 3 s: two pystoi.stoi calls vs one shared pass", intelligibility),
         ]:
             before, after = fn(args.repeats)
             rows.append((what, before, after))

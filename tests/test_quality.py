@@ -55,6 +55,23 @@ def test_clean_against_itself_is_perfect_and_noise_lowers_scores(speech):
     assert bad.values["stoi"] < 0.8 and bad.values["pesq"] < 1.5
 
 
+def test_stoi_and_estoi_match_pystoi_on_real_speech(speech):
+    """One shared pass gives pystoi's own numbers (to float rounding) over a range of qualities."""
+    from pystoi import stoi
+
+    from espnet_probe.metrics.quality import _intelligibility
+
+    for i, (_, wav) in enumerate(speech):
+        ref = wav.astype(np.float64)
+        for snr in (30, 5, -5):
+            est = noisy(wav, snr, seed=i).astype(np.float64)
+            ours = _intelligibility(ref, est, (False, True))
+            assert ours == pytest.approx([stoi(ref, est, 16000), stoi(ref, est, 16000, True)],
+                                         abs=1e-9)
+    only_estoi = score_pair("u", speech[0][1], noisy(speech[0][1], 5), metrics=("estoi",))
+    assert list(only_estoi.values) == ["estoi"]
+
+
 def test_silent_estimate_is_a_counted_pesq_failure(speech):
     utt, wav = speech[1]
     res = score_pair(utt, wav, np.zeros_like(wav))
