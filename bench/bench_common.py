@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -35,6 +36,37 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# A fixed one-thread workload of the default run's kind (a BLSTM layer's forward + backward over
+# 16 x 250 frames): the same code took 2.1x the CPU time on one host of this VM type as on
+# another (BENCHMARKS.md section 1), so every whole-run figure carries the host's time for it.
+HOST_SPEED_CODE = """
+import time, torch
+torch.manual_seed(0); torch.set_num_threads(1)
+lstm = torch.nn.LSTM(240, 128, batch_first=True, bidirectional=True)
+x = torch.randn(16, 250, 240)
+times = []
+for _ in range(6):
+    t = time.perf_counter(); lstm(x)[0].sum().backward(); times.append(time.perf_counter() - t)
+print(sorted(times[1:])[2])
+"""
+
+
+def host_speed() -> float:
+    """Median seconds of the reference workload on this host (lower is faster)."""
+    out = subprocess.run([sys.executable, "-c", HOST_SPEED_CODE], capture_output=True, text=True,
+                         check=True)
+    return float(out.stdout.strip())
+
+
+def cpu_steal_ticks() -> tuple[int, int]:
+    """(steal, total) jiffies of all CPUs since boot, from /proc/stat (0, 0 where unreadable)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
 
 
 def untrained_asr(config: Path, stats: str, out_dir: Path | None = None):

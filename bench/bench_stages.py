@@ -31,6 +31,9 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import cpu_model, cpu_steal_ticks, host_speed  # noqa: E402
+
 WRAPPER_CODE = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
 # (bucket, substring of a frame) in priority order: a sample goes to the first bucket that one
 # of its frames matches, from the innermost frame outwards.
@@ -145,7 +148,8 @@ def summarise_profile(raw: Path, top: int = 15) -> tuple[collections.Counter, co
     return buckets, functions, total
 
 
-def write_outputs(out: Path, rows: list[dict], run_args: list[str], profiles: dict[int, Path]) -> None:
+def write_outputs(out: Path, rows: list[dict], run_args: list[str], profiles: dict[int, Path],
+                  host: str = "") -> None:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "stages.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -154,7 +158,7 @@ def write_outputs(out: Path, rows: list[dict], run_args: list[str], profiles: di
     lines = [f"Command: `tools/venv/bin/python bench/bench_stages.py {' '.join(sys.argv[1:])}`",
              f"Date: {time.strftime('%Y-%m-%d %H:%M')}; machine: {os.cpu_count()} cores, "
              f"load average before the run {os.getloadavg()[0]:.1f}; run.sh options: "
-             f"{' '.join(run_args) or '(defaults)'}", "",
+             f"{' '.join(run_args) or '(defaults)'}", *([host] if host else []), "",
              "| stage | exit | wall (s) | CPU (s) | CPU/wall | peak PSS (MB) |",
              "|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -198,6 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(own)
     out = args.out.resolve()
     rows, profiles = [], {}
+    speed = host_speed()
+    steal0, total0 = cpu_steal_ticks()
+
+    def host_line() -> str:
+        steal, total = cpu_steal_ticks()
+        share = (steal - steal0) / max(total - total0, 1)
+        return (f"Host: {cpu_model()}; reference workload {speed:.3f} s (bench_common.host_speed, "
+                f"lower is faster); CPU steal during the run {share:.1%}")
     for stage in parse_stages(args.stages):
         raw = out / f"profile_stage{stage}.txt" if args.profile else None
         if raw is not None:
@@ -206,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         row = run_stage(args.recipe_dir, stage, run_args, raw)
         rows.append(row)
         print(f"bench_stages: stage {stage}: {row}", file=sys.stderr, flush=True)
-        write_outputs(out, rows, run_args, profiles)  # after every stage: a kill keeps the rest
+        write_outputs(out, rows, run_args, profiles, host_line())  # after every stage: a kill keeps the rest
         if row["rc"] != 0:
             print(f"bench_stages: stage {stage} failed (exit {row['rc']}); stopping",
                   file=sys.stderr)
