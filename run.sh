@@ -223,7 +223,6 @@ config_token_type() {
   python -c 'import sys, yaml; print((yaml.safe_load(open(sys.argv[1])) or {}).get("token_type") or "char")' "$1"
 }
 token_dir() { if [ "$1" = bpe ]; then echo "${dumpdir}/tokens/bpe${nbpe}"; else echo "${dumpdir}/tokens/$1"; fi; }
-asr_tag() { echo "asr_$(basename "$1" .yaml)_$2"; }   # config, training
 asr_train_set() { if [ "$1" = robust ]; then echo "${robust_set}"; else echo "${train_set}"; fi; }
 
 if run_stage 4; then
@@ -235,37 +234,6 @@ if run_stage 4; then
   done
 fi
 
-if run_stage 5; then
-  log "Stage 5: ASR training: $(for c in ${asr_configs}; do basename "$c" .yaml; done | xargs) x {${asr_trainings}}"
-  pids=()
-  # robust trainings first: they see twice the data, so the longest jobs start first
-  for training in $(printf '%s\n' ${asr_trainings} | grep -x robust) \
-                  $(printf '%s\n' ${asr_trainings} | grep -vx robust); do
-    for config in ${asr_configs}; do
-      type=$(config_token_type "${config}")
-      bpemodel=""
-      [ "${type}" = bpe ] && bpemodel=$(token_dir bpe)/bpe.model
-      epoch_args=""
-      if [ "${training}" = robust ] && [ "${robust_epoch}" = clean ]; then
-        # shellcheck disable=SC2086
-        epoch_args="--num_iters_per_epoch $(python -m espnet_probe.bin.count_batches --config "${config}" \
-          --shape_file "${dumpdir}/fbank/${train_set}/feats_shape" ${asr_args})"
-      fi
-      while [ "$(jobs -rp | wc -l)" -ge "${asr_parallel}" ]; do sleep 2; done
-      "${probe_root}/local/asr_train.sh" --config "${config}" \
-        --exp "${expdir}/$(asr_tag "${config}" "${training}")" --model "$(basename "${config}" .yaml)" \
-        --training "${training}" --train_set "$(asr_train_set "${training}")" \
-        --valid_set "${valid_set}" --featdir "${dumpdir}/fbank" \
-        --token_list "$(token_dir "${type}")/tokens.txt" --token_type "${type}" --bpemodel "${bpemodel}" --ngpu "${ngpu}" \
-        --asr_args "${epoch_args} ${asr_args}" --cmd "${cuda_cmd}" &
-      pids+=($!)
-    done
-  done
-  failed=0
-  for pid in "${pids[@]}"; do wait "${pid}" || failed=$((failed + 1)); done
-  [ "${failed}" -eq 0 ] || { log "${failed} ASR training(s) failed"; exit 1; }
-fi
-
 # Brought models (--asr_exps) become experiments like ours: exp/asr_<name>_brought
 brought_exps=()
 if [ -n "${asr_exps}" ] && [ "${stop_stage}" -ge 5 ] && [ "${stage}" -le 14 ]; then
@@ -275,13 +243,60 @@ if [ -n "${asr_exps}" ] && [ "${stop_stage}" -ge 5 ] && [ "${stage}" -le 14 ]; t
     ${asr_model_file:+--asr_model_file "${asr_model_file}"} || echo FAILED)
   [ "${brought_exps[*]}" != FAILED ] && [ "${brought_exps[-1]}" != FAILED ] || exit 1
 fi
-brought_name() { local n; n=$(basename "$1"); n=${n#asr_}; echo "${n%_brought}"; }
-# every ASR experiment the later stages run on: ours (config x training), then the brought ones
-asr_exp_dirs=()
-for config in ${asr_configs}; do
-  for training in ${asr_trainings}; do asr_exp_dirs+=("${expdir}/$(asr_tag "${config}" "${training}")"); done
-done
-asr_exp_dirs+=("${brought_exps[@]}")
+# The run's experiments as records (espnet_probe/experiments.py): every later stage asks
+# list_exps which to run and what each is (model, training, init, ASR exp, sets).
+list_exps() { python -m espnet_probe.bin.experiments list --expdir "${expdir}" "$@"; }
+exps_into() {  # exps_into ARRAY LIST-OPTIONS...: the listed experiments, one per element
+  local out; out=$(list_exps "${@:2}") || exit 1
+  mapfile -t "$1" < <([ -z "${out}" ] || printf '%s\n' "${out}")
+}
+asr_exp_dirs=(); probe_jobs=(); sid_jobs=()
+if [ "${stop_stage}" -ge 5 ] && [ "${stage}" -le 14 ]; then
+  # shellcheck disable=SC2086
+  python -m espnet_probe.bin.experiments plan --expdir "${expdir}" --asr_configs ${asr_configs} \
+    --asr_trainings ${asr_trainings} --brought "${brought_exps[@]}" --controls "${probe_controls}" \
+    --test_sets ${test_sets} --noisy_test_sets ${noisy_test_sets} \
+    --control_conditions "${control_conditions}" || exit 1
+  exps_into asr_exp_dirs --kind asr
+  # "<probe exp> <asr exp> <trained|random> <sets, comma-separated> <model> <training>"
+  exps_into probe_jobs --kind probe --fields dir,asr_exp,init,sets,model,training
+  # "<out dir> <asr exp> <trained|random> <model> <training>"
+  exps_into sid_jobs --kind speaker_id --fields dir,asr_exp,init,model,training
+fi
+
+if run_stage 5; then
+  log "Stage 5: ASR training: $(for c in ${asr_configs}; do basename "$c" .yaml; done | xargs) x {${asr_trainings}}"
+  pids=()
+  # robust trainings first: they see twice the data, so the longest jobs start first
+  exps_into robust_first --kind asr --training robust --fields dir,config,model,training
+  exps_into others --kind asr --fields dir,config,model,training
+  started=" "
+  for job in "${robust_first[@]}" "${others[@]}"; do
+    read -r exp config model training <<< "${job}"
+    # brought models were trained elsewhere; the robust ones are already started
+    [ "${training}" = brought ] || [[ "${started}" == *" ${exp} "* ]] && continue
+    started+="${exp} "
+    type=$(config_token_type "${config}")
+    bpemodel=""
+    [ "${type}" = bpe ] && bpemodel=$(token_dir bpe)/bpe.model
+    epoch_args=""
+    if [ "${training}" = robust ] && [ "${robust_epoch}" = clean ]; then
+      # shellcheck disable=SC2086
+      epoch_args="--num_iters_per_epoch $(python -m espnet_probe.bin.count_batches --config "${config}" \
+        --shape_file "${dumpdir}/fbank/${train_set}/feats_shape" ${asr_args})"
+    fi
+    while [ "$(jobs -rp | wc -l)" -ge "${asr_parallel}" ]; do sleep 2; done
+    "${probe_root}/local/asr_train.sh" --config "${config}" --exp "${exp}" --model "${model}" \
+      --training "${training}" --train_set "$(asr_train_set "${training}")" \
+      --valid_set "${valid_set}" --featdir "${dumpdir}/fbank" \
+      --token_list "$(token_dir "${type}")/tokens.txt" --token_type "${type}" --bpemodel "${bpemodel}" --ngpu "${ngpu}" \
+      --asr_args "${epoch_args} ${asr_args}" --cmd "${cuda_cmd}" &
+    pids+=($!)
+  done
+  failed=0
+  for pid in "${pids[@]}"; do wait "${pid}" || failed=$((failed + 1)); done
+  [ "${failed}" -eq 0 ] || { log "${failed} ASR training(s) failed"; exit 1; }
+fi
 
 if run_stage 6; then
   log "Stage 6: ASR decoding and scoring of ${test_sets}${noisy_test_sets}"
@@ -312,34 +327,12 @@ probe_train_set=${probe_train_set:-${robust_set}}
 asr_checkpoint() {  # ESPnet's order, or a brought model's record
   python -m espnet_probe.bin.bring_asr --checkpoint_of "$1" || { log "no ASR model in $1 (run stage 5)"; exit 1; }
 }
-# probe experiments: "<probe exp> <asr exp> <trained|random>"
-probe_jobs=()
-for config in ${asr_configs}; do
-  for training in ${asr_trainings}; do
-    tag=$(asr_tag "${config}" "${training}")
-    probe_jobs+=("${expdir}/probe_${tag#asr_} ${expdir}/${tag} trained")
-  done
-  if [ "${probe_controls}" = true ]; then
-    first_training=${asr_trainings%% *}
-    probe_jobs+=("${expdir}/probe_$(basename "${config}" .yaml)_random ${expdir}/$(asr_tag "${config}" "${first_training}") random")
-  fi
-done
-for aexp in "${brought_exps[@]}"; do
-  name=$(brought_name "${aexp}")
-  probe_jobs+=("${expdir}/probe_${name}_brought ${aexp} trained")
-  [ "${probe_controls}" = true ] && probe_jobs+=("${expdir}/probe_${name}_random ${aexp} random")
-done
-# test sets a probe experiment decodes, vocodes and scores: all, or clean only for the controls
-probe_sets() {
-  if [ "$1" = random ] && [ "${control_conditions}" = clean ]; then echo ${test_sets}
-  else echo ${test_sets} ${noisy_test_sets}; fi
-}
 
 if run_stage 7; then
   log "Stage 7: probe training (${#probe_jobs[@]} experiments) on ${probe_train_set}"
   pids=()
   for job in "${probe_jobs[@]}"; do
-    read -r pexp aexp init <<< "${job}"
+    read -r pexp aexp init _ <<< "${job}"
     while [ "$(jobs -rp | wc -l)" -ge "${probe_parallel}" ]; do sleep 2; done
     "${probe_root}/local/probe_train.sh" --config "${probe_config}" --exp "${pexp}" \
       --asr_config "${aexp}/config.yaml" --asr_model "$(asr_checkpoint "${aexp}")" --asr_init "${init}" \
@@ -356,16 +349,16 @@ if run_stage 8; then
   log "Stage 8: probe decoding of ${test_sets}${noisy_test_sets} (controls: ${control_conditions})"
   pids=()
   for job in "${probe_jobs[@]}"; do
-    read -r pexp _ init <<< "${job}"
+    read -r pexp _ _ sets _ <<< "${job}"
     while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
     ${infer_cmd} "${pexp}/log/probe_decode.log" \
       python -m espnet_probe.bin.probe_decode --probe_exp "${pexp}" --device "${infer_device}" \
-        --feats_dir $(for t in $(probe_sets "${init}"); do echo "${dumpdir}/fbank/${t}"; done) &
+        --feats_dir $(for t in ${sets//,/ }; do echo "${dumpdir}/fbank/${t}"; done) &
     pids+=($!)
   done
   ${decode_cmd} "${expdir}/probe_oracle/log/probe_decode.log" \
     python -m espnet_probe.bin.probe_decode --oracle --out_root "${expdir}/probe_oracle" \
-      --feats_dir $(for t in $(probe_sets oracle); do echo "${dumpdir}/fbank/${t}"; done) &
+      --feats_dir $(for t in ${test_sets} ${noisy_test_sets}; do echo "${dumpdir}/fbank/${t}"; done) &
   pids+=($!)
   failed=0
   for pid in "${pids[@]}"; do wait "${pid}" || failed=$((failed + 1)); done
@@ -377,13 +370,14 @@ fi
 if run_stage 9; then
   log "Stage 9: vocoding every layer (${vocode_max_utts:-all} utts per condition)"
   pids=()
-  for job in "${probe_jobs[@]}" "${expdir}/probe_oracle - oracle"; do
-    read -r pexp _ init <<< "${job}"
+  all_sets=$(echo ${test_sets} ${noisy_test_sets} | tr ' ' ,)
+  for job in "${probe_jobs[@]}" "${expdir}/probe_oracle - - ${all_sets}"; do
+    read -r pexp _ _ sets _ <<< "${job}"
     while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
     ${train_cmd} "${pexp}/log/vocode.log" \
       python -m espnet_probe.bin.vocode_layers --data "${datadir}" --max_utts "${vocode_max_utts}" \
         --fbank_config "${fbank_config}" --config "${vocoder_config}" \
-        --decode_dirs $(for t in $(probe_sets "${init}"); do echo "${pexp}/decode_${t}"; done) &
+        --decode_dirs $(for t in ${sets//,/ }; do echo "${pexp}/decode_${t}"; done) &
     pids+=($!)
   done
   failed=0
@@ -394,23 +388,6 @@ fi
 
 speaker_train_set=${speaker_train_set:-${train_set}}
 speaker_exp=${expdir}/speaker_$(basename "${speaker_config}" .yaml)
-# speaker-ID probes: "<out dir> <asr exp> <trained|random> <model> <training>"
-sid_jobs=()
-for config in ${asr_configs}; do
-  model=$(basename "${config}" .yaml)
-  for training in ${asr_trainings}; do
-    sid_jobs+=("${expdir}/$(asr_tag "${config}" "${training}")/speaker_id ${expdir}/$(asr_tag "${config}" "${training}") trained ${model} ${training}")
-  done
-  if [ "${probe_controls}" = true ]; then
-    aexp=${expdir}/$(asr_tag "${config}" "${asr_trainings%% *}")
-    sid_jobs+=("${aexp}/speaker_id_random ${aexp} random ${model} random")
-  fi
-done
-for aexp in "${brought_exps[@]}"; do
-  name=$(brought_name "${aexp}")
-  sid_jobs+=("${aexp}/speaker_id ${aexp} trained ${name} brought")
-  [ "${probe_controls}" = true ] && sid_jobs+=("${aexp}/speaker_id_random ${aexp} random ${name} random")
-done
 
 if run_stage 10; then
   log "Stage 10: speaker encoder (${speaker_exp}) on ${speaker_train_set}; speaker-ID probes"
@@ -448,10 +425,7 @@ if run_stage 11; then
           "${speaker_opt[@]}")
   pids=()
   for job in "${probe_jobs[@]}"; do
-    read -r pexp aexp init <<< "${job}"
-    training=$(basename "${aexp}"); training=${training##*_}
-    [ "${init}" = random ] && training=random
-    model=$(basename "${pexp}"); model=${model#probe_}; model=${model%_*}
+    read -r pexp _ _ _ model training <<< "${job}"
     while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
     ${infer_cmd} "${pexp}/log/score.log" python -m espnet_probe.bin.score_layers --exp "${pexp}" \
       --model "${model}" --training "${training}" "${common[@]}" &
@@ -484,19 +458,10 @@ make_report() {
   mel_args=()
   first_test=${test_sets%% *}
   lowest_snr=$(for s in ${test_snrs}; do echo "$s"; done | sort -n | head -1)
-  for config in ${asr_configs}; do
-    model=$(basename "${config}" .yaml)
-    for training in ${asr_trainings}; do
-      pexp=${expdir}/probe_${model}_${training}
-      mel_args+=("${model}:${training}:clean:${pexp}/decode_${first_test}")
-      [ -n "${lowest_snr}" ] && mel_args+=("${model}:${training}:snr${lowest_snr}:${pexp}/decode_${first_test}_snr${lowest_snr}")
-    done
-  done
-  for aexp in "${brought_exps[@]}"; do
-    model=$(brought_name "${aexp}"); pexp=${expdir}/probe_${model}_brought
-    mel_args+=("${model}:brought:clean:${pexp}/decode_${first_test}")
-    [ -n "${lowest_snr}" ] && mel_args+=("${model}:brought:snr${lowest_snr}:${pexp}/decode_${first_test}_snr${lowest_snr}")
-  done
+  while read -r pexp model training; do  # the trained models' probes (the figure's rows)
+    mel_args+=("${model}:${training}:clean:${pexp}/decode_${first_test}")
+    [ -n "${lowest_snr}" ] && mel_args+=("${model}:${training}:snr${lowest_snr}:${pexp}/decode_${first_test}_snr${lowest_snr}")
+  done < <(list_exps --kind probe --init trained --fields dir,model,training)
   asr_opt=()
   [ -f "${expdir}/asr_results.csv" ] && asr_opt=(--asr_results "${expdir}/asr_results.csv")
   python -m espnet_probe.bin.make_report --out "${expdir}/report" \
@@ -521,9 +486,12 @@ if run_stage 13; then
     log "keeping ${listening_dir}/listening.db and its answers (delete it to draw a new test)"
   else
     exps=${listening_exps}
-    if [ -z "${exps}" ]; then
-      training=$(printf '%s\n' ${asr_trainings} | grep -x robust || echo "${asr_trainings%% *}")
-      exps=probe_$(basename "${asr_configs%% *}" .yaml)_${training}
+    if [ -z "${exps}" ]; then  # the first model's robust probe, else its first trained one
+      first_model=$(list_exps --kind probe --init trained --fields model | awk 'NR == 1')
+      exps=$( { list_exps --kind probe --init trained --training robust --fields model,dir
+                list_exps --kind probe --init trained --fields model,dir; } |
+              awk -v m="${first_model}" '$1 == m && !found { print $2; found = 1 }')
+      exps=$(basename "${exps}")
     fi
     # shellcheck disable=SC2086
     python -m espnet_probe.bin.listening_test make --exp_root "${expdir}" --data "${datadir}" \

@@ -2,14 +2,17 @@
 #   exp_begin LABEL EXP SETTINGS || exit 0   # skip a finished run with the same settings
 #   ... train (ESPnet --resume continues a run killed half-way) ...
 #   exp_finish EXP SETTINGS
-# Changed settings wipe EXP and start afresh, so a stale checkpoint is never resumed.
+# Changed settings wipe EXP (but its experiment.yaml) and start afresh, so a stale checkpoint
+# is never resumed.
 exp_begin() {
   local label=$1 exp=$2 settings=$3
   if [ -f "${exp}/.done" ] && [ "$(cat "${exp}/.done")" = "${settings}" ]; then
     echo "${label} ${exp}: already trained, skipped" >&2; return 1
   fi
   if [ -f "${exp}/.settings" ] && [ "$(cat "${exp}/.settings")" != "${settings}" ]; then
-    echo "${label} ${exp}: settings changed, training from scratch" >&2; rm -rf "${exp}"
+    echo "${label} ${exp}: settings changed, training from scratch" >&2
+    # all but the record of what the experiment is (espnet_probe/experiments.py)
+    find "${exp}" -mindepth 1 -maxdepth 1 ! -name experiment.yaml -exec rm -rf {} +
   fi
   mkdir -p "${exp}"
   echo "${settings}" > "${exp}/.settings"

@@ -1,0 +1,105 @@
+"""Experiment records: the plan of a run, what each stage lists, and the record surviving a wipe."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import REPO
+from espnet_probe.bin import experiments as cli
+from espnet_probe.experiments import ExperimentError, load, plan, select, write_plan
+
+
+def _brought(exp_dir, model="wav2vec-conformer"):
+    exp_dir.mkdir(parents=True)
+    (exp_dir / "experiment.yaml").write_text(yaml.safe_dump(
+        {"kind": "asr", "origin": "brought", "model": model, "training": "brought",
+         "config": "/elsewhere/config.yaml", "checkpoint": "/elsewhere/valid.acc.ave.pth"}))
+    return exp_dir
+
+
+def test_plan_of_the_paper_design_with_a_brought_model(tmp_path):
+    exp = tmp_path / "exp"
+    # the brought model's dir name says nothing: its record gives the name and the training
+    brought = _brought(exp / "some_dir")
+    exps = plan(exp, ["conf/asr/vgg_blstm_small.yaml", "conf/asr/blstm_small.yaml"],
+                ["baseline", "robust"], [brought], True, ["test"], ["test_snr0"], "clean")
+    asr = [e for e in exps if e.kind == "asr"]
+    assert [(e.model, e.training) for e in asr] == [
+        ("vgg_blstm_small", "baseline"), ("vgg_blstm_small", "robust"),
+        ("blstm_small", "baseline"), ("blstm_small", "robust"), ("wav2vec-conformer", "brought")]
+    probes = [e for e in exps if e.kind == "probe"]
+    assert [(e.model, e.training, e.init) for e in probes] == [
+        ("vgg_blstm_small", "baseline", "trained"), ("vgg_blstm_small", "robust", "trained"),
+        ("vgg_blstm_small", "random", "random"),
+        ("blstm_small", "baseline", "trained"), ("blstm_small", "robust", "trained"),
+        ("blstm_small", "random", "random"),
+        ("wav2vec-conformer", "brought", "trained"), ("wav2vec-conformer", "random", "random")]
+    # controls take their architecture's first training and the clean set only
+    control = probes[2]
+    assert control.asr_exp == str(exp / "asr_vgg_blstm_small_baseline") and control.sets == ("test",)
+    assert probes[0].sets == ("test", "test_snr0")
+    assert probes[-1].asr_exp == str(brought) and probes[-1].dir == str(exp / "probe_wav2vec-conformer_random")
+    sid = [e for e in exps if e.kind == "speaker_id"]
+    assert sid[-1].dir == str(brought / "speaker_id_random") and sid[-1].training == "random"
+    everything = plan(exp, ["conf/asr/vgg_blstm_small.yaml"], ["baseline"], (), True, ["test"],
+                      ["test_snr0"], "all")
+    assert [e.sets for e in everything if e.init == "random" and e.kind == "probe"] == [("test", "test_snr0")]
+    assert not [e for e in plan(exp, ["a.yaml"], ["baseline"], (), False, ["test"]) if e.init == "random"]
+
+
+def test_records_round_trip_and_the_list_a_stage_reads(tmp_path, capsys):
+    exp = tmp_path / "exp"
+    brought = _brought(exp / "asr_x_brought", model="x")
+    exps = plan(exp, ["conf/asr/vgg_blstm_small.yaml"], ["baseline", "robust"], [brought], True,
+                ["test"], ["test_snr0", "test_snr10"])
+    write_plan(exp, exps)
+    assert [load(e.dir) for e in exps] == exps
+    assert yaml.safe_load((brought / "experiment.yaml").read_text())["checkpoint"]  # left as brought
+    assert select(exp) == exps
+    assert [e.dir for e in select(exp, kind="probe", init="random")] == [
+        str(exp / "probe_vgg_blstm_small_random"), str(exp / "probe_x_random")]
+    assert cli.main(["list", "--expdir", str(exp), "--kind", "probe", "--training", "robust",
+                     "--fields", "dir,asr_exp,init,sets,model,training"]) == 0
+    assert capsys.readouterr().out.split() == [
+        str(exp / "probe_vgg_blstm_small_robust"), str(exp / "asr_vgg_blstm_small_robust"),
+        "trained", "test,test_snr0,test_snr10", "vgg_blstm_small", "robust"]
+    # an empty field prints as '-', so the shell's read keeps its columns
+    assert cli.main(["list", "--expdir", str(exp), "--kind", "asr", "--fields", "asr_exp,dir"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"- {exp / 'asr_vgg_blstm_small_baseline'}"
+    # a changed option rewrites the records it changes
+    write_plan(exp, plan(exp, ["conf/asr/vgg_blstm_small.yaml"], ["baseline", "robust"], [brought],
+                         True, ["test"], ["test_snr0"], "all"))
+    assert load(exp / "probe_vgg_blstm_small_random").sets == ("test", "test_snr0")
+
+
+def test_bad_plans_and_records_are_one_clear_error(tmp_path, capsys):
+    exp = tmp_path / "exp"
+    with pytest.raises(ExperimentError, match="no ASR record"):
+        plan(exp, [], [], [tmp_path / "not_brought"])
+    with pytest.raises(ExperimentError, match="share the dir .*asr_same_baseline"):
+        plan(exp, ["a/same.yaml", "b/same.yaml"], ["baseline"])
+    with pytest.raises(ExperimentError, match="no plan"):
+        select(exp)
+    (exp / "probe_y").mkdir(parents=True)
+    with pytest.raises(ExperimentError, match="probe_y: no experiment.yaml"):
+        load(exp / "probe_y")
+    write_plan(exp, plan(exp, ["conf/a.yaml"], ["baseline"]))
+    assert cli.main(["list", "--expdir", str(exp), "--fields", "dir,colour"]) == 1
+    assert "unknown field 'colour'" in capsys.readouterr().err
+
+
+def test_a_settings_change_wipes_the_experiment_but_its_record(tmp_path):
+    exp = tmp_path / "probe_z"
+    write_plan(tmp_path, [e for e in plan(tmp_path, ["z.yaml"], ["baseline"]) if e.kind == "asr"])
+    exp = tmp_path / "asr_z_baseline"
+    (exp / "checkpoint.pth").write_text("old")
+    (exp / "log").mkdir()
+    (exp / ".settings").write_text("old settings")
+    script = f'. "{REPO}/scripts/exp_guard.sh"; exp_begin ASR "{exp}" "new settings"'
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0 and "settings changed, training from scratch" in proc.stderr
+    assert sorted(p.name for p in exp.iterdir()) == [".settings", "experiment.yaml"]
+    assert load(exp).training == "baseline"
