@@ -58,39 +58,121 @@ def _check_recipe_outputs(recipe: Path, train: str, tests: list[str], snrs=(0,))
         int(v.split()[1]) for v in (fb / f"{train}_robust" / "utt2num_frames").read_text().splitlines())
 
 
-def test_default_run_builds_data_and_features_on_embedded_corpus(tmp_path, recipe_env):
+def _run(args: list[str], recipe: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=recipe, env=env, capture_output=True, text=True)
+
+
+# The default run, one test per stage group.  Each group's fixture needs the previous group's, so
+# one test alone still runs the stages before it, and a group that broke errors every later test
+# with its own stderr.  recipe_env (conftest) is per test, so the group fixtures are too; each
+# group's run is kept in a module-scoped dict, so it runs once per module.
+@pytest.fixture(scope="module")
+def _runs() -> dict:
+    return {}
+
+
+def _run_once(runs: dict, args: list[str], recipe: Path, env: dict) -> subprocess.CompletedProcess:
+    if tuple(args) not in runs:
+        runs[tuple(args)] = _run(args, recipe, env)
+    return runs[tuple(args)]
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory) -> Path:
     # The recipe writes into its working directory; run a copy of the top level there.
-    recipe = tmp_path / "recipe"
+    recipe = tmp_path_factory.mktemp("default_run") / "recipe"
     recipe.mkdir()
     for name in ("run.sh", "path.sh", "cmd.sh", "local", "conf", "scripts"):
         (recipe / name).symlink_to(REPO / name)
     (recipe / "tools").symlink_to(REPO / "tools")
-    proc = subprocess.run(["./run.sh", "--stop_stage", "3", "--nj", "2"], cwd=recipe,
-                          env=recipe_env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Finished stages 1..3" in proc.stderr
-    _check_recipe_outputs(recipe, "train", ["test"])  # the default: 0 dB only
-    assert len((recipe / "data" / "train" / "spk2utt").read_text().splitlines()) >= 10
+    return recipe
 
-    again = subprocess.run(["./run.sh", "--stage", "3", "--stop_stage", "3"], cwd=recipe,
-                           env=recipe_env, capture_output=True, text=True)
-    assert again.returncode == 0 and again.stderr.count("already complete, skipped") == 5  # train dev test train_aug test_snr0
 
+@pytest.fixture(scope="module")
+def tiny_asr(recipe) -> Path:
     # ASR stages with a tiny VGG-BLSTM (one pretraining stage, one epoch each): the stage
     # plumbing, not the accuracy, is under test here.
     conf = yaml.safe_load((REPO / "conf" / "asr" / "vgg_blstm_small.yaml").read_text())
     conf["encoder_conf"].update(conv_channels=[4, 4, 8, 8], hidden_size=16, projection_size=16)
     conf["encoder_pretraining"] = {"layers": [1], "epochs": 1}
     conf["max_epoch"] = 1
-    tiny = tmp_path / "tiny_vgg.yaml"
+    tiny = recipe.parent / "tiny_vgg.yaml"
     tiny.write_text(yaml.safe_dump(conf))
-    asr = subprocess.run(["./run.sh", "--stage", "4", "--stop_stage", "6", "--asr_config", str(tiny)],
-                         cwd=recipe, env=recipe_env, capture_output=True, text=True)
+    return tiny
+
+
+@pytest.fixture(scope="module")
+def late_args(recipe, tiny_asr) -> list[str]:
+    """./run.sh from stage 10 on (speaker side, scoring, the report, demo and listening test),
+    with a one-epoch ThinResNet."""
+    spk = yaml.safe_load((REPO / "conf" / "speaker" / "resnet_small.yaml").read_text())
+    spk["encoder_conf"].update(widths=[4, 8, 8, 8], blocks=[1, 1, 1, 1], descriptor_dim=16,
+                               embed_dim=16)
+    spk["max_epoch"] = 1
+    spk_conf = recipe.parent / "tiny_spk.yaml"
+    spk_conf.write_text(yaml.safe_dump(spk))
+    return ["./run.sh", "--stage", "10", "--asr_config", str(tiny_asr), "--speaker_config",
+            str(spk_conf), "--n_boot", "100"]
+
+
+@pytest.fixture
+def stages_1_3(recipe, recipe_env, _runs) -> subprocess.CompletedProcess:
+    proc = _run_once(_runs, ["./run.sh", "--stop_stage", "3", "--nj", "2"], recipe, recipe_env)
+    assert proc.returncode == 0, f"stages 1-3 failed:\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture
+def stages_4_6(stages_1_3, recipe, recipe_env, tiny_asr, _runs) -> subprocess.CompletedProcess:
+    asr = _run_once(
+        _runs, ["./run.sh", "--stage", "4", "--stop_stage", "6", "--asr_config", str(tiny_asr)],
+        recipe, recipe_env)
     # One epoch leaves CTC on the blank plateau: every hypothesis is empty, and stage 6 refuses
     # to report that as WER 100 % (the decode guard, in the real pipeline); the WER path of a
-    # model that learnt something is covered by test_asr_fixture and test_bring_recipe.
-    assert asr.returncode == 1, asr.stderr[-3000:]
-    assert "every one of the 128 hypotheses is empty" in asr.stderr
+    # model that learnt something is covered by test_asr_fixture and test_bring_recipe.  Checked
+    # here, not in the test: any other exit 1 means stage 4 or 5 broke, and the probes can't run.
+    assert asr.returncode == 1, f"stages 4-6 failed:\n{asr.stderr[-3000:]}"
+    assert "every one of the 128 hypotheses is empty" in asr.stderr, \
+        f"stages 4-6 failed before stage 6's refusal:\n{asr.stderr[-3000:]}"
+    return asr
+
+
+# Probe stages: trained and random-encoder probes, decoding, the oracle and vocoding; three
+# layers keep the later scoring stages short.
+PROBE_LAYERS = ["input", "cnn2", "blstm5"]
+
+
+@pytest.fixture
+def stages_7_9(stages_4_6, recipe, recipe_env, tiny_asr, _runs) -> subprocess.CompletedProcess:
+    probe = _run_once(
+        _runs,
+        ["./run.sh", "--stage", "7", "--stop_stage", "9", "--asr_config", str(tiny_asr),
+         "--probe_args",
+         f"--max_epoch 1 --probe_conf hidden_size=16 --layers {' '.join(PROBE_LAYERS)}",
+         "--vocode_max_utts", "8"],
+        recipe, recipe_env)
+    assert probe.returncode == 0, f"stages 7-9 failed:\n{probe.stderr[-3000:]}"
+    return probe
+
+
+@pytest.fixture
+def stages_10_14(stages_7_9, recipe, recipe_env, late_args, _runs) -> subprocess.CompletedProcess:
+    scored = _run_once(_runs, late_args, recipe, recipe_env)
+    assert scored.returncode == 0, f"stages 10-14 failed:\n{scored.stderr[-3000:]}"
+    return scored
+
+
+def test_default_run_stages_1_3_data_and_features(stages_1_3, recipe, recipe_env):
+    assert "Finished stages 1..3" in stages_1_3.stderr
+    _check_recipe_outputs(recipe, "train", ["test"])  # the default: 0 dB only
+    assert len((recipe / "data" / "train" / "spk2utt").read_text().splitlines()) >= 10
+
+    again = _run(["./run.sh", "--stage", "3", "--stop_stage", "3"], recipe, recipe_env)
+    assert again.returncode == 0 and again.stderr.count("already complete, skipped") == 5  # train dev test train_aug test_snr0
+
+
+def test_default_run_stages_4_6_tiny_asr(stages_4_6, recipe, recipe_env, tiny_asr):
+    asr = stages_4_6
     # stage 5 shows each training's epochs on the console (model, epoch k/N, losses, s/epoch)
     for training in ("baseline", "robust"):
         assert re.search(rf"\[ASR asr_tiny_vgg_{training}\] epoch 1/1: train loss [\d.]+, valid loss "
@@ -104,19 +186,14 @@ def test_default_run_builds_data_and_features_on_embedded_corpus(tmp_path, recip
             "train" if training == "baseline" else "train_robust")
         assert not list(exp.glob("decode_*/result.json"))  # nothing reported
     assert not (recipe / "exp" / "asr_results.md").exists()
-    rerun = subprocess.run(["./run.sh", "--stage", "5", "--stop_stage", "5", "--asr_config", str(tiny)],
-                           cwd=recipe, env=recipe_env, capture_output=True, text=True)
+    rerun = _run(["./run.sh", "--stage", "5", "--stop_stage", "5", "--asr_config", str(tiny_asr)],
+                 recipe, recipe_env)
     assert rerun.returncode == 0 and rerun.stderr.count("already trained, skipped") == 2
 
-    # Probe stages: trained and random-encoder probes, decoding, the oracle and vocoding; three
-    # layers keep the later scoring stages short.
-    layers = ["input", "cnn2", "blstm5"]
-    probe = subprocess.run(
-        ["./run.sh", "--stage", "7", "--stop_stage", "9", "--asr_config", str(tiny),
-         "--probe_args", f"--max_epoch 1 --probe_conf hidden_size=16 --layers {' '.join(layers)}",
-         "--vocode_max_utts", "8"],
-        cwd=recipe, env=recipe_env, capture_output=True, text=True)
-    assert probe.returncode == 0, probe.stderr[-3000:]
+
+def test_default_run_stages_7_9_probes(stages_7_9, recipe):
+    probe = stages_7_9
+    layers = PROBE_LAYERS
     for name in ("baseline", "robust", "random"):  # stage 7's epochs on the console too
         assert re.search(rf"\[probe probe_tiny_vgg_{name}\] epoch 1/1: train loss [\d.]+, valid loss",
                          probe.stderr), probe.stderr[-3000:]
@@ -148,17 +225,9 @@ def test_default_run_builds_data_and_features_on_embedded_corpus(tmp_path, recip
     ref = soundfile.info(recipe / read_table(recipe / "data" / "test_snr0" / "wav.scp")[utt])
     assert sr == 16000 and abs(len(wav) - ref.frames) <= 160
 
-    # Speaker side, scoring and the report, with a one-epoch ThinResNet.
-    spk = yaml.safe_load((REPO / "conf" / "speaker" / "resnet_small.yaml").read_text())
-    spk["encoder_conf"].update(widths=[4, 8, 8, 8], blocks=[1, 1, 1, 1], descriptor_dim=16,
-                               embed_dim=16)
-    spk["max_epoch"] = 1
-    spk_conf = tmp_path / "tiny_spk.yaml"
-    spk_conf.write_text(yaml.safe_dump(spk))
-    late = ["./run.sh", "--stage", "10", "--asr_config", str(tiny), "--speaker_config",
-            str(spk_conf), "--n_boot", "100"]
-    scored = subprocess.run(late, cwd=recipe, env=recipe_env, capture_output=True, text=True)
-    assert scored.returncode == 0, scored.stderr[-3000:]
+
+def test_default_run_stages_10_12_speaker_scoring_report(stages_10_14, recipe):
+    layers = PROBE_LAYERS
     exp = recipe / "exp"
     assert (exp / "speaker_tiny_spk" / ".done").exists()
     sid = (exp / "asr_tiny_vgg_baseline" / "speaker_id" / "results.csv").read_text().splitlines()
@@ -180,17 +249,22 @@ def test_default_run_builds_data_and_features_on_embedded_corpus(tmp_path, recip
     for condition in ("clean", "snr0"):
         assert ("original", "", condition, "audio", "eer_ge2e") in got
         assert ("oracle", "", condition, "original", "stoi") in got
-        assert ("tiny_vgg", "baseline", condition, "output", "wer") not in got  # refused above
+        assert ("tiny_vgg", "baseline", condition, "output", "wer") not in got  # refused by stage 6
     results_md = (exp / "report" / "RESULTS.md").read_text()
     assert "## Table 1" not in results_md and "## Table 2: Speaker verification EER, GE2E" in results_md
     for png in ("eer_ge2e.png", "eer_resnet.png", "stoi.png", "speaker_id_acc.png",
                 "mel_tiny_vgg.png"):
         assert (exp / "report" / png).stat().st_size > 5000, png
+
+
+def test_default_run_stages_13_14_demo_and_listening(stages_10_14, recipe, recipe_env, late_args):
+    layers = PROBE_LAYERS
+    exp = recipe / "exp"
     # Stage 13: the demo page and a listening test over the robust model's layers (paper Fig. 2b)
     demo = (exp / "demo" / "index.html").read_text()
     assert "tiny_vgg / baseline / clean" in demo and demo.count("<audio") >= 3 * (len(layers) + 2)
     db = exp / "listening" / "default" / "listening.db"
-    assert "No listening-test results" in results_md
+    assert "No listening-test results" in (exp / "report" / "RESULTS.md").read_text()
     # Stage 14: one scripted rater answers every trial "A"; the report gains Fig. 2b
     from espnet_probe.listening.store import Store
     with Store(db) as store:
@@ -198,8 +272,7 @@ def test_default_run_builds_data_and_features_on_embedded_corpus(tmp_path, recip
         rater = store.add_rater("scripted")
         while (trial := store.next_trial(rater.id)) is not None:
             store.submit_answer(rater.id, trial.trial, "A")
-    human = subprocess.run(late[:2] + ["14"] + late[3:], cwd=recipe, env=recipe_env,
-                           capture_output=True, text=True)
+    human = _run(late_args[:2] + ["14"] + late_args[3:], recipe, recipe_env)
     assert human.returncode == 0, human.stderr[-3000:]
     with open(exp / "report" / "scores.csv", newline="") as f:
         errors = [r for r in csv.DictReader(f) if r["metric"] == "human_error"]
@@ -208,16 +281,19 @@ def test_default_run_builds_data_and_features_on_embedded_corpus(tmp_path, recip
     assert (exp / "report" / "human_error.png").exists()
     # a re-run recomputes nothing, keeps the answers, and reports the same numbers
     before = (exp / "report" / "scores.csv").read_text()
-    again = subprocess.run(late, cwd=recipe, env=recipe_env, capture_output=True, text=True)
+    again = _run(late_args, recipe, recipe_env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "already trained, skipped" in again.stderr and ": embedding" not in again.stderr
     assert (exp / "report" / "scores.csv").read_text() == before
     assert "keeping exp/listening/default/listening.db" in again.stderr
+
+
+def test_default_run_fetches_no_nltk_data(stages_4_6, stages_7_9, stages_10_14, recipe):
     # offline and clean: no stage's log, nor the console, tried to fetch nltk data
     logs = [p for p in recipe.rglob("*.log") if p.is_file()]
     assert len(logs) > 20
     assert not [p for p in logs if "nltk_data" in p.read_text(errors="replace")]
-    assert "nltk_data" not in asr.stderr + probe.stderr + scored.stderr
+    assert "nltk_data" not in stages_4_6.stderr + stages_7_9.stderr + stages_10_14.stderr
 
 
 def test_librispeech_recipe_on_shared_data(tmp_path, recipe_env, librispeech_dir, musan_mini_dir):
