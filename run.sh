@@ -156,6 +156,23 @@ run_stage() {
   [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ] || return 1
   end_stage; stage_running=$1; stage_started=$(date +%s)
 }
+# The one way a stage runs jobs side by side (each through the job backend of cmd.sh):
+#   start_job LIMIT CMD...  start CMD in the background once fewer than LIMIT jobs run (0: now)
+#   wait_jobs WHAT [LOGS]   wait for all started jobs; if any failed, log how many (and where
+#                           their logs are) and return 1
+started_jobs=()
+start_job() {
+  local limit=$1; shift
+  while [ "${limit}" -gt 0 ] && [ "$(jobs -rp | wc -l)" -ge "${limit}" ]; do sleep 1; done
+  "$@" &
+  started_jobs+=($!)
+}
+wait_jobs() {
+  local pid failed=0
+  for pid in "${started_jobs[@]}"; do wait "${pid}" || failed=$((failed + 1)); done
+  started_jobs=()
+  [ "${failed}" -eq 0 ] || { log "${failed} $1 failed${2:+, see $2}"; return 1; }
+}
 
 if [ -n "${test_dirs}" ]; then  # their basenames, checked against every other set's name
   test_sets=$(python -m espnet_probe.bin.import_data_dir --test_set_names --test_dirs "${test_dirs}" \
@@ -266,7 +283,6 @@ fi
 
 if run_stage 5; then
   log "Stage 5: ASR training: $(for c in ${asr_configs}; do basename "$c" .yaml; done | xargs) x {${asr_trainings}}"
-  pids=()
   # robust trainings first: they see twice the data, so the longest jobs start first
   exps_into robust_first --kind asr --training robust --fields dir,config,model,training
   exps_into others --kind asr --fields dir,config,model,training
@@ -285,17 +301,13 @@ if run_stage 5; then
       epoch_args="--num_iters_per_epoch $(python -m espnet_probe.bin.count_batches --config "${config}" \
         --shape_file "${dumpdir}/fbank/${train_set}/feats_shape" ${asr_args})"
     fi
-    while [ "$(jobs -rp | wc -l)" -ge "${asr_parallel}" ]; do sleep 2; done
-    "${probe_root}/local/asr_train.sh" --config "${config}" --exp "${exp}" --model "${model}" \
+    start_job "${asr_parallel}" "${probe_root}/local/asr_train.sh" --config "${config}" --exp "${exp}" --model "${model}" \
       --training "${training}" --train_set "$(asr_train_set "${training}")" \
       --valid_set "${valid_set}" --featdir "${dumpdir}/fbank" \
       --token_list "$(token_dir "${type}")/tokens.txt" --token_type "${type}" --bpemodel "${bpemodel}" --ngpu "${ngpu}" \
-      --asr_args "${epoch_args} ${asr_args}" --cmd "${cuda_cmd}" &
-    pids+=($!)
+      --asr_args "${epoch_args} ${asr_args}" --cmd "${cuda_cmd}"
   done
-  failed=0
-  for pid in "${pids[@]}"; do wait "${pid}" || failed=$((failed + 1)); done
-  [ "${failed}" -eq 0 ] || { log "${failed} ASR training(s) failed"; exit 1; }
+  wait_jobs "ASR training(s)" || exit 1
 fi
 
 if run_stage 6; then
@@ -303,15 +315,14 @@ if run_stage 6; then
   exps=()
   for exp in "${asr_exp_dirs[@]}"; do
       exps+=("${exp}")
-      while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
       # one job per model for all conditions: the model and ESPnet (~10 s) load once
-      ${infer_cmd} "${exp}/log/decode.log" \
+      start_job "${nj}" ${infer_cmd} "${exp}/log/decode.log" \
         python -m espnet_probe.bin.asr_decode --asr_exp "${exp}" --device "${infer_device}" \
           --beam_size "${beam_size}" \
           --feats_dir $(for t in ${test_sets} ${noisy_test_sets}; do echo "${dumpdir}/fbank/${t}"; done) \
-          --out $(for t in ${test_sets} ${noisy_test_sets}; do echo "${exp}/decode_${t}"; done) &
+          --out $(for t in ${test_sets} ${noisy_test_sets}; do echo "${exp}/decode_${t}"; done)
   done
-  wait
+  wait_jobs "decoding job(s)" || true  # the check below names the condition and its log
   for exp in "${exps[@]}"; do
     grep -h "^asr_decode " "${exp}/log/decode.log" >&2 || true
     for t in ${test_sets} ${noisy_test_sets}; do
@@ -330,59 +341,43 @@ asr_checkpoint() {  # ESPnet's order, or a brought model's record
 
 if run_stage 7; then
   log "Stage 7: probe training (${#probe_jobs[@]} experiments) on ${probe_train_set}"
-  pids=()
   for job in "${probe_jobs[@]}"; do
     read -r pexp aexp init _ <<< "${job}"
-    while [ "$(jobs -rp | wc -l)" -ge "${probe_parallel}" ]; do sleep 2; done
-    "${probe_root}/local/probe_train.sh" --config "${probe_config}" --exp "${pexp}" \
+    start_job "${probe_parallel}" "${probe_root}/local/probe_train.sh" --config "${probe_config}" --exp "${pexp}" \
       --asr_config "${aexp}/config.yaml" --asr_model "$(asr_checkpoint "${aexp}")" --asr_init "${init}" \
       --asr_input "$(python -m espnet_probe.bin.bring_asr --input_of "${aexp}")" --train_set "${probe_train_set}" --valid_set "${valid_set}" --featdir "${dumpdir}/fbank" \
-      --ngpu "${ngpu}" --probe_args "${probe_args}" --cmd "${cuda_cmd}" &
-    pids+=($!)
+      --ngpu "${ngpu}" --probe_args "${probe_args}" --cmd "${cuda_cmd}"
   done
-  failed=0
-  for pid in "${pids[@]}"; do wait "${pid}" || failed=$((failed + 1)); done
-  [ "${failed}" -eq 0 ] || { log "${failed} probe training(s) failed"; exit 1; }
+  wait_jobs "probe training(s)" || exit 1
 fi
 
 if run_stage 8; then
   log "Stage 8: probe decoding of ${test_sets}${noisy_test_sets} (controls: ${control_conditions})"
-  pids=()
   for job in "${probe_jobs[@]}"; do
     read -r pexp _ _ sets _ <<< "${job}"
-    while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
-    ${infer_cmd} "${pexp}/log/probe_decode.log" \
+    start_job "${nj}" ${infer_cmd} "${pexp}/log/probe_decode.log" \
       python -m espnet_probe.bin.probe_decode --probe_exp "${pexp}" --device "${infer_device}" \
-        --feats_dir $(for t in ${sets//,/ }; do echo "${dumpdir}/fbank/${t}"; done) &
-    pids+=($!)
+        --feats_dir $(for t in ${sets//,/ }; do echo "${dumpdir}/fbank/${t}"; done)
   done
-  ${decode_cmd} "${expdir}/probe_oracle/log/probe_decode.log" \
+  start_job 0 ${decode_cmd} "${expdir}/probe_oracle/log/probe_decode.log" \
     python -m espnet_probe.bin.probe_decode --oracle --out_root "${expdir}/probe_oracle" \
-      --feats_dir $(for t in ${test_sets} ${noisy_test_sets}; do echo "${dumpdir}/fbank/${t}"; done) &
-  pids+=($!)
-  failed=0
-  for pid in "${pids[@]}"; do wait "${pid}" || failed=$((failed + 1)); done
-  [ "${failed}" -eq 0 ] || { log "${failed} probe decoding job(s) failed, see ${expdir}/probe_*/log"; exit 1; }
+      --feats_dir $(for t in ${test_sets} ${noisy_test_sets}; do echo "${dumpdir}/fbank/${t}"; done)
+  wait_jobs "probe decoding job(s)" "${expdir}/probe_*/log" || exit 1
   python -m espnet_probe.bin.probe_results --out "${expdir}/probe_results" \
     --exps $(for job in "${probe_jobs[@]}"; do echo "${job%% *}"; done)
 fi
 
 if run_stage 9; then
   log "Stage 9: vocoding every layer (${vocode_max_utts:-all} utts per condition)"
-  pids=()
   all_sets=$(echo ${test_sets} ${noisy_test_sets} | tr ' ' ,)
   for job in "${probe_jobs[@]}" "${expdir}/probe_oracle - - ${all_sets}"; do
     read -r pexp _ _ sets _ <<< "${job}"
-    while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
-    ${train_cmd} "${pexp}/log/vocode.log" \
+    start_job "${nj}" ${train_cmd} "${pexp}/log/vocode.log" \
       python -m espnet_probe.bin.vocode_layers --data "${datadir}" --max_utts "${vocode_max_utts}" \
         --fbank_config "${fbank_config}" --config "${vocoder_config}" \
-        --decode_dirs $(for t in ${sets//,/ }; do echo "${pexp}/decode_${t}"; done) &
-    pids+=($!)
+        --decode_dirs $(for t in ${sets//,/ }; do echo "${pexp}/decode_${t}"; done)
   done
-  failed=0
-  for pid in "${pids[@]}"; do wait "${pid}" || failed=$((failed + 1)); done
-  [ "${failed}" -eq 0 ] || { log "${failed} vocoding job(s) failed, see ${expdir}/probe_*/log/vocode.log"; exit 1; }
+  wait_jobs "vocoding job(s)" "${expdir}/probe_*/log/vocode.log" || exit 1
   log "Stage 9: $(find "${expdir}" -path '*/decode_*/*/wav/*.wav' | wc -l) wavs under ${expdir}/probe_*"
 fi
 
@@ -391,23 +386,18 @@ speaker_exp=${expdir}/speaker_$(basename "${speaker_config}" .yaml)
 
 if run_stage 10; then
   log "Stage 10: speaker encoder (${speaker_exp}) on ${speaker_train_set}; speaker-ID probes"
-  "${probe_root}/local/speaker_train.sh" --config "${speaker_config}" --exp "${speaker_exp}" \
-    --train_dir "${datadir}/${speaker_train_set}" --split_seed "${seed}" --ngpu "${ngpu}" --cmd "${cuda_cmd}" &
-  pids=($!)
+  start_job 0 "${probe_root}/local/speaker_train.sh" --config "${speaker_config}" --exp "${speaker_exp}" \
+    --train_dir "${datadir}/${speaker_train_set}" --split_seed "${seed}" --ngpu "${ngpu}" --cmd "${cuda_cmd}"
   if [ "${speaker_id_probe}" = true ]; then
     for job in "${sid_jobs[@]}"; do
       read -r out aexp init _ _ <<< "${job}"
-      while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
-      ${infer_cmd} "${out}/speaker_id.log" \
+      start_job "${nj}" ${infer_cmd} "${out}/speaker_id.log" \
         python -m espnet_probe.bin.speaker_id_probe --asr_exp "${aexp}" --asr_init "${init}" \
           --device "${infer_device}" \
-          --feats_dir "${dumpdir}/fbank/${speaker_train_set}" --out "${out}" --seed "${seed}" &
-      pids+=($!)
-    done
+          --feats_dir "${dumpdir}/fbank/${speaker_train_set}" --out "${out}" --seed "${seed}"
+      done
   fi
-  failed=0
-  for pid in "${pids[@]}"; do wait "${pid}" || failed=$((failed + 1)); done
-  [ "${failed}" -eq 0 ] || { log "${failed} speaker job(s) failed, see ${speaker_exp}/train.log and ${expdir}/asr_*/speaker_id*/speaker_id.log"; exit 1; }
+  wait_jobs "speaker job(s)" "${speaker_exp}/train.log and ${expdir}/asr_*/speaker_id*/speaker_id.log" || exit 1
 fi
 
 score_exps=$(for job in "${probe_jobs[@]}"; do echo "${job%% *}"; done)
@@ -423,25 +413,18 @@ if run_stage 11; then
   common=(--data "${datadir}" --feats_root "${dumpdir}/fbank" --trials_dir "${expdir}/trials"
           --n_boot "${n_boot}" --seed "${seed}" --nj "${score_nj}" --device "${infer_device}"
           "${speaker_opt[@]}")
-  pids=()
   for job in "${probe_jobs[@]}"; do
     read -r pexp _ _ _ model training <<< "${job}"
-    while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
-    ${infer_cmd} "${pexp}/log/score.log" python -m espnet_probe.bin.score_layers --exp "${pexp}" \
-      --model "${model}" --training "${training}" "${common[@]}" &
-    pids+=($!)
+    start_job "${nj}" ${infer_cmd} "${pexp}/log/score.log" python -m espnet_probe.bin.score_layers \
+      --exp "${pexp}" --model "${model}" --training "${training}" "${common[@]}"
   done
-  ${infer_cmd} "${expdir}/probe_oracle/log/score.log" python -m espnet_probe.bin.score_layers \
-    --exp "${expdir}/probe_oracle" --model oracle "${common[@]}" &
-  pids+=($!)
+  start_job 0 ${infer_cmd} "${expdir}/probe_oracle/log/score.log" python -m espnet_probe.bin.score_layers \
+    --exp "${expdir}/probe_oracle" --model oracle "${common[@]}"
   # shellcheck disable=SC2086
-  ${infer_cmd} "${expdir}/score_original/log/score.log" python -m espnet_probe.bin.score_layers \
+  start_job 0 ${infer_cmd} "${expdir}/score_original/log/score.log" python -m espnet_probe.bin.score_layers \
     --original --exp "${expdir}/score_original" --model original \
-    --sets ${test_sets}${noisy_test_sets} "${common[@]}" &
-  pids+=($!)
-  failed=0
-  for pid in "${pids[@]}"; do wait "${pid}" || failed=$((failed + 1)); done
-  [ "${failed}" -eq 0 ] || { log "${failed} scoring job(s) failed, see ${expdir}/*/log/score.log"; exit 1; }
+    --sets ${test_sets}${noisy_test_sets} "${common[@]}"
+  wait_jobs "scoring job(s)" "${expdir}/*/log/score.log" || exit 1
   for e in ${score_exps} "${expdir}/probe_oracle" "${expdir}/score_original"; do
     grep -h "^score_layers" "${e}/log/score.log" >&2 || true
   done
