@@ -172,8 +172,31 @@ class BLSTMStack(torch.nn.Module):
         return xs, lengths, layers
 
 
-class BLSTMEncoder(AbsEncoder):
+class LayeredEncoder(AbsEncoder):
+    """What both encoders share: ESPnet's ``forward`` and the probes' ``forward_layers``, both
+    from one ``_run(xs_pad, ilens, collect) -> (out, olens, layers)``, over a ``self.blstm``
+    stack (layers are collected only when asked, so training pays nothing for them)."""
+
+    def output_size(self) -> int:
+        return self.blstm.output_size()
+
+    def forward(
+        self,
+        xs_pad: torch.Tensor,
+        ilens: torch.Tensor,
+        prev_states: torch.Tensor = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        out, olens, _ = self._run(xs_pad, ilens, collect=False)
+        return out, olens, None
+
+    def forward_layers(self, xs_pad: torch.Tensor, ilens: torch.Tensor) -> List[LayerOutput]:
+        """Every layer, input side first (the names: the class docstring)."""
+        return self._run(xs_pad, ilens, collect=True)[2]
+
+
+class BLSTMEncoder(LayeredEncoder):
     """Paper's pure-LSTM CTC encoder: ``encoder: blstm`` in an ESPnet ASR config.
+    Layers: blstm1..blstmN.
 
     Args:
         input_size: feature dimension (240 = 80 log-mel + delta + acceleration).
@@ -196,33 +219,11 @@ class BLSTMEncoder(AbsEncoder):
     ):
         super().__init__()
         self.input_size = input_size
-        self.blstm = BLSTMStack(
-            input_size,
-            num_layers=num_layers,
-            hidden_size=hidden_size,
-            projection_size=projection_size,
-            subsample=subsample,
-            dropout=dropout,
-        )
-
-    def output_size(self) -> int:
-        return self.blstm.output_size()
+        self.blstm = BLSTMStack(input_size, num_layers, hidden_size, projection_size, subsample,
+                                dropout)
 
     def _run(self, xs_pad, ilens, collect):
         check_input(xs_pad, ilens, self.input_size, type(self).__name__)
         xs_pad = xs_pad[:, : int(ilens.max())]
         out, olens, layers = self.blstm(xs_pad, ilens, in_rate=1, collect=collect)
         return out[:, : int(olens.max())], olens, layers
-
-    def forward(
-        self,
-        xs_pad: torch.Tensor,
-        ilens: torch.Tensor,
-        prev_states: torch.Tensor = None,
-    ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-        out, olens, _ = self._run(xs_pad, ilens, collect=False)
-        return out, olens, None
-
-    def forward_layers(self, xs_pad: torch.Tensor, ilens: torch.Tensor) -> List[LayerOutput]:
-        """Every layer, in order: blstm1..blstmN."""
-        return self._run(xs_pad, ilens, collect=True)[2]

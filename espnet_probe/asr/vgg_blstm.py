@@ -23,13 +23,12 @@ border as when it is alone (ReLU >= 0, so the zeros never win a max-pool).
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import torch
-from espnet2.asr.encoder.abs_encoder import AbsEncoder
-
 from espnet_probe.asr.blstm import (
     BLSTMStack,
+    LayeredEncoder,
     LayerOutput,
     ceil_div_lengths,
     check_input,
@@ -43,8 +42,9 @@ def _per_frame(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 1, 3).reshape(b, t, c * f)
 
 
-class VGGBLSTMEncoder(AbsEncoder):
+class VGGBLSTMEncoder(LayeredEncoder):
     """``encoder: vgg_blstm`` in an ESPnet ASR config.
+    Layers: cnn1, cnn2, pool1, cnn3, cnn4, pool2, blstm1..blstmN (module docstring).
 
     Args:
         input_size: feature dimension; must be ``in_channels * mel bins`` (240).
@@ -96,17 +96,8 @@ class VGGBLSTMEncoder(AbsEncoder):
         freq = self.freq
         for _ in range(self.num_pools):
             freq = (freq + 1) // 2
-        self.blstm = BLSTMStack(
-            prev * freq,
-            num_layers=num_layers,
-            hidden_size=hidden_size,
-            projection_size=projection_size,
-            subsample=subsample,
-            dropout=dropout,
-        )
-
-    def output_size(self) -> int:
-        return self.blstm.output_size()
+        self.blstm = BLSTMStack(prev * freq, num_layers, hidden_size, projection_size, subsample,
+                                dropout)
 
     def _run(self, xs_pad, ilens, collect):
         check_input(xs_pad, ilens, self.input_size, type(self).__name__)
@@ -129,16 +120,3 @@ class VGGBLSTMEncoder(AbsEncoder):
                     layers.append(LayerOutput(f"pool{(k + 1) // 2}", _per_frame(x), lengths, rate))
         out, olens, rnn_layers = self.blstm(_per_frame(x), lengths, in_rate=rate, collect=collect)
         return out[:, : int(olens.max())], olens, layers + rnn_layers
-
-    def forward(
-        self,
-        xs_pad: torch.Tensor,
-        ilens: torch.Tensor,
-        prev_states: torch.Tensor = None,
-    ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-        out, olens, _ = self._run(xs_pad, ilens, collect=False)
-        return out, olens, None
-
-    def forward_layers(self, xs_pad: torch.Tensor, ilens: torch.Tensor) -> List[LayerOutput]:
-        """Every layer, in order: cnn1, cnn2, pool1, cnn3, cnn4, pool2, blstm1..blstmN."""
-        return self._run(xs_pad, ilens, collect=True)[2]
