@@ -26,27 +26,10 @@ nj=4
 cmd=
 
 log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (augment.sh) $*" >&2; }
-usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' >&2; exit "${1:-2}"; }
+help_message=$(sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//')
+. "$(dirname "$0")/../scripts/parse_options.sh"
 
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --musan_dir|--train_set|--test_sets|--snrs|--data|--audio_dir|--config|--types|--seed|--nj|--cmd)
-      [ $# -ge 2 ] || { echo "$0: $1 needs a value" >&2; exit 2; }
-      name=${1#--}; printf -v "$name" '%s' "$2"; shift 2 ;;
-    --*=*)
-      name=${1%%=*}; name=${name#--}
-      case "$name" in
-        musan_dir|train_set|test_sets|snrs|data|audio_dir|config|types|seed|nj|cmd)
-          printf -v "$name" '%s' "${1#*=}"; shift ;;
-        *) echo "$0: unknown option $1" >&2; usage ;;
-      esac ;;
-    -h|--help) usage 0 ;;
-    --*) echo "$0: unknown option $1" >&2; usage ;;
-    *) echo "$0: unexpected argument $1" >&2; usage ;;
-  esac
-done
-
-[ -n "$musan_dir" ] || { echo "$0: --musan_dir is required" >&2; usage; }
+[ -n "$musan_dir" ] || { echo "$0: --musan_dir is required" >&2; echo "${help_message}" >&2; exit 2; }
 [ -d "$musan_dir" ] || { echo "$0: --musan_dir $musan_dir: not a directory" >&2; exit 1; }
 [ -f "$config" ] || { echo "$0: --config $config: file not found" >&2; exit 1; }
 

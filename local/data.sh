@@ -12,34 +12,11 @@ babble_utts=8       # utterances per babble voice
 babble_dir=         # default: <out>/local/noise/speech/espeak (MUSAN speech/ layout)
 python=             # default: tools/venv/bin/python if present, else python3
 
-usage() {
-  cat <<USAGE
-Usage: $0 [--out DIR] [--seed N] [--nj N] [--utts_per_voice N] [--babble_utts N]
+help_message="Usage: $0 [--out DIR] [--seed N] [--nj N] [--utts_per_voice N] [--babble_utts N]
           [--babble_dir DIR] [--python PATH]
 Writes DIR/{train,dev,test} (Kaldi data dirs), DIR/local/embedded/{wav/,speakers.tsv}
-and the babble wavs (default DIR/local/noise/speech/espeak).
-USAGE
-}
-
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -h|--help) usage; exit 0 ;;
-    --out|--seed|--nj|--utts_per_voice|--babble_utts|--babble_dir|--python)
-      if [ $# -lt 2 ]; then echo "$0: option $1 needs a value" >&2; usage >&2; exit 2; fi
-      name=${1#--}
-      printf -v "$name" '%s' "$2"
-      shift 2 ;;
-    --*=*)
-      name=${1%%=*}; name=${name#--}
-      case "$name" in
-        out|seed|nj|utts_per_voice|babble_utts|babble_dir|python) printf -v "$name" '%s' "${1#*=}" ;;
-        *) echo "$0: unknown option --$name" >&2; usage >&2; exit 2 ;;
-      esac
-      shift ;;
-    --*) echo "$0: unknown option $1" >&2; usage >&2; exit 2 ;;
-    *) echo "$0: unexpected argument '$1'" >&2; usage >&2; exit 2 ;;
-  esac
-done
+and the babble wavs (default DIR/local/noise/speech/espeak)."
+. "$(dirname "$0")/../scripts/parse_options.sh"
 
 if [ -f ./path.sh ]; then . ./path.sh; fi
 if [ -z "$python" ]; then

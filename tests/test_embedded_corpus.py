@@ -299,4 +299,4 @@ def test_local_data_sh(tmp_path):
     assert not (out / "local" / "noise").exists()
     bad = subprocess.run(["bash", "local/data.sh", "--no_such_flag", "1"], cwd=REPO,
                          capture_output=True, text=True)
-    assert bad.returncode == 2 and "unknown option --no_such_flag" in bad.stderr
+    assert bad.returncode == 1 and "unknown option --no_such_flag" in bad.stderr

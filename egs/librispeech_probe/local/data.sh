@@ -25,19 +25,9 @@ seed=0                  # seed for the speaker split and utterance limit
 out=data                # parent folder of the data dirs
 nj=1                    # accepted for run.sh's interface; preparation is I/O-light and serial
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; grep -E '^[a-z_]+=.*#' "$0" | sed 's/^/  --/'; }
-
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -h|--help) usage; exit 0 ;;
-    --*=*) opt=${1%%=*}; val=${1#*=}; shift; set -- "$opt" "$val" "$@"; continue ;;
-    --librispeech_dir|--download_dir|--url_base|--subsets|--train_set|--valid_set|--test_set|\
---split_by_speaker|--max_utts_per_spk|--seed|--out|--nj)
-      [ $# -ge 2 ] || { echo "$0: $1 needs a value" >&2; exit 2; }
-      name=${1#--}; printf -v "$name" '%s' "$2"; shift 2 ;;
-    *) echo "$0: unknown option '$1' (see --help)" >&2; exit 2 ;;
-  esac
-done
+help_message="$(sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//')
+$(grep -E '^[a-z_]+=.*#' "$0" | sed 's/^/  --/')"
+. "$(dirname "$0")/../../../scripts/parse_options.sh"
 
 # The project's python (tools/venv) via the repo's path.sh, found from this script's location.
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
