@@ -30,11 +30,8 @@ exp_begin "ASR" "${exp}" "${settings}" || exit 0
 
 extra=()
 [ -n "${bpemodel}" ] && extra+=(--bpemodel "${bpemodel}")
-start=$(date +%s)
 # shellcheck disable=SC2086
-run_followed "ASR $(basename "${exp}")" "${exp}/train.log" \
-  env OMP_NUM_THREADS=${num_threads} ${cmd} "${exp}/train.log" \
-  python -m espnet_probe.bin.asr_train --config "${config}" --output_dir "${exp}" \
+exp_train "ASR" "${exp}" "${num_threads}" "${cmd}" espnet_probe.bin.asr_train --config "${config}" --output_dir "${exp}" \
     --ngpu "${ngpu}" --num_att_plot 0 --resume true --use_tensorboard false \
     --train_data_path_and_name_and_type "${featdir}/${train_set}/feats.scp,speech,kaldi_ark" \
     --train_data_path_and_name_and_type "${featdir}/${train_set}/text,text,text" \
@@ -43,15 +40,13 @@ run_followed "ASR $(basename "${exp}")" "${exp}/train.log" \
     --valid_data_path_and_name_and_type "${featdir}/${valid_set}/text,text,text" \
     --valid_shape_file "${featdir}/${valid_set}/feats_shape" \
     --normalize_conf "stats_file=${featdir}/${train_set}/cmvn.npz" \
-    --token_list "${token_list}" --token_type "${token_type}" "${extra[@]}" ${asr_args} \
-  || { echo "$0: training failed, see ${exp}/train.log" >&2; tail -n 20 "${exp}/train.log" >&2; exit 1; }
+    --token_list "${token_list}" --token_type "${token_type}" "${extra[@]}" ${asr_args} || exit 1
 cat > "${exp}/probe_info.yaml" <<INFO
 model: ${model:-$(basename "${config}" .yaml)}
 training: ${training}
 config: ${config}
 train_set: ${train_set}
-train_seconds: $(( $(date +%s) - start ))
+train_seconds: $(( $(date +%s) - exp_started ))
 machine: "$(nproc --all) CPU cores, ${ngpu} GPU, ${num_threads} thread(s)"
 INFO
-exp_finish "${exp}" "${settings}"
-echo "ASR ${exp}: trained in $(( $(date +%s) - start )) s" >&2
+exp_finish "ASR" "${exp}" "${settings}"

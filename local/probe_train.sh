@@ -44,17 +44,12 @@ if [ "${target}" = clean ]; then
           --valid_data_path_and_name_and_type "${featdir}/${valid_set}/target.scp,target,kaldi_ark")
 fi
 
-start=$(date +%s)
 # shellcheck disable=SC2086
-run_followed "probe $(basename "${exp}")" "${exp}/train.log" \
-  env OMP_NUM_THREADS=${num_threads} ${cmd} "${exp}/train.log" \
-  python -m espnet_probe.bin.probe_train --config "${config}" --output_dir "${exp}" \
+exp_train "probe" "${exp}" "${num_threads}" "${cmd}" espnet_probe.bin.probe_train --config "${config}" --output_dir "${exp}" \
     --ngpu "${ngpu}" --resume true \
     --asr_train_config "${asr_config}" --asr_model_file "${asr_model}" --asr_init "${asr_init}" \
     --train_data_path_and_name_and_type "${featdir}/${train_set}/${speech},speech,kaldi_ark" \
     --train_shape_file "${featdir}/${train_set}/${shape}" \
     --valid_data_path_and_name_and_type "${featdir}/${valid_set}/${speech},speech,kaldi_ark" \
-    --valid_shape_file "${featdir}/${valid_set}/${shape}" "${extra[@]}" ${probe_args} \
-  || { echo "$0: probe training failed, see ${exp}/train.log" >&2; tail -n 20 "${exp}/train.log" >&2; exit 1; }
-exp_finish "${exp}" "${settings}"
-echo "probe ${exp}: trained in $(( $(date +%s) - start )) s" >&2
+    --valid_shape_file "${featdir}/${valid_set}/${shape}" "${extra[@]}" ${probe_args} || exit 1
+exp_finish "probe" "${exp}" "${settings}"

@@ -27,13 +27,8 @@ data_sum=$(python -m espnet_probe.bin.fingerprint "${train_dir}")  # tables and 
 settings="config=$(sha1sum < "${config}" | cut -c1-12) data=${train_dir}:${data_sum} valid=${valid_fraction} seed=${split_seed} ${speaker_args}"
 exp_begin "speaker encoder" "${exp}" "${settings}" || exit 0
 
-start=$(date +%s)
 # shellcheck disable=SC2086
-run_followed "speaker $(basename "${exp}")" "${exp}/train.log" \
-  env OMP_NUM_THREADS=${num_threads} ${cmd} "${exp}/train.log" \
-  python -m espnet_probe.bin.speaker_train --config "${config}" --output_dir "${exp}" \
+exp_train "speaker encoder" "${exp}" "${num_threads}" "${cmd}" espnet_probe.bin.speaker_train --config "${config}" --output_dir "${exp}" \
     --ngpu "${ngpu}" --resume true --train_data_dir "${train_dir}" \
-    --valid_fraction "${valid_fraction}" --split_seed "${split_seed}" ${speaker_args} \
-  || { echo "$0: speaker encoder training failed, see ${exp}/train.log" >&2; tail -n 20 "${exp}/train.log" >&2; exit 1; }
-exp_finish "${exp}" "${settings}"
-echo "speaker encoder ${exp}: trained in $(( $(date +%s) - start )) s" >&2
+    --valid_fraction "${valid_fraction}" --split_seed "${split_seed}" ${speaker_args} || exit 1
+exp_finish "speaker encoder" "${exp}" "${settings}"

@@ -1,7 +1,9 @@
 # Sourced by local/*_train.sh: one experiment dir per training, keyed by its settings.
 #   exp_begin LABEL EXP SETTINGS || exit 0   # skip a finished run with the same settings
-#   ... train (ESPnet --resume continues a run killed half-way) ...
-#   exp_finish EXP SETTINGS
+#   exp_train LABEL EXP THREADS CMD MODULE ARGS... || exit 1
+#                                            # python -m MODULE through the job backend CMD,
+#                                            # ESPnet --resume continuing a run killed half-way
+#   exp_finish LABEL EXP SETTINGS            # mark it done; print how long it took
 # Changed settings wipe EXP (but its experiment.yaml) and start afresh, so a stale checkpoint
 # is never resumed.
 exp_begin() {
@@ -17,8 +19,21 @@ exp_begin() {
   mkdir -p "${exp}"
   echo "${settings}" > "${exp}/.settings"
   rm -f "${exp}/.done"
+  exp_started=$(date +%s)
 }
-exp_finish() { echo "$2" > "$1/.done"; }
+exp_train() {
+  local label=$1 exp=$2 threads=$3 cmd=$4
+  shift 4
+  # shellcheck disable=SC2086
+  run_followed "${label%% *} $(basename "${exp}")" "${exp}/train.log" \
+    env OMP_NUM_THREADS="${threads}" ${cmd} "${exp}/train.log" python -m "$@" \
+    || { echo "$0: ${label} training failed, see ${exp}/train.log" >&2
+         tail -n 20 "${exp}/train.log" >&2; return 1; }
+}
+exp_finish() {
+  echo "$3" > "$2/.done"
+  echo "$1 $2: trained in $(( $(date +%s) - exp_started )) s" >&2
+}
 # run_followed LABEL LOG COMMAND...: run COMMAND (the job backend writing LOG) and print its
 # ESPnet epoch progress to the console meanwhile (espnet_probe.bin.follow_training); returns
 # COMMAND's exit status. The follower stops by itself once the job has exited.
