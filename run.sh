@@ -322,8 +322,13 @@ if run_stage 6; then
           --feats_dir $(for t in ${test_sets} ${noisy_test_sets}; do echo "${dumpdir}/fbank/${t}"; done) \
           --out $(for t in ${test_sets} ${noisy_test_sets}; do echo "${exp}/decode_${t}"; done)
   done
-  wait_jobs "decoding job(s)" || true  # the check below names the condition and its log
+  decoded=true
+  wait_jobs "decoding job(s)" || decoded=false
   for exp in "${exps[@]}"; do
+    if [ "${decoded}" = false ] && grep -q "^asr_decode: error" "${exp}/log/decode.log"; then
+      grep -h "^asr_decode: error" "${exp}/log/decode.log" >&2  # not an older result.json
+      log "decoding failed: see ${exp}/log/decode.log"; exit 1
+    fi
     grep -h "^asr_decode " "${exp}/log/decode.log" >&2 || true
     for t in ${test_sets} ${noisy_test_sets}; do
       [ -s "${exp}/decode_${t}/result.json" ] || {
@@ -441,10 +446,12 @@ make_report() {
   mel_args=()
   first_test=${test_sets%% *}
   lowest_snr=$(for s in ${test_snrs}; do echo "$s"; done | sort -n | head -1)
-  while read -r pexp model training; do  # the trained models' probes (the figure's rows)
+  exps_into trained_probes --kind probe --init trained --fields dir,model,training
+  for job in "${trained_probes[@]}"; do  # the trained models' probes (the figure's rows)
+    read -r pexp model training <<< "${job}"
     mel_args+=("${model}:${training}:clean:${pexp}/decode_${first_test}")
     [ -n "${lowest_snr}" ] && mel_args+=("${model}:${training}:snr${lowest_snr}:${pexp}/decode_${first_test}_snr${lowest_snr}")
-  done < <(list_exps --kind probe --init trained --fields dir,model,training)
+  done
   asr_opt=()
   [ -f "${expdir}/asr_results.csv" ] && asr_opt=(--asr_results "${expdir}/asr_results.csv")
   python -m espnet_probe.bin.make_report --out "${expdir}/report" \
@@ -464,7 +471,8 @@ listening_dir=${expdir}/listening/${listening_name}
 if run_stage 13; then
   log "Stage 13: demo page and listening test"
   python -m espnet_probe.bin.make_demo --exp_root "${expdir}" --data "${datadir}" \
-    --out "${expdir}/demo" --utts_per_table "${demo_utts}" --seed "${seed}" --fbank_config "${fbank_config}"
+    --out "${expdir}/demo" --utts_per_table "${demo_utts}" --seed "${seed}" --fbank_config "${fbank_config}" \
+    --exps $(for job in "${probe_jobs[@]}"; do echo "${job%% *}"; done)
   if [ -f "${listening_dir}/listening.db" ]; then
     log "keeping ${listening_dir}/listening.db and its answers (delete it to draw a new test)"
   else

@@ -13,8 +13,9 @@ exp_begin() {
   fi
   if [ -f "${exp}/.settings" ] && [ "$(cat "${exp}/.settings")" != "${settings}" ]; then
     echo "${label} ${exp}: settings changed, training from scratch" >&2
-    # all but the record of what the experiment is (espnet_probe/experiments.py)
-    find "${exp}" -mindepth 1 -maxdepth 1 ! -name experiment.yaml -exec rm -rf {} +
+    # all but the records of what it and the experiments inside it are (espnet_probe/experiments.py)
+    find "${exp}" -mindepth 1 ! -type d ! -name experiment.yaml -delete
+    find "${exp}" -mindepth 1 -depth -type d -empty -delete
   fi
   mkdir -p "${exp}"
   echo "${settings}" > "${exp}/.settings"

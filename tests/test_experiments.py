@@ -91,15 +91,17 @@ def test_bad_plans_and_records_are_one_clear_error(tmp_path, capsys):
     assert "unknown field 'colour'" in capsys.readouterr().err
 
 
-def test_a_settings_change_wipes_the_experiment_but_its_record(tmp_path):
-    exp = tmp_path / "probe_z"
-    write_plan(tmp_path, [e for e in plan(tmp_path, ["z.yaml"], ["baseline"]) if e.kind == "asr"])
+def test_a_settings_change_wipes_the_experiment_but_its_records(tmp_path):
+    write_plan(tmp_path, plan(tmp_path, ["z.yaml"], ["baseline"]))
     exp = tmp_path / "asr_z_baseline"
     (exp / "checkpoint.pth").write_text("old")
     (exp / "log").mkdir()
     (exp / ".settings").write_text("old settings")
+    (exp / "speaker_id" / "results.csv").write_text("stale")  # beside the speaker-ID record
     script = f'. "{REPO}/scripts/exp_guard.sh"; exp_begin ASR "{exp}" "new settings"'
     proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
     assert proc.returncode == 0 and "settings changed, training from scratch" in proc.stderr
-    assert sorted(p.name for p in exp.iterdir()) == [".settings", "experiment.yaml"]
-    assert load(exp).training == "baseline"
+    left = sorted(str(p.relative_to(exp)) for p in exp.rglob("*"))
+    assert left == [".settings", "experiment.yaml", "speaker_id", "speaker_id/experiment.yaml",
+                    "speaker_id_random", "speaker_id_random/experiment.yaml"]
+    assert load(exp).training == "baseline" and len(select(tmp_path)) == 5  # the plan still lists

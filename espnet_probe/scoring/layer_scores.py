@@ -57,9 +57,14 @@ ORACLE_EXP = "probe_oracle"  # stage 8's Griffin-Lim-of-the-input reference expe
 
 
 def probe_exp_labels(exp: Path) -> tuple[str, str]:
-    """(model, training) of a probe experiment as the scoring stage labels it: from its
-    ``scores.csv`` once scored, else from run.sh's naming ``probe_<model>_<training>``
-    (``probe_oracle`` -> ``("oracle", "")``)."""
+    """(model, training) of a probe experiment: from its record (espnet_probe/experiments.py),
+    else from its ``scores.csv`` once scored, else from the naming ``probe_<model>_<training>``
+    of dirs made before records existed (``probe_oracle`` -> ``("oracle", "")``)."""
+    from espnet_probe.asr.brought import read_experiment
+
+    record = read_experiment(exp)
+    if record and record.get("kind") == "probe":
+        return record["model"], record["training"]
     scores = Path(exp) / "scores.csv"
     if scores.is_file():
         rows = read_scores(scores)
