@@ -129,6 +129,25 @@ def test_probe_decode_moves_features_to_the_model_and_writes_cpu_arrays(tmp_path
     assert mel["u2"].shape == (7, 4) and np.allclose(mel["u2"], 0.5)
 
 
+def test_probe_decode_is_redone_when_the_features_are_rewritten_in_place(tmp_path):
+    from espnet_probe.probe.decode import HeardMel, decode_set
+
+    feats_dir = write_feats(tmp_path, {"u1": 5, "u2": 7}, 12)
+    out = tmp_path / "out"
+    decode_set(HeardMel(n_mels=4), feats_dir, out)
+    first = dict(kaldiio.load_scp(str(out / "original" / "mel.scp")))
+    made = (out / ".done").stat().st_mtime_ns
+    decode_set(HeardMel(n_mels=4), feats_dir, out)  # same features: kept
+    assert (out / ".done").stat().st_mtime_ns == made
+    # stage 3 redone in place: same paths, other values (the ark is rewritten)
+    with kaldiio.WriteHelper(f"ark,scp:{feats_dir / 'feats.ark'},{feats_dir / 'feats.scp'}") as w:
+        for utt, n in {"u1": 5, "u2": 7}.items():
+            w(utt, np.full((n, 12), 3.0, dtype=np.float32))
+    decode_set(HeardMel(n_mels=4), feats_dir, out)
+    again = dict(kaldiio.load_scp(str(out / "original" / "mel.scp")))
+    assert np.allclose(again["u1"], 3.0) and not np.allclose(first["u1"], again["u1"])
+
+
 def test_run_sh_refuses_an_unknown_gpu_inference_value():
     proc = subprocess.run(["bash", "run.sh", "--gpu_inference", "yes", "--stage", "99"],
                           cwd=REPO, capture_output=True, text=True, timeout=60)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from espnet_probe.data.model_inputs import open_inputs
 from espnet_probe.utils.device import model_device
 from espnet_probe.utils.fileio import atomic_dir
+from espnet_probe.utils.freshness import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,9 @@ def decode_set(model, feats_dir: str | Path, out_dir: str | Path, batch_frames: 
     takes (features, or waveforms for a model with a frontend); the target frames are always
     those of the dir's feats.scp."""
     feats_dir, out_dir = Path(feats_dir), Path(out_dir)
-    settings = dict(settings or {}, feats=str(feats_dir / "feats.scp"))
+    # keyed by what the features are, not where: a stage-3 redo in place makes a new decode
+    settings = dict(settings or {}, feats=str(feats_dir / "feats.scp"),
+                    feats_fingerprint=fingerprint(feats_dir))
     done = out_dir / ".done"
     if done.exists() and json.loads(done.read_text()) == settings:
         log.info("%s: already decoded, skipped", out_dir)
