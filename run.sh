@@ -283,15 +283,13 @@ fi
 
 if run_stage 5; then
   log "Stage 5: ASR training: $(for c in ${asr_configs}; do basename "$c" .yaml; done | xargs) x {${asr_trainings}}"
-  # robust trainings first: they see twice the data, so the longest jobs start first
-  exps_into robust_first --kind asr --training robust --fields dir,config,model,training
-  exps_into others --kind asr --fields dir,config,model,training
-  started=" "
-  for job in "${robust_first[@]}" "${others[@]}"; do
+  exps_into asr_jobs --kind asr --fields dir,config,model,training
+  # robust trainings first (with --robust_epoch all they see twice the data, so the longest
+  # jobs start first); brought models were trained elsewhere
+  mapfile -t asr_jobs < <(printf '%s\n' "${asr_jobs[@]}" | awk '$4 == "robust"'
+                          printf '%s\n' "${asr_jobs[@]}" | awk '$4 != "robust" && $4 != "brought"')
+  for job in "${asr_jobs[@]}"; do
     read -r exp config model training <<< "${job}"
-    # brought models were trained elsewhere; the robust ones are already started
-    [ "${training}" = brought ] || [[ "${started}" == *" ${exp} "* ]] && continue
-    started+="${exp} "
     type=$(config_token_type "${config}")
     bpemodel=""
     [ "${type}" = bpe ] && bpemodel=$(token_dir bpe)/bpe.model
@@ -478,10 +476,10 @@ if run_stage 13; then
   else
     exps=${listening_exps}
     if [ -z "${exps}" ]; then  # the first model's robust probe, else its first trained one
-      first_model=$(list_exps --kind probe --init trained --fields model | awk 'NR == 1')
-      exps=$( { list_exps --kind probe --init trained --training robust --fields model,dir
-                list_exps --kind probe --init trained --fields model,dir; } |
-              awk -v m="${first_model}" '$1 == m && !found { print $2; found = 1 }')
+      exps=$(list_exps --kind probe --init trained --fields model,training,dir | awk '
+        NR == 1 { model = $1; pick = $3 }
+        $1 == model && $2 == "robust" && !robust { pick = $3; robust = 1 }
+        END { print pick }')
       exps=$(basename "${exps}")
     fi
     # shellcheck disable=SC2086

@@ -35,6 +35,7 @@ import kaldiio
 import numpy as np
 from tqdm import tqdm
 
+from espnet_probe.asr.brought import read_experiment
 from espnet_probe.data.kaldi_dir import DataDirError, read_table
 from espnet_probe.metrics.mel import mcd_per_frame, mel_l1
 from espnet_probe.metrics.quality import merge, run_job, summarize
@@ -60,8 +61,6 @@ def probe_exp_labels(exp: Path) -> tuple[str, str]:
     """(model, training) of a probe experiment: from its record (espnet_probe/experiments.py),
     else from its ``scores.csv`` once scored, else from the naming ``probe_<model>_<training>``
     of dirs made before records existed (``probe_oracle`` -> ``("oracle", "")``)."""
-    from espnet_probe.asr.brought import read_experiment
-
     record = read_experiment(exp)
     if record and record.get("kind") == "probe":
         return record["model"], record["training"]
