@@ -9,7 +9,9 @@ static | delta | accel planes, as the VGG encoders' first layer (conf/asr: vgg_b
 C=16, the paper's VGG C=64). The same probe as stage 7 (espnet_probe.probe.model.LayerProbe:
 Linear up-projection, 4 Highway layers, output to 80 mels) is trained on the layer's frames with
 Adam + exponential decay, on batches of 600 frames drawn either from the whole training set
-("iid") or from one utterance at a time ("utterance", what a one-utterance ESPnet batch gives).
+("iid"), from one utterance at a time ("utterance", what a one-utterance ESPnet batch gives), or
+from one utterance at a time and dealt out over N steps as stage 7 does with
+``probe_conf: mix_batches: N`` ("mixedN", espnet_probe.probe.model.FrameDealer).
 
   tools/venv/bin/python bench/bench_conv_invertibility.py --recipe_dir egs/librispeech_probe \\
       --out bench/results/conv_invertibility
@@ -34,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import espnet_probe  # noqa: E402,F401  (offline import hook first)
 from bench.bench_common import cpu_model  # noqa: E402
-from espnet_probe.probe.model import LayerProbe  # noqa: E402
+from espnet_probe.probe.model import FrameDealer, LayerProbe, SampledFrames  # noqa: E402
 
 N_MELS = 80
 
@@ -71,6 +73,7 @@ def train_probe(x_train: list[torch.Tensor], y_train: list[torch.Tensor], x_vali
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, 0.7 ** (6 / steps))
     all_x, all_y = torch.cat(x_train), torch.cat(y_train)
     rng = torch.Generator().manual_seed(seed)
+    dealer = FrameDealer(int(batching.removeprefix("mixed"))) if batching.startswith("mixed") else None
     curve, start = [], time.process_time()
     for step in range(1, steps + 1):
         if batching == "iid":
@@ -80,6 +83,10 @@ def train_probe(x_train: list[torch.Tensor], y_train: list[torch.Tensor], x_vali
             u = int(torch.randint(0, len(x_train), (1,), generator=rng))
             idx = torch.randint(0, x_train[u].size(0), (frames,), generator=rng)
             x, y = x_train[u][idx], y_train[u][idx]
+            if dealer is not None:
+                none = torch.zeros(frames)
+                mixed, y = dealer.deal({"x": SampledFrames(x, none.long(), None, None, none)}, y)
+                x = mixed["x"].lo
         net.train()
         loss = (net(x) - y).abs().mean()
         opt.zero_grad()
@@ -103,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--valid_utts", type=int, default=12)
     p.add_argument("--layers", nargs="+", default=["input", "conv16", "conv32", "conv64"],
                    help="input, or convC: a random C-channel 3x3 convolution + ReLU")
-    p.add_argument("--batching", nargs="+", default=["iid", "utterance"])
+    p.add_argument("--batching", nargs="+", default=["iid", "utterance", "mixed8"],
+                   help="iid, utterance, or mixedN (one utterance per step, dealt over N steps)")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--lr", type=float, default=0.005)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from espnet_probe.asr.scoring import score
+from espnet_probe.metrics.wer import score
 from espnet_probe.data.kaldi_dir import read_table
 from stock_models import pack_model
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from espnet_probe.bin import make_report
-from espnet_probe.scoring.comparisons import read_comparisons
-from espnet_probe.scoring.layer_scores import write_scores
+from espnet_probe.report.comparisons import read_comparisons
+from espnet_probe.metrics.layer_scores import write_scores
 
 LAYERS = ("input", "cnn1", "blstm1")
 SETS = ("test", "test_snr0")
@@ -152,7 +152,7 @@ def test_depth_trend_is_spearmans_rho_of_the_eer_against_layer_depth():
     import numpy as np
     from scipy.stats import spearmanr
 
-    from espnet_probe.scoring.findings import depth_trend_lines, spearman_rho
+    from espnet_probe.report.findings import depth_trend_lines, spearman_rho
 
     rng = np.random.default_rng(0)
     for _ in range(20):  # ties included: values on a coarse grid

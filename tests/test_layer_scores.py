@@ -19,8 +19,8 @@ import soundfile as sf
 from espnet_probe.audio.features import FbankConfig, LogMelExtractor
 from espnet_probe.audio.io import write_wav
 from espnet_probe.bin import make_report, make_trials, score_layers
-from espnet_probe.scoring.layer_scores import SCORE_COLUMNS, split_condition
-from espnet_probe.scoring.report import REPORT_COLUMNS, conditions_in
+from espnet_probe.metrics.layer_scores import SCORE_COLUMNS, split_condition
+from espnet_probe.report.results import REPORT_COLUMNS, conditions_in
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
@@ -205,7 +205,7 @@ def test_report_human_error_from_listening_tests(tmp_path, monkeypatch, capsys):
                             if line.get_label() == "chance")
         real_save(fig, path)
 
-    from espnet_probe.scoring import plots
+    from espnet_probe.report import plots
     real_save = plots._save
     monkeypatch.setattr(plots, "_save", keep_lines)
     out = exp / "report"

@@ -15,7 +15,14 @@ import torch
 from conftest import LIBRISPEECH, need
 from espnet_probe.asr.pretraining import espnet_config
 from espnet_probe.audio.features import FbankConfig, LogMelExtractor
-from espnet_probe.probe.model import LayerProbe, ProbeModel, masked_l1, probe_layer_specs
+from espnet_probe.probe.model import (
+    FrameDealer,
+    LayerProbe,
+    ProbeModel,
+    SampledFrames,
+    masked_l1,
+    probe_layer_specs,
+)
 from test_layers import build_model, write_stats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -310,3 +317,43 @@ def test_sampled_frame_loss_equals_the_full_loss_on_the_same_frames():
         grad_full = torch.autograd.grad(full[b, t].sum(), probe.upsample.weight)[0]
         grad_sampled = torch.autograd.grad(sampled.sum(), probe.upsample.weight)[0]
         assert torch.allclose(grad_sampled, grad_full, atol=1e-5)
+
+
+def test_mixed_batches_deal_each_sampled_frame_once_over_the_next_steps():
+    """mix_batches=N: after N-1 steps every step's loss is over equal shares of the last N
+    batches' samples, and each sampled frame is used in exactly one step."""
+    dealer = FrameDealer(4)
+    seen = []
+    for step in range(12):
+        wanted = torch.stack([torch.full((600,), float(step)), torch.arange(600.0)], 1)  # (batch, frame)
+        frames = SampledFrames(wanted.clone(), torch.zeros(600, dtype=torch.long), None, None,
+                               torch.zeros(600))
+        mixed, target = dealer.deal({"a": frames}, wanted)
+        assert torch.equal(mixed["a"].lo, target)  # frames and targets stay paired
+        batches = target[:, 0].long().tolist()
+        if step >= 3:
+            assert sorted(set(batches)) == list(range(step - 3, step + 1))
+            assert all(batches.count(b) == 150 for b in set(batches))
+        seen += [tuple(row) for row in target.tolist()]
+    assert len(seen) == len(set(seen))  # none twice
+    assert len(seen) == 12 * 600 - (3 + 2 + 1) * 150  # all but the parts still dealt out
+
+
+def test_mixed_batches_train_on_several_utterances_per_step(tmp_path):
+    asr = build_model(tmp_path, "blstm_small.yaml", "--encoder_conf", "hidden_size=8",
+                      "--encoder_conf", "projection_size=8")
+    specs = probe_layer_specs(asr)
+    with pytest.raises(ValueError, match="mix_batches"):
+        ProbeModel(asr, specs, mix_batches=4)  # nothing to deal without a frame sample
+    model = ProbeModel(asr, specs, hidden_size=16, sample_frames=40, mix_batches=4).train()
+    torch.manual_seed(0)
+    for step in range(6):
+        x = 1.0 + 2.0 * torch.randn(1, 50, 240)
+        loss, stats, _ = model(speech=x, speech_lengths=torch.tensor([50]))
+        loss.backward()
+        assert torch.isfinite(loss) and set(stats) == {"loss"} | {f"l1_{s.name}" for s in specs}
+        assert len(model.dealer.pending) == min(step + 1, 3)  # the oldest is used up
+    assert all(p.grad is not None for p in model.probes.parameters())
+    model.eval()  # validation reads whole batches, nothing dealt
+    model(speech=x, speech_lengths=torch.tensor([50]))
+    assert len(model.dealer.pending) == 3

@@ -33,7 +33,7 @@ from pathlib import Path
 from espnet_probe.data.kaldi_dir import DataDirError
 from espnet_probe.listening.store import Store, StoreError, build_db, export_answers
 from espnet_probe.listening.triplets import ListeningTestError, build_test
-from espnet_probe.scoring.layer_scores import LayerScoringError, find_probe_exps
+from espnet_probe.metrics.layer_scores import LayerScoringError, find_probe_exps
 
 DB_NAME = "listening.db"
 

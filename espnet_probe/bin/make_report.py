@@ -10,7 +10,7 @@
 
 Writes OUT/scores.csv (model,training,condition,layer,layer_index,metric,value,ci_low,ci_high,n),
 OUT/comparisons.csv (paired tests: trained vs random, robust vs baseline, each layer vs the one
-before, the probe-strength check; columns in espnet_probe/scoring/comparisons.py), OUT/RESULTS.md (Table 1 WER, Table 2 EER per layer for each speaker encoder, STOI/ESTOI/PESQ,
+before, the probe-strength check; columns in espnet_probe/report/comparisons.py), OUT/RESULTS.md (Table 1 WER, Table 2 EER per layer for each speaker encoder, STOI/ESTOI/PESQ,
 mel L1/MCD, speaker-ID accuracy, PESQ failures) and PNG plots: eer_ge2e.png, eer_resnet.png
 (Fig. 2a), stoi.png (Fig. 4), pesq.png, speaker_id.png, mel_<model>.png (Fig. 3),
 probe_curves.png (each probe's validation L1 per epoch). RESULTS.md's "What it shows" is
@@ -28,13 +28,13 @@ from pathlib import Path
 
 from espnet_probe.metrics.paired import PairedTestError
 from espnet_probe.probe.trainer import TRAINING_RECORD
-from espnet_probe.scoring.comparisons import Experiment, compare_all, write_comparisons
-from espnet_probe.scoring.findings import (depth_trend_lines, findings_markdown,
+from espnet_probe.report.comparisons import Experiment, compare_all, write_comparisons
+from espnet_probe.report.findings import (depth_trend_lines, findings_markdown,
                                            paired_tests_markdown, probe_training_markdown,
                                            strength_lines)
-from espnet_probe.scoring.layer_scores import LayerScoringError
-from espnet_probe.scoring.plots import plot_mel_layers, plot_metric_per_layer, plot_probe_curves
-from espnet_probe.scoring.report import (HUMAN_CHANCE, HUMAN_ERROR, collect,
+from espnet_probe.metrics.layer_scores import LayerScoringError
+from espnet_probe.report.plots import plot_mel_layers, plot_metric_per_layer, plot_probe_curves
+from espnet_probe.report.results import (HUMAN_CHANCE, HUMAN_ERROR, collect,
                                          listening_score_files, results_markdown, trials_summary,
                                          write_report_csv)
 from espnet_probe.utils.fileio import atomic_open

@@ -26,7 +26,7 @@ from espnet_probe.metrics.mel import MelShapeError
 from espnet_probe.metrics.quality import QualityError
 from espnet_probe.metrics.trials import TrialsError, read_trials
 from espnet_probe.metrics.verification import TrialScoreError
-from espnet_probe.scoring.layer_scores import (LayerScoringError, original_audio_jobs,
+from espnet_probe.metrics.layer_scores import (LayerScoringError, original_audio_jobs,
                                                probe_exp_jobs, score_jobs, split_condition,
                                                write_scores)
 from espnet_probe.speaker.ge2e import SpeakerScoringError, ge2e_embedder

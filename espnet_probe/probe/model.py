@@ -24,8 +24,9 @@ it always runs in eval mode under no_grad: one encoder pass feeds every probe.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Deque, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from espnet2.torch_utils.device_funcs import force_gatherable
@@ -119,32 +120,89 @@ class LayerProbe(torch.nn.Module):
         Training on a random sample of target frames: the probe is frame-wise, so the loss over
         the sample estimates the full loss without bias at a fraction of the cost.
         """
+        return self.forward_frames(self.frames_at(hidden, layer_lengths, batch_index, frame_index))
+
+    def frames_at(self, hidden: torch.Tensor, layer_lengths: torch.Tensor, batch_index: torch.Tensor,
+                  frame_index: torch.Tensor) -> "SampledFrames":
+        """What the probe reads for each sampled target frame: the layer frames of its two
+        nearest sub-frames, which slot of them, and the interpolation weight."""
         num_frames = int(frame_index.max()) + 1
         lo, hi, weight = self.interpolation(num_frames, layer_lengths.to(hidden.device))
         lo, hi = lo[batch_index, frame_index], hi[batch_index, frame_index]
         weight = weight[batch_index, frame_index]
+        frame_of = lambda sub: hidden[batch_index, torch.div(sub, self.slots, rounding_mode="floor")]  # noqa: E731
+        if not bool((weight > 0).any()):  # aligned grids: no second frame to keep
+            return SampledFrames(frame_of(lo), lo % self.slots, None, None, weight)
+        return SampledFrames(frame_of(lo), lo % self.slots, frame_of(hi), hi % self.slots, weight)
 
-        def sub_frames(sub: torch.Tensor) -> torch.Tensor:
-            """Sub-frame ``sub`` of each sampled utterance: its layer frame, upsampled, one slot.
+    def forward_frames(self, frames: "SampledFrames") -> torch.Tensor:
+        """(K, n_mels) from ``frames_at``'s sample."""
 
-            Only that slot's rows of the projection are computed (a 1/slots share of the
-            work): the frames are grouped by slot, one matrix product per slot."""
-            frames = hidden[batch_index, torch.div(sub, self.slots, rounding_mode="floor")]
+        def sub_frames(layer_frames: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+            """One slot of each frame's upsampling: only that slot's rows of the projection are
+            computed (a 1/slots share of the work), one matrix product per slot."""
             if self.slots == 1:
-                return self.upsample(frames)
+                return self.upsample(layer_frames)
             weight = self.upsample.weight.view(self.slots, self.hidden_size, -1)
             bias = self.upsample.bias.view(self.slots, self.hidden_size)
-            slot = sub % self.slots
-            out = frames.new_empty(frames.size(0), self.hidden_size)
+            out = layer_frames.new_empty(layer_frames.size(0), self.hidden_size)
             for s in range(self.slots):
                 rows = (slot == s).nonzero().squeeze(1)
-                out[rows] = torch.nn.functional.linear(frames[rows], weight[s], bias[s])
+                out[rows] = torch.nn.functional.linear(layer_frames[rows], weight[s], bias[s])
             return out
 
-        x = sub_frames(lo)
-        if bool((weight > 0).any()):
-            x = x + weight[:, None].to(x.dtype) * (sub_frames(hi) - x)
+        x = sub_frames(frames.lo, frames.lo_slot)
+        if frames.hi is not None:
+            x = x + frames.weight[:, None].to(x.dtype) * (sub_frames(frames.hi, frames.hi_slot) - x)
         return self.output(self.highway(x))
+
+
+@dataclass(frozen=True)
+class SampledFrames:
+    """The inputs of a probe for K sampled target frames (``LayerProbe.frames_at``)."""
+
+    lo: torch.Tensor                 # (K, D) layer frame of the sub-frame at or before
+    lo_slot: torch.Tensor            # (K,) which of its ``slots`` sub-frames
+    hi: Optional[torch.Tensor]       # (K, D) layer frame of the next sub-frame; None: weight 0
+    hi_slot: Optional[torch.Tensor]
+    weight: torch.Tensor             # (K,) interpolation weight of ``hi``
+
+    def take(self, index: torch.Tensor) -> "SampledFrames":
+        return SampledFrames(*(None if f is None else f[index] for f in self.fields()))
+
+    def fields(self) -> Tuple[Optional[torch.Tensor], ...]:
+        return self.lo, self.lo_slot, self.hi, self.hi_slot, self.weight
+
+    @staticmethod
+    def cat(parts: Sequence["SampledFrames"]) -> "SampledFrames":
+        if all(p.hi is None for p in parts):
+            return SampledFrames(torch.cat([p.lo for p in parts]), torch.cat([p.lo_slot for p in parts]),
+                                 None, None, torch.cat([p.weight for p in parts]))
+        # where a part has no second frame its weight is 0: its own frame stands in
+        return SampledFrames(*(torch.cat(f) for f in zip(*(
+            (p.lo, p.lo_slot, p.lo if p.hi is None else p.hi,
+             p.lo_slot if p.hi is None else p.hi_slot, p.weight) for p in parts))))
+
+
+class FrameDealer:
+    """Deals each training batch's frame sample out over that step and the next ``n - 1``."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.pending: Deque[List[Tuple[Dict[str, SampledFrames], torch.Tensor]]] = deque()
+
+    def deal(self, sample: Dict[str, SampledFrames], wanted: torch.Tensor
+             ) -> Tuple[Dict[str, SampledFrames], torch.Tensor]:
+        """Split this batch's (randomly ordered) sample into n parts, keep them, and return one
+        part of each of the last n batches' samples: per layer the probe inputs, and the targets."""
+        parts = torch.tensor_split(torch.arange(wanted.size(0), device=wanted.device), self.n)
+        self.pending.append([({name: s.take(index) for name, s in sample.items()}, wanted[index])
+                             for index in parts])
+        now = [kept.pop(0) for kept in self.pending]
+        while self.pending and not self.pending[0]:
+            self.pending.popleft()
+        mixed = {name: SampledFrames.cat([part[name] for part, _ in now]) for name in sample}
+        return mixed, torch.cat([target for _, target in now])
 
 
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -168,6 +226,14 @@ class ProbeModel(_Base):
             frames drawn at random from its valid frames (0: all of them).  The frozen encoder
             still reads whole utterances; only the probes' work shrinks, and it is most of the
             work (every layer's probe runs on every target frame).  Validation uses all frames.
+        mix_batches: in training, deal each batch's sample out over this step and the next
+            ``mix_batches - 1``: every step's loss is over a 1/mix_batches share of each of the
+            last mix_batches batches' samples.  With one long utterance per batch (LibriSpeech)
+            a step's frames otherwise all come from one sentence of one speaker, and those
+            correlated steps cost the probes a factor of 1.5-4 in L1 at equal updates
+            (BENCHMARKS.md section 7).  Same work per step, every sampled frame used once.
+            The kept parts are layer outputs of the frozen encoder, so they do not go stale;
+            they are not in checkpoints, so a resumed training refills them over its first steps.
 
     Batches: ``speech`` is what the ASR model takes (``espnet_probe.layers.model_input``).
     For a feature model the heard log-mel is ``speech[..., :n_mels]``; a waveform model also
@@ -176,11 +242,17 @@ class ProbeModel(_Base):
 
     def __init__(self, asr_model: torch.nn.Module, layers: Sequence[LayerSpec],
                  target: str = "heard", n_mels: int = 80, hidden_size: int = 256,
-                 highway_layers: int = 4, target_period: float = 0.01, sample_frames: int = 0):
+                 highway_layers: int = 4, target_period: float = 0.01, sample_frames: int = 0,
+                 mix_batches: int = 1):
         super().__init__()
         if sample_frames < 0:
             raise ValueError(f"sample_frames must be >= 0, got {sample_frames}")
+        if mix_batches < 1 or (mix_batches > 1 and not sample_frames):
+            raise ValueError(f"mix_batches must be >= 1, and > 1 only with sample_frames > 0; got "
+                             f"mix_batches={mix_batches}, sample_frames={sample_frames}")
         self.sample_frames = sample_frames
+        self.mix_batches = mix_batches
+        self.dealer = FrameDealer(mix_batches) if mix_batches > 1 else None
         if target not in ("heard", "clean"):
             raise ValueError(f"target must be 'heard' or 'clean', got {target!r}")
         if not layers:
@@ -237,19 +309,22 @@ class ProbeModel(_Base):
 
     def sampled_losses(self, speech: torch.Tensor, speech_lengths: torch.Tensor,
                        reference: torch.Tensor, frames: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Each probe's L1 over ``sample_frames`` target frames drawn uniformly from the batch."""
+        """Each probe's L1 over ``sample_frames`` target frames drawn uniformly from the batch
+        (with ``mix_batches`` > 1: dealt out over this step and the next ones, see __init__)."""
         valid = (torch.arange(reference.size(1), device=frames.device)[None, :]
                  < frames[:, None]).nonzero()
-        if valid.size(0) > self.sample_frames:
+        if valid.size(0) > self.sample_frames or self.mix_batches > 1:
             valid = valid[torch.randperm(valid.size(0), device=valid.device)[: self.sample_frames]]
         batch_index, frame_index = valid.unbind(1)
         wanted = reference[batch_index, frame_index]
         hidden = self.hidden_states(speech, speech_lengths)
-        return {
-            name: (self.probes[name].forward_at(hidden[name].hidden, hidden[name].lengths,
-                                                batch_index, frame_index) - wanted).abs().mean()
-            for name in self.layer_names
-        }
+        sample = {name: self.probes[name].frames_at(hidden[name].hidden, hidden[name].lengths,
+                                                    batch_index, frame_index)
+                  for name in self.layer_names}
+        if self.dealer is not None:
+            sample, wanted = self.dealer.deal(sample, wanted)
+        return {name: (self.probes[name].forward_frames(sample[name]) - wanted).abs().mean()
+                for name in self.layer_names}
 
     def forward(self, speech: torch.Tensor, speech_lengths: torch.Tensor,
                 mel: Optional[torch.Tensor] = None, mel_lengths: Optional[torch.Tensor] = None,

@@ -15,9 +15,10 @@ Task options:
   --asr_init trained|random               random = the control: encoder re-initialised (seeded)
   --layers all | name ...                 which layers to probe (input = the features, "layer 0")
   --target heard|clean                    L1 to the log-mel the encoder heard (default) or clean
-  --probe_conf hidden_size=256 highway_layers=4 sample_frames=4000
+  --probe_conf hidden_size=256 highway_layers=4 sample_frames=4000 mix_batches=8
                                           (sample_frames: target frames per training batch
-                                          the loss is taken over; 0 = all)
+                                          the loss is taken over, 0 = all; mix_batches: each
+                                          step's loss over a share of the last N batches' samples)
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class ProbeTask(AbsTask):
         group.add_argument("--n_mels", type=int, default=80, help="mel bins of the target")
         group.add_argument("--probe_conf", action=NestedDictAction,
                            default={"hidden_size": 256, "highway_layers": 4},
-                           help="probe options: hidden_size, highway_layers, sample_frames")
+                           help="probe options: hidden_size, highway_layers, sample_frames, mix_batches")
 
     @classmethod
     def build_collate_fn(cls, args: argparse.Namespace, train: bool
@@ -95,10 +96,10 @@ class ProbeTask(AbsTask):
         target_period = getattr(args, "target_period", 0.01)  # configs from before it existed
         specs = probe_layer_specs(asr, wanted, target_period)
         conf = dict(args.probe_conf or {})
-        unknown = set(conf) - {"hidden_size", "highway_layers", "sample_frames"}
+        known = ("hidden_size", "highway_layers", "sample_frames", "mix_batches")
+        unknown = set(conf) - set(known)
         if unknown:
-            raise ValueError(f"--probe_conf: unknown option(s) {sorted(unknown)}; "
-                             "known: hidden_size, highway_layers, sample_frames")
+            raise ValueError(f"--probe_conf: unknown option(s) {sorted(unknown)}; known: {', '.join(known)}")
         return ProbeModel(asr, specs, target=args.target, n_mels=args.n_mels,
                           target_period=target_period, **conf)
 

@@ -4,7 +4,7 @@ import editdistance
 import pytest
 
 from espnet_probe.asr.decode import collapse, length_sorted_batches
-from espnet_probe.asr.scoring import align_counts, score
+from espnet_probe.metrics.wer import align_counts, score
 
 
 def test_collapse_merges_repeats_then_drops_blanks():

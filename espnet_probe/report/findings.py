@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from espnet_probe.scoring.comparisons import (INPUT_VS_ORACLE_STOI, RANDOM_FIRST_VS_INPUT_STOI,
+from espnet_probe.report.comparisons import (INPUT_VS_ORACLE_STOI, RANDOM_FIRST_VS_INPUT_STOI,
                                               SPEAKER_ID)
-from espnet_probe.scoring.report import condition_key
+from espnet_probe.report.results import condition_key
 
 # metric -> (label, digits, what a higher value means)
 METRIC_TEXT = {

@@ -28,9 +28,9 @@ import numpy as np
 from tqdm import tqdm
 
 from espnet_probe.data.kaldi_dir import load_data_dir, read_table
-from espnet_probe.scoring.layer_scores import (ORACLE_EXP, TRAINING_ORDER, ScoreJob, find_probe_exps,
+from espnet_probe.metrics.layer_scores import (ORACLE_EXP, TRAINING_ORDER, ScoreJob, find_probe_exps,
                                                probe_exp_jobs, probe_exp_labels)
-from espnet_probe.scoring.report import condition_namer, conditions_in
+from espnet_probe.report.results import condition_namer, conditions_in
 from espnet_probe.utils.fileio import atomic_dir
 
 MAX_IMAGE_FRAMES = 240  # longer mels are mean-pooled in time: thumbnails, not figures

@@ -9,7 +9,7 @@ from pathlib import Path
 import kaldiio
 import numpy as np
 
-from espnet_probe.scoring.report import (REFERENCE_MODELS, TRAINING_ORDER, _num, conditions_in,
+from espnet_probe.report.results import (REFERENCE_MODELS, TRAINING_ORDER, _num, conditions_in,
                                          layers_of, models_in)
 from espnet_probe.utils.fileio import atomic_path
 

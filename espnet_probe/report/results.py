@@ -21,7 +21,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from espnet_probe.scoring.layer_scores import (TRAINING_ORDER, LayerScoringError, read_scores,
+from espnet_probe.metrics.layer_scores import (TRAINING_ORDER, LayerScoringError, read_scores,
                                                split_condition)
 from espnet_probe.utils.fileio import atomic_open
 
