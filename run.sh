@@ -348,7 +348,7 @@ if run_stage 7; then
     read -r pexp aexp init _ <<< "${job}"
     start_job "${probe_parallel}" "${probe_root}/local/probe_train.sh" --config "${probe_config}" --exp "${pexp}" \
       --asr_config "${aexp}/config.yaml" --asr_model "$(asr_checkpoint "${aexp}")" --asr_init "${init}" \
-      --asr_input "$(python -m espnet_probe.bin.bring_asr --input_of "${aexp}")" --train_set "${probe_train_set}" --valid_set "${valid_set}" --featdir "${dumpdir}/fbank" \
+      --train_set "${probe_train_set}" --valid_set "${valid_set}" --featdir "${dumpdir}/fbank" \
       --ngpu "${ngpu}" --probe_args "${probe_args}" --cmd "${cuda_cmd}"
   done
   wait_jobs "probe training(s)" || exit 1

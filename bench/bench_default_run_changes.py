@@ -10,7 +10,7 @@ same process (synthetic inputs of the real shapes; no recipe needed):
      256 wide, loss on 600 frames, Adam per tensor, every slot projected (the probe config
      before) vs 128 wide, 200 frames, fused Adam, only the sampled slot projected (now);
   3. speaker-ID pooling of every layer over 96 utterances: 20,000-frame vs 1,000-frame batches;
-  4. `bring_asr --input_of` (called for every probe experiment in stage 7): with the encoders
+  4. `bring_asr --checkpoint_of` (called for every probe experiment in stage 7): with the encoders
      imported by espnet_probe.asr's package init (torch) vs without;
   5. importing ESPnet's ASR task in a fresh interpreter (every decoding, probe and scoring job
      does): with typeguard's import-time instrumentation (PROBE_TYPECHECK=1) vs without;
@@ -134,9 +134,10 @@ def pooling_batches(repeats: int, tmp: Path) -> tuple[float, float]:
 
 def import_cost(repeats: int) -> tuple[float, float]:
     exp = Path(tempfile.mkdtemp())
-    cmd = [sys.executable, "-m", "espnet_probe.bin.bring_asr", "--input_of", str(exp)]
+    (exp / "valid.loss.ave.pth").touch()
+    cmd = [sys.executable, "-m", "espnet_probe.bin.bring_asr", "--checkpoint_of", str(exp)]
     old = [sys.executable, "-c", "import espnet_probe.asr.vgg_blstm, espnet_probe.asr.register; "
-           "import runpy, sys; sys.argv = ['bring_asr', '--input_of', sys.argv[1]]; "
+           "import runpy, sys; sys.argv = ['bring_asr', '--checkpoint_of', sys.argv[1]]; "
            "runpy.run_module('espnet_probe.bin.bring_asr', run_name='__main__')", str(exp)]
     run = lambda c: subprocess.run(c, cwd=REPO, capture_output=True, check=True)  # noqa: E731
     return (median_time(lambda: run(old), repeats), median_time(lambda: run(cmd), repeats))
@@ -181,7 +182,7 @@ def main(argv=None) -> int:
             ("VGG-BLSTM forward + backward, 16 x 250 frames: NCHW vs channels-last conv weights", conv_layout),
             ("probe update, 12 layers: 256 wide / 600 frames / Adam / all slots vs 128 / 200 / fused / sampled slot", probe_update),
             ("speaker-ID pooling, 96 utts x 12 layers: 20,000- vs 1,000-frame batches", lambda r: pooling_batches(r, Path(tmp))),
-            ("bring_asr --input_of: encoders (torch) imported vs not", import_cost),
+            ("bring_asr --checkpoint_of: encoders (torch) imported vs not", import_cost),
             ("import espnet2.tasks.asr: typeguard instrumentation vs none", espnet_import),
             ("STOI + ESTOI, 24 x 3 s: two pystoi.stoi calls vs one shared pass", intelligibility),
         ]:

@@ -8,7 +8,6 @@ exp=""
 asr_config=""
 asr_model=""
 asr_init=trained       # trained | random (the control)
-asr_input=feats        # feats | wave: what the ASR model takes (wave: its own frontend)
 train_set=""
 valid_set=""
 featdir=dump/fbank
@@ -24,32 +23,12 @@ for v in config exp asr_config asr_model train_set valid_set; do
   [ -n "${!v}" ] || { echo "$0: --${v} is required" >&2; exit 1; }
 done
 data=$(python -m espnet_probe.bin.fingerprint "${featdir}/${train_set}" "${featdir}/${valid_set}")
-settings="config=$(sha1sum < "${config}" | cut -c1-12) data=${data} asr=$(sha1sum < "${asr_model}" | cut -c1-12) init=${asr_init} input=${asr_input} train=${train_set} valid=${valid_set} ${probe_args}"
+settings="config=$(sha1sum < "${config}" | cut -c1-12) data=${data} asr=$(sha1sum < "${asr_model}" | cut -c1-12) init=${asr_init} train=${train_set} valid=${valid_set} ${probe_args}"
 exp_begin "probe" "${exp}" "${settings}" || exit 0
-
-# target: clean (config or --probe_args) reads the clean log-mel of each utterance as "target"
-target=$(python -c 'import sys, yaml; print((yaml.safe_load(open(sys.argv[1])) or {}).get("target", "heard"))' "${config}")
-case " ${probe_args} " in *" --target clean "*) target=clean ;; *" --target heard "*) target=heard ;; esac
-extra=()
-case "${asr_input}" in
-  feats) speech=feats.scp; shape=feats_shape ;;
-  # the waveform feeds the model's frontend; the features give the heard log-mel and the frames
-  wave) speech=wave.scp; shape=wave_shape
-        extra+=(--train_data_path_and_name_and_type "${featdir}/${train_set}/feats.scp,mel,kaldi_ark"
-                --valid_data_path_and_name_and_type "${featdir}/${valid_set}/feats.scp,mel,kaldi_ark") ;;
-  *) echo "$0: --asr_input must be feats or wave, got '${asr_input}'" >&2; exit 1 ;;
-esac
-if [ "${target}" = clean ]; then
-  extra+=(--train_data_path_and_name_and_type "${featdir}/${train_set}/target.scp,target,kaldi_ark"
-          --valid_data_path_and_name_and_type "${featdir}/${valid_set}/target.scp,target,kaldi_ark")
-fi
 
 # shellcheck disable=SC2086
 exp_train "probe" "${exp}" "${num_threads}" "${cmd}" espnet_probe.bin.probe_train --config "${config}" --output_dir "${exp}" \
     --ngpu "${ngpu}" --resume true \
     --asr_train_config "${asr_config}" --asr_model_file "${asr_model}" --asr_init "${asr_init}" \
-    --train_data_path_and_name_and_type "${featdir}/${train_set}/${speech},speech,kaldi_ark" \
-    --train_shape_file "${featdir}/${train_set}/${shape}" \
-    --valid_data_path_and_name_and_type "${featdir}/${valid_set}/${speech},speech,kaldi_ark" \
-    --valid_shape_file "${featdir}/${valid_set}/${shape}" "${extra[@]}" ${probe_args} || exit 1
+    --train_dump_dir "${featdir}/${train_set}" --valid_dump_dir "${featdir}/${valid_set}" ${probe_args} || exit 1
 exp_finish "probe" "${exp}" "${settings}"

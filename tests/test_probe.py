@@ -152,16 +152,22 @@ def test_probe_task_trains_through_espnet_and_decodes(tmp_path):
     torch.save(asr.state_dict(), asr_dir / "model.pth")
 
     exp = tmp_path / "probe"
-    data = [f"{feats}/feats.scp,speech,kaldi_ark"]
-    probe_train.main([
-        "--config", str(ROOT / "conf/probe/probe_small.yaml"), "--ngpu", "0",
-        "--asr_train_config", str(asr_dir / "config.yaml"), "--asr_model_file", str(asr_dir / "model.pth"),
-        "--layers", "input", "blstm5", "--probe_conf", "hidden_size=64",
-        "--train_data_path_and_name_and_type", data[0], "--train_shape_file", str(feats / "feats_shape"),
-        "--valid_data_path_and_name_and_type", data[0], "--valid_shape_file", str(feats / "feats_shape"),
+    model = ["--config", str(ROOT / "conf/probe/probe_small.yaml"), "--asr_train_config",
+             str(asr_dir / "config.yaml"), "--asr_model_file", str(asr_dir / "model.pth")]
+    # the data entries from the dump dirs: the features as speech; target: clean adds target.scp
+    assert probe_train.dump_dir_entries(model + ["--target", "clean", "--output_dir", str(exp)],
+                                        feats, feats)[:6] == [
+        "--train_data_path_and_name_and_type", f"{feats}/feats.scp,speech,kaldi_ark",
+        "--train_data_path_and_name_and_type", f"{feats}/target.scp,target,kaldi_ark",
+        "--train_shape_file", f"{feats}/feats_shape"]
+    probe_train.main(model + [
+        "--ngpu", "0", "--layers", "input", "blstm5", "--probe_conf", "hidden_size=64",
+        "--train_dump_dir", str(feats), "--valid_dump_dir", str(feats),
         "--batch_bins", "400000", "--max_epoch", "12", "--patience", "2", "--optim_conf", "lr=0.005",
         "--output_dir", str(exp)])
     assert (exp / "valid.loss.best.pth").exists() and (exp / "config.yaml").exists()
+    trained = yaml.safe_load((exp / "config.yaml").read_text())
+    assert trained["train_data_path_and_name_and_type"] == [[f"{feats}/feats.scp", "speech", "kaldi_ark"]]
     # each layer's probe from its own best epoch, which ESPnet's trainer kept
     record = json.loads((exp / "probe_training.json").read_text())
     assert 3 <= record["epochs"] <= 12 and set(record["layers"]) == {"input", "blstm5"}  # patience

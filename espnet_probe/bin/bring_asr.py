@@ -6,8 +6,7 @@
 
 The first form makes exp/asr_<name>_brought/ for each model (config.yaml with its paths
 resolved, experiment.yaml; see espnet_probe/asr/brought.py) and prints their paths, one per
-line; the second prints an experiment's checkpoint (ours or brought), as every stage picks it;
---input_of EXP prints the input its model takes (feats | wave).
+line; the second prints an experiment's checkpoint (ours or brought), as every stage picks it.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from espnet_probe.asr.brought import BringError, best_checkpoint, bring, default_name, read_experiment
+from espnet_probe.asr.brought import BringError, best_checkpoint, bring, default_name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,12 +28,7 @@ def main(argv: list[str] | None = None) -> int:
                         "grandparent, as in egs2/<corpus>/asr1/exp/<name>)")
     p.add_argument("--asr_model_file", help="checkpoint: a file name in each exp dir, or a path")
     p.add_argument("--checkpoint_of", type=Path, metavar="EXP", help="print EXP's checkpoint")
-    p.add_argument("--input_of", type=Path, metavar="EXP",
-                   help="print what EXP's model takes: feats (ours) or wave")
     args = p.parse_args(argv)
-    if args.input_of:
-        print((read_experiment(args.input_of) or {}).get("input", "feats"))
-        return 0
     if args.checkpoint_of:
         try:
             print(best_checkpoint(args.checkpoint_of))

@@ -10,12 +10,24 @@ ESPnet's trainer with espnet_probe.tasks.probe.ProbeTask, so every ESPnet traini
       --valid_data_path_and_name_and_type dump/fbank/dev/feats.scp,speech,kaldi_ark \\
       --valid_shape_file dump/fbank/dev/feats_shape --output_dir exp/probe_x
 
+  python -m espnet_probe.bin.probe_train --config conf/probe/probe_small.yaml \\
+      --asr_train_config exp/asr_x/config.yaml --asr_model_file exp/asr_x/valid.loss.ave.pth \\
+      --train_dump_dir dump/fbank/train --valid_dump_dir dump/fbank/dev --output_dir exp/probe_x
+
   python -m espnet_probe.bin.probe_train --list_layers exp/asr_x/config.yaml exp/asr_x/valid.loss.ave.pth
+
+--train_dump_dir / --valid_dump_dir give the data as dump dirs instead: the entries the probes
+need are chosen here, from the ASR model and the (config's or command line's) target:
+"speech" = the input the model takes (feats.scp, or wave.scp for a model with its own frontend,
+then also "mel" = feats.scp, the heard log-mel and the target frames), and for target: clean
+"target" = target.scp.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
+from pathlib import Path
 
 from espnet_probe.asr.register import register_encoders
 from espnet_probe.tasks.probe import ProbeTask
@@ -26,6 +38,29 @@ register_encoders()
 
 def get_parser():
     return ProbeTask.get_parser()
+
+
+def dump_dir_entries(argv: list[str], train_dir: Path, valid_dir: Path) -> list[str]:
+    """ESPnet's data options for the probes of the model and target ``argv`` describes."""
+    from espnet_probe.data.model_inputs import INPUT_FILES
+    from espnet_probe.layers import load_asr_model, model_input
+
+    args = get_parser().parse_args(argv)
+    if not args.asr_train_config or not args.asr_model_file:
+        raise SystemExit("probe_train: --train_dump_dir needs --asr_train_config and --asr_model_file")
+    kind = model_input(load_asr_model(args.asr_train_config, args.asr_model_file)).kind
+    speech, shape = INPUT_FILES[kind]
+    entries = []
+    for phase, dump_dir in (("train", train_dir), ("valid", valid_dir)):
+        data = [f"{dump_dir}/{speech},speech,kaldi_ark"]
+        if kind == "wave":
+            data.append(f"{dump_dir}/feats.scp,mel,kaldi_ark")
+        if args.target == "clean":
+            data.append(f"{dump_dir}/target.scp,target,kaldi_ark")
+        for entry in data:
+            entries += [f"--{phase}_data_path_and_name_and_type", entry]
+        entries += [f"--{phase}_shape_file", f"{dump_dir}/{shape}"]
+    return entries
 
 
 def main(argv=None):
@@ -41,6 +76,14 @@ def main(argv=None):
         print(f"input: {spec.describe()}")
         print(layer_table(extract_layers(model, *spec.dummy(1.0))))
         return 0
+    dirs = argparse.ArgumentParser(add_help=False)
+    dirs.add_argument("--train_dump_dir", type=Path)
+    dirs.add_argument("--valid_dump_dir", type=Path)
+    given, argv = dirs.parse_known_args(argv)
+    if (given.train_dump_dir is None) != (given.valid_dump_dir is None):
+        raise SystemExit("probe_train: give both --train_dump_dir and --valid_dump_dir, or neither")
+    if given.train_dump_dir is not None:
+        argv += dump_dir_entries(argv, given.train_dump_dir, given.valid_dump_dir)
     ProbeTask.main(cmd=argv)
     return 0
 
