@@ -45,9 +45,9 @@ def probe_recipe(tmp_path_factory, librispeech_dir, musan_mini_dir):
     recipe.mkdir(parents=True)
     for name in ("run.sh", "local", "conf"):
         (recipe / name).symlink_to(REPO / "egs" / "librispeech_probe" / name)
-    common = ["--librispeech_dir", str(librispeech_dir), "--musan_dir", str(musan_mini_dir),
-              "--subsets", "train-clean-5", "--split_by_speaker", "14,2,4",
-              "--max_utts_per_spk", "3", "--test_snrs", SNRS]
+    common = ["--musan_dir", str(musan_mini_dir), "--local_data_opts",
+              f"--librispeech_dir {librispeech_dir} --subsets train-clean-5 --split_by_speaker 14,2,4 "
+              "--max_utts_per_spk 3", "--test_snrs", SNRS]
     proc = _run(["./run.sh", *common, "--stop_stage", "3"], recipe, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return recipe, common, env
