@@ -283,13 +283,13 @@ fi
 
 if run_stage 5; then
   log "Stage 5: ASR training: $(for c in ${asr_configs}; do basename "$c" .yaml; done | xargs) x {${asr_trainings}}"
-  exps_into asr_jobs --kind asr --fields dir,config,model,training
+  exps_into asr_jobs --kind asr --fields dir,config,training
   # robust trainings first (with --robust_epoch all they see twice the data, so the longest
   # jobs start first); brought models were trained elsewhere
-  mapfile -t asr_jobs < <(printf '%s\n' "${asr_jobs[@]}" | awk '$4 == "robust"'
-                          printf '%s\n' "${asr_jobs[@]}" | awk '$4 != "robust" && $4 != "brought"')
+  mapfile -t asr_jobs < <(printf '%s\n' "${asr_jobs[@]}" | awk '$3 == "robust"'
+                          printf '%s\n' "${asr_jobs[@]}" | awk '$3 != "robust" && $3 != "brought"')
   for job in "${asr_jobs[@]}"; do
-    read -r exp config model training <<< "${job}"
+    read -r exp config training <<< "${job}"
     type=$(config_token_type "${config}")
     bpemodel=""
     [ "${type}" = bpe ] && bpemodel=$(token_dir bpe)/bpe.model
@@ -299,8 +299,8 @@ if run_stage 5; then
       epoch_args="--num_iters_per_epoch $(python -m espnet_probe.bin.count_batches --config "${config}" \
         --shape_file "${dumpdir}/fbank/${train_set}/feats_shape" ${asr_args})"
     fi
-    start_job "${asr_parallel}" "${probe_root}/local/asr_train.sh" --config "${config}" --exp "${exp}" --model "${model}" \
-      --training "${training}" --train_set "$(asr_train_set "${training}")" \
+    start_job "${asr_parallel}" "${probe_root}/local/asr_train.sh" --config "${config}" --exp "${exp}" \
+      --train_set "$(asr_train_set "${training}")" \
       --valid_set "${valid_set}" --featdir "${dumpdir}/fbank" \
       --token_list "$(token_dir "${type}")/tokens.txt" --token_type "${type}" --bpemodel "${bpemodel}" --ngpu "${ngpu}" \
       --asr_args "${epoch_args} ${asr_args}" --cmd "${cuda_cmd}"

@@ -27,6 +27,10 @@ from espnet_probe.utils.fileio import atomic_open
 
 PLAN_FILE = "experiments.yaml"
 KINDS = ("asr", "probe", "speaker_id")
+# What the training of an ASR experiment was (local/asr_train.sh writes it when it finishes):
+# train_set, seconds, machine. Not part of the plan: write_plan keeps it while the plan's part
+# of the record is unchanged.
+TRAINED = "trained"
 
 
 class ExperimentError(ValueError):
@@ -117,7 +121,7 @@ def write_plan(expdir: str | Path, experiments: list[Experiment]) -> None:
         existing = read_experiment(exp.dir)
         if exp.kind == "asr" and existing and existing.get("training") == "brought":
             continue
-        if existing == exp.record():
+        if existing and {k: v for k, v in existing.items() if k != TRAINED} == exp.record():
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(path) as f:
@@ -125,6 +129,16 @@ def write_plan(expdir: str | Path, experiments: list[Experiment]) -> None:
     expdir.mkdir(parents=True, exist_ok=True)
     with atomic_open(expdir / PLAN_FILE) as f:
         yaml.safe_dump({"experiments": [e.dir for e in experiments]}, f, sort_keys=False)
+
+
+def note_trained(exp_dir: str | Path, train_set: str, seconds: int, machine: str) -> None:
+    """Add what its training was to an experiment's record."""
+    record = read_experiment(exp_dir)
+    if not record:
+        raise ExperimentError(f"{exp_dir}: no {EXPERIMENT_FILE} to note the training in")
+    record[TRAINED] = {"train_set": train_set, "seconds": int(seconds), "machine": machine}
+    with atomic_open(Path(exp_dir) / EXPERIMENT_FILE) as f:
+        yaml.safe_dump(record, f, sort_keys=False)
 
 
 def load(exp_dir: str | Path) -> Experiment:

@@ -13,8 +13,6 @@ token_type=char
 bpemodel=""
 ngpu=0
 num_threads=1
-model=""
-training=""
 asr_args=""            # extra ESPnet options, e.g. "--max_epoch 30 --batch_bins 4000000"
 cmd="python -m espnet_probe.bin.run_jobs"
 help_message="Usage: $0 --config conf/asr/x.yaml --exp exp/asr_x --train_set train --valid_set dev --token_list tokens.txt"
@@ -41,12 +39,6 @@ exp_train "ASR" "${exp}" "${num_threads}" "${cmd}" espnet_probe.bin.asr_train --
     --valid_shape_file "${featdir}/${valid_set}/feats_shape" \
     --normalize_conf "stats_file=${featdir}/${train_set}/cmvn.npz" \
     --token_list "${token_list}" --token_type "${token_type}" "${extra[@]}" ${asr_args} || exit 1
-cat > "${exp}/probe_info.yaml" <<INFO
-model: ${model:-$(basename "${config}" .yaml)}
-training: ${training}
-config: ${config}
-train_set: ${train_set}
-train_seconds: $(( $(date +%s) - exp_started ))
-machine: "$(nproc --all) CPU cores, ${ngpu} GPU, ${num_threads} thread(s)"
-INFO
+python -m espnet_probe.bin.experiments trained --exp "${exp}" --train_set "${train_set}" \
+  --seconds $(( $(date +%s) - exp_started )) --machine "$(nproc --all) CPU cores, ${ngpu} GPU, ${num_threads} thread(s)"
 exp_finish "ASR" "${exp}" "${settings}"

@@ -105,3 +105,23 @@ def test_a_settings_change_wipes_the_experiment_but_its_records(tmp_path):
     assert left == [".settings", "experiment.yaml", "speaker_id", "speaker_id/experiment.yaml",
                     "speaker_id_random", "speaker_id_random/experiment.yaml"]
     assert load(exp).training == "baseline" and len(select(tmp_path)) == 5  # the plan still lists
+
+
+def test_training_notes_stay_in_the_record_while_the_plan_is_unchanged(tmp_path):
+    exp = tmp_path / "exp"
+    planned = plan(exp, ["conf/asr/vgg_blstm_small.yaml"], ["baseline"], (), False, ["test"])
+    write_plan(exp, planned)
+    asr_dir = exp / "asr_vgg_blstm_small_baseline"
+    assert cli.main(["trained", "--exp", str(asr_dir), "--train_set", "train",
+                             "--seconds", "81", "--machine", "2 CPU cores"]) == 0
+    noted = yaml.safe_load((asr_dir / "experiment.yaml").read_text())
+    assert noted["trained"] == {"train_set": "train", "seconds": 81, "machine": "2 CPU cores"}
+    assert noted["training"] == "baseline" and load(asr_dir).training == "baseline"
+    write_plan(exp, planned)  # the same plan again: the note stays
+    assert yaml.safe_load((asr_dir / "experiment.yaml").read_text()) == noted
+    # a record of another config is a new experiment: the old training's note goes
+    moved = plan(exp, [str(tmp_path / "vgg_blstm_small.yaml")], ["baseline"], (), False, ["test"])
+    write_plan(exp, moved)
+    assert "trained" not in yaml.safe_load((asr_dir / "experiment.yaml").read_text())
+    assert cli.main(["trained", "--exp", str(tmp_path / "none"), "--train_set", "t",
+                             "--seconds", "1", "--machine", "m"]) == 1

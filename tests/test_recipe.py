@@ -181,9 +181,10 @@ def test_default_run_stages_4_6_tiny_asr(stages_4_6, recipe, recipe_env, tiny_as
     for training in ("baseline", "robust"):
         exp = recipe / "exp" / f"asr_tiny_vgg_{training}"
         assert (exp / ".done").exists() and (exp / "pretrain" / "L1" / "1epoch.pth").exists()
-        info = yaml.safe_load((exp / "probe_info.yaml").read_text())
-        assert info["training"] == training and info["train_set"] == (
+        record = yaml.safe_load((exp / "experiment.yaml").read_text())
+        assert record["training"] == training and record["trained"]["train_set"] == (
             "train" if training == "baseline" else "train_robust")
+        assert record["trained"]["seconds"] >= 0 and "CPU cores" in record["trained"]["machine"]
         assert not list(exp.glob("decode_*/result.json"))  # nothing reported
     assert not (recipe / "exp" / "asr_results.md").exists()
     rerun = _run(["./run.sh", "--stage", "5", "--stop_stage", "5", "--asr_config", str(tiny_asr)],

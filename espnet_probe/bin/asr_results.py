@@ -12,8 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
+from espnet_probe.asr.brought import read_experiment
+from espnet_probe.experiments import TRAINED
 from espnet_probe.utils.fileio import atomic_open
 
 
@@ -34,15 +34,11 @@ def describe_decoding(result: dict) -> str:
 
 
 def experiment_info(exp: Path) -> dict:
-    """What the experiment is: probe_info.yaml (trained here) or experiment.yaml (brought)."""
-    for name in ("probe_info.yaml", "experiment.yaml"):
-        if (exp / name).exists():
-            info = yaml.safe_load((exp / name).read_text()) or {}
-            if name == "experiment.yaml":
-                info.setdefault("config", info.get("source"))
-                info.setdefault("train_set", "its own")
-            return info
-    return {}
+    """What the experiment is, from its record: config, train_set, training, seconds, machine."""
+    record = read_experiment(exp) or {}
+    if record.get("training") == "brought":
+        return {**record, "config": record.get("source"), "train_set": "its own"}
+    return {**record, **record.get(TRAINED, {})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
                  f"`{info.get('train_set', '?')}` ({info.get('training', '?')})",
                  f"- checkpoint: `{rows[0]['checkpoint']}`; decoding: {describe_decoding(rows[0])}; "
                  f"input: {rows[0].get('input', 'feats')}",
-                 f"- training time: {info.get('train_seconds', '?')} s on {info.get('machine', '?')}"
-                 if info.get("origin") != "brought" else "- brought: trained outside this recipe",
+                 f"- training time: {info.get('seconds', '?')} s on {info.get('machine', '?')}"
+                 if info.get("training") != "brought" else "- brought: trained outside this recipe",
                  "", "| set | utts | WER % | (sub/del/ins) | CER % | (sub/del/ins) |",
                  "|---|---:|---:|---|---:|---|"]
         for r in rows:

@@ -5,9 +5,12 @@
       --test_sets test --noisy_test_sets test_snr0 [--control_conditions clean]
   python -m espnet_probe.bin.experiments list --expdir exp --kind probe [--init trained] \\
       [--training robust] [--fields dir,asr_exp,init]
+  python -m espnet_probe.bin.experiments trained --exp exp/asr_x --train_set train --seconds 812 \
+      --machine "2 CPU cores, 0 GPU, 1 thread(s)"
 
 ``list`` prints one line per experiment, its fields space-separated (sets comma-joined, '-' for
 an empty field), in plan order, for a shell loop: ``while read -r dir asr init; do ...``.
+``trained`` adds what an ASR experiment's training was to its record (local/asr_train.sh).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from espnet_probe.experiments import KINDS, ExperimentError, plan, select, write_plan
+from espnet_probe.experiments import KINDS, ExperimentError, note_trained, plan, select, write_plan
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     ls.add_argument("--init", choices=("trained", "random"))
     ls.add_argument("--training")
     ls.add_argument("--fields", default="dir")
+    tr = sub.add_parser("trained", help="note an ASR experiment's training in its record")
+    tr.add_argument("--exp", required=True)
+    tr.add_argument("--train_set", required=True)
+    tr.add_argument("--seconds", type=int, required=True)
+    tr.add_argument("--machine", required=True)
     args = p.parse_args(argv)
     try:
         if args.command == "plan":
@@ -43,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
                         args.controls == "true", args.test_sets, args.noisy_test_sets,
                         args.control_conditions)
             write_plan(args.expdir, exps)
+            return 0
+        if args.command == "trained":
+            note_trained(args.exp, args.train_set, args.seconds, args.machine)
             return 0
         fields = args.fields.split(",")
         for exp in select(args.expdir, args.kind, args.init, args.training):
