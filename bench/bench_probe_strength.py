@@ -15,7 +15,7 @@ predictor (each bin's mean over the training set) on the validation set gives th
 
 --asr_config builds an untrained model of that shape (the random-encoder control's weights
 come from --asr_init random either way); --asr_exp takes a trained experiment.
-A variant is ``name:key=value,...`` with keys hidden_size, sample_frames (probe_conf), lr
+A variant is ``name:key=value,...`` with keys hidden_size, sample_frames, mix_batches (probe_conf), lr
 (optim_conf), batch_bins, max_epoch, patience, scheduler and gamma (trainer).
 """
 
@@ -36,7 +36,7 @@ import numpy as np
 
 from bench_common import REPO, cpu_model, untrained_asr
 
-PROBE_KEYS = {"hidden_size", "sample_frames"}
+PROBE_KEYS = {"hidden_size", "sample_frames", "mix_batches"}
 TRAINER_KEYS = {"batch_bins", "max_epoch", "patience", "scheduler"}
 
 

@@ -6,9 +6,10 @@
 #       [--data data] [--audio_dir dump/audio] [--config conf/augment.yaml]
 #       [--types noise,music,babble] [--seed 0] [--nj 4] [--cmd "run.pl-like command"]
 #
-# An empty --train_set or --test_sets skips that part. Each output dir gets a .done file holding
-# its settings (inputs' checksums included); a dir whose .done matches is skipped, anything
-# else (partial, or made with other settings) is removed with its wavs and made again.
+# An empty --train_set or --test_sets skips that part. Each output dir is stamped with its
+# settings (inputs' fingerprints included; espnet_probe/utils/freshness.py): a dir complete with
+# them is skipped, anything else (partial, or made with other settings) is removed with its wavs
+# and made again.
 # The python tools run --nj worker processes themselves, so --cmd (Kaldi run.pl interface)
 # only wraps one job per data dir, e.g. to send it to a queue.
 set -euo pipefail
@@ -45,12 +46,14 @@ make_set() {
   local name=$1 settings=$2; shift 3
   local dst=${data}/${name} wav_dir=${audio_dir}/${name}
   local logfile=${audio_dir}/log/augment_${name}.log
-  if [ -f "${dst}/.done" ] && [ "$(cat "${dst}/.done")" = "$settings" ]; then
+  local state
+  state=$(python -m espnet_probe.bin.stamp begin "$dst" "$settings" --owned "$dst" "$wav_dir" \
+    --no_resume) || exit 1
+  if [ "$state" = done ]; then
     log "${dst} is complete with these settings; skipping"
     return 0
   fi
   log "making ${dst} (log: ${logfile})"
-  rm -rf "$dst" "$wav_dir"
   mkdir -p "$(dirname "$logfile")"
   local rc=0
   if [ -n "$cmd" ]; then
@@ -64,7 +67,7 @@ make_set() {
     exit 1
   fi
   grep -E '^(augment_data_dir|make_noisy_set):' "$logfile" | tail -n 1 >&2 || true
-  printf '%s\n' "$settings" > "${dst}/.done"
+  python -m espnet_probe.bin.stamp finish "$dst" "$settings" || exit 1
 }
 
 common="musan_dir=$(cd "$musan_dir" && pwd) musan=${musan_sum} config=${config_sum} seed=${seed}"

@@ -16,17 +16,13 @@ help_message="Usage: $0 --sets 'train dev' --noisy_sets 'train_aug:train' [--nj 
 
 featurise() {  # name [clean_name]
   local name=$1 clean=${2:-} out=${featdir}/$1 extra=()
-  local settings
-  settings=$(python -m espnet_probe.bin.make_features --print_config --config "${config}" \
-    --nj "${nj}" --data_dir "${datadir}/${name}" ${clean:+--clean_dir "${datadir}/${clean}"})
-  if [ -f "${out}/.done" ] && [ "$(cat "${out}/settings.json" 2>/dev/null)" = "${settings}" ]; then
+  local state
+  # the freshness rule: finished jobs of an interrupted run are kept only for the same settings
+  state=$(python -m espnet_probe.bin.make_features --begin --config "${config}" --nj "${nj}" \
+    --data_dir "${datadir}/${name}" --out_dir "${out}" ${clean:+--clean_dir "${datadir}/${clean}"}) || exit 1
+  if [ "${state}" = done ]; then
     echo "features of ${name}: already complete, skipped" >&2; return 0
   fi
-  # Finished jobs of an interrupted run are reused only if they were made with these settings.
-  if [ "$(cat "${out}/settings.json" 2>/dev/null)" != "${settings}" ]; then rm -rf "${out}"; fi
-  rm -f "${out}/.done"
-  mkdir -p "${out}"
-  echo "${settings}" > "${out}/settings.json"
   [ -n "${clean}" ] && extra+=(--clean_dir "${datadir}/${clean}")
   case " ${stats_sets} " in *" ${name} "*) extra+=(--stats) ;; esac
   mkdir -p "${out}/log"

@@ -4,22 +4,15 @@
 #                                            # python -m MODULE through the job backend CMD,
 #                                            # ESPnet --resume continuing a run killed half-way
 #   exp_finish LABEL EXP SETTINGS            # mark it done; print how long it took
-# Changed settings wipe EXP (but its experiment.yaml) and start afresh, so a stale checkpoint
-# is never resumed.
+# The freshness rule (espnet_probe/utils/freshness.py, through bin.stamp): changed settings
+# wipe EXP (but the experiment records) and start afresh, so a stale checkpoint is never resumed.
 exp_begin() {
-  local label=$1 exp=$2 settings=$3
-  if [ -f "${exp}/.done" ] && [ "$(cat "${exp}/.done")" = "${settings}" ]; then
-    echo "${label} ${exp}: already trained, skipped" >&2; return 1
-  fi
-  if [ -f "${exp}/.settings" ] && [ "$(cat "${exp}/.settings")" != "${settings}" ]; then
-    echo "${label} ${exp}: settings changed, training from scratch" >&2
-    # all but the records of what it and the experiments inside it are (espnet_probe/experiments.py)
-    find "${exp}" -mindepth 1 ! -type d ! -name experiment.yaml -delete
-    find "${exp}" -mindepth 1 -depth -type d -empty -delete
-  fi
-  mkdir -p "${exp}"
-  echo "${settings}" > "${exp}/.settings"
-  rm -f "${exp}/.done"
+  local label=$1 exp=$2 settings=$3 state
+  state=$(python -m espnet_probe.bin.stamp begin "${exp}" "${settings}") || exit 1
+  case "${state}" in
+    done) echo "${label} ${exp}: already trained, skipped" >&2; return 1 ;;
+    changed) echo "${label} ${exp}: settings changed, training from scratch" >&2 ;;
+  esac
   exp_started=$(date +%s)
 }
 exp_train() {
@@ -32,7 +25,7 @@ exp_train() {
          tail -n 20 "${exp}/train.log" >&2; return 1; }
 }
 exp_finish() {
-  echo "$3" > "$2/.done"
+  python -m espnet_probe.bin.stamp finish "$2" "$3" || exit 1
   echo "$1 $2: trained in $(( $(date +%s) - exp_started )) s" >&2
 }
 # run_followed LABEL LOG COMMAND...: run COMMAND (the job backend writing LOG) and print its

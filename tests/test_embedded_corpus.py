@@ -241,12 +241,12 @@ def test_interrupted_run_is_completed_identically(tmp_path):
     out = tmp_path / "data"
     _build(out, seed=2, utts_per_voice=2, babble_utts=1)
     ref = {k: p.read_bytes() for k, p in _wavs(out / "local").items()}
-    # What a kill mid-run leaves: no .done, the in-progress record, some voices missing,
-    # and a temp file of an unfinished write.
+    # What a kill mid-run leaves: no .done, the stamp of the settings it began with, some voices
+    # missing, and a temp file of an unfinished write.
     local = out / "local" / "embedded"
     record = json.loads((local / ".done").read_text())
     (local / ".done").unlink()
-    (local / ".config").write_text(json.dumps(record["config"]))
+    (local / ".started").write_text(json.dumps({"settings": record["settings"]}))
     for p in (local / "wav" / "spk03").glob("*.wav"):
         p.unlink()
     (local / "wav" / "spk05" / "spk05-0001.wav").unlink()

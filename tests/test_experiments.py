@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -91,20 +92,31 @@ def test_bad_plans_and_records_are_one_clear_error(tmp_path, capsys):
     assert "unknown field 'colour'" in capsys.readouterr().err
 
 
-def test_a_settings_change_wipes_the_experiment_but_its_records(tmp_path):
+def test_a_settings_change_wipes_the_experiment_but_its_records(tmp_path, recipe_env):
     write_plan(tmp_path, plan(tmp_path, ["z.yaml"], ["baseline"]))
     exp = tmp_path / "asr_z_baseline"
     (exp / "checkpoint.pth").write_text("old")
     (exp / "log").mkdir()
-    (exp / ".settings").write_text("old settings")
+    (exp / ".started").write_text(json.dumps({"settings": "old settings"}))
     (exp / "speaker_id" / "results.csv").write_text("stale")  # beside the speaker-ID record
-    script = f'. "{REPO}/scripts/exp_guard.sh"; exp_begin ASR "{exp}" "new settings"'
-    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+
+    def guard(call):
+        script = f'. "{REPO}/scripts/exp_guard.sh"; {call}'
+        return subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=recipe_env)
+
+    proc = guard(f'exp_begin ASR "{exp}" "new settings"')
     assert proc.returncode == 0 and "settings changed, training from scratch" in proc.stderr
     left = sorted(str(p.relative_to(exp)) for p in exp.rglob("*"))
-    assert left == [".settings", "experiment.yaml", "speaker_id", "speaker_id/experiment.yaml",
+    assert left == [".started", "experiment.yaml", "speaker_id", "speaker_id/experiment.yaml",
                     "speaker_id_random", "speaker_id_random/experiment.yaml"]
     assert load(exp).training == "baseline" and len(select(tmp_path)) == 5  # the plan still lists
+    # killed half-way: the same settings resume (the checkpoint stays); finished: skipped
+    (exp / "checkpoint.pth").write_text("half")
+    proc = guard(f'exp_begin ASR "{exp}" "new settings"')
+    assert proc.returncode == 0 and not proc.stderr and (exp / "checkpoint.pth").exists()
+    assert guard(f'exp_finish ASR "{exp}" "new settings"').returncode == 0
+    proc = guard(f'exp_begin ASR "{exp}" "new settings" || echo skipped')
+    assert "already trained, skipped" in proc.stderr and proc.stdout == "skipped\n"
 
 
 def test_training_notes_stay_in_the_record_while_the_plan_is_unchanged(tmp_path):

@@ -21,7 +21,7 @@ with ``--encoder_conf num_layers=<n>`` (and the first ``n`` subsample factors), 
 from the previous stage with ESPnet's ``--init_param ... --ignore_init_mismatch true``
 (which copies every parameter whose name and shape match: the lower layers and the CTC
 head).  The full model then trains in ``<output_dir>`` from the last stage.  A finished
-stage leaves ``.done`` and is skipped on re-runs; an interrupted one resumes through
+stage is stamped done (espnet_probe.utils.freshness) and skipped on re-runs; an interrupted one resumes through
 ESPnet's ``--resume``.
 """
 
@@ -35,6 +35,7 @@ from typing import Callable, List, Optional, Sequence
 import yaml
 
 from espnet_probe.utils.fileio import atomic_open
+from espnet_probe.utils.freshness import Stamp
 
 CONFIG_KEY = "encoder_pretraining"
 
@@ -153,8 +154,11 @@ def run_with_pretraining(argv: Sequence[str], run: Callable[[List[str]], None]) 
         if previous is not None:
             stage_argv += ["--init_param", str(previous), "--ignore_init_mismatch", "true"]
         previous = stage_dir / f"{epochs}epoch.pth"
-        if (stage_dir / ".done").exists() and previous.exists():
+        stamp, settings = Stamp(stage_dir), {"layers": n, "epochs": epochs}
+        if stamp.state(settings) == "done" and previous.exists():
             continue
+        if _is_rank0():
+            stamp.begin(settings)  # same stage begun before: ESPnet's --resume continues it
         run(stage_argv)
         if not previous.exists():
             raise PretrainingError(
@@ -162,5 +166,5 @@ def run_with_pretraining(argv: Sequence[str], run: Callable[[List[str]], None]) 
                 f"remove {stage_dir} to redo it"
             )
         if _is_rank0():
-            (stage_dir / ".done").write_text(f"{n} layers, {epochs} epochs\n")
+            stamp.finish(settings)
     run(base + ["--init_param", str(previous), "--ignore_init_mismatch", "true"])

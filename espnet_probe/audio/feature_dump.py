@@ -7,7 +7,8 @@ Layout of ``dump/fbank/<set>/`` (ESPnet's dump/ convention):
   utt2num_frames, and the data dir's text / utt2spk / spk2utt copied beside them
   wave.scp       utt -> (N,) float32 samples, for models with their own frontend (only when
                  asked for: espnet_probe.data.model_inputs.dump_waves), wave_shape
-  fbank.yaml     the settings used; .done once the set is complete and merged
+  fbank.yaml     the settings used; .done (espnet_probe.utils.freshness.Stamp: the settings of
+                 ``feature_settings`` and a summary) once the set is complete and merged
   data/          per-job arks and scps; split/ and log/ are job bookkeeping
 Each job writes its ark and scp under temporary names and renames them when it finishes, so a
 killed job leaves nothing that looks complete, and a re-run only redoes the missing jobs.
@@ -29,6 +30,7 @@ from espnet_probe.audio.io import load_utterance
 from espnet_probe.data.kaldi_dir import (DataDirError, KaldiDataDir, load_data_dir, read_table,
                                          write_table)
 from espnet_probe.utils.fileio import atomic_open, shard
+from espnet_probe.utils.freshness import Stamp, fingerprint
 
 
 class FeatureError(RuntimeError):
@@ -111,9 +113,17 @@ def extract_job(data_dir: str | Path, out_dir: str | Path, cfg: FbankConfig, nj:
     return len(utts)
 
 
+def feature_settings(cfg: FbankConfig, nj: int, data_dir: str | Path,
+                     clean_dir: str | Path | None = None) -> dict:
+    """What a set's features are made from: the output's stamp (make_features --begin)."""
+    return {"fbank": cfg.as_dict(), "nj": nj, "data": fingerprint(data_dir),
+            "clean": fingerprint(clean_dir) if clean_dir else None}
+
+
 def merge_jobs(data_dir: str | Path, out_dir: str | Path, cfg: FbankConfig, nj: int,
-               with_stats: bool = False) -> dict:
-    """Join the job scps into the set's files, check coverage, write stats and the sentinel."""
+               with_stats: bool = False, clean_dir: str | Path | None = None) -> dict:
+    """Join the job scps into the set's files, check coverage, write stats and the stamp (the
+    settings the set was begun with, else those of now)."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     data = load_data_dir(data_dir, require_text=False)
     merged: dict[str, dict[str, str]] = {"feats": {}, "target": {}}
@@ -151,8 +161,10 @@ def merge_jobs(data_dir: str | Path, out_dir: str | Path, cfg: FbankConfig, nj: 
         write_cmvn(out_dir / "cmvn.npz", count, total, total_sq)
     with atomic_open(out_dir / "fbank.yaml") as f:
         json.dump(cfg.as_dict(), f, indent=1)
-    with atomic_open(out_dir / ".done") as f:
-        json.dump(summary, f)
+    stamp = Stamp(out_dir)
+    settings = stamp.begun_with()
+    stamp.finish(feature_settings(cfg, nj, data_dir, clean_dir) if settings is None else settings,
+                 **summary)
     return summary
 
 
@@ -190,7 +202,7 @@ def combine_feature_dirs(out_dir: str | Path, sources: list[str | Path]) -> dict
                 total = total + st["sum"]
                 total_sq = total_sq + st["sum_square"]
     # waveforms (dump_waves) join the union when every source has them
-    if all((Path(src) / ".wave_done").is_file() for src in sources):
+    if all(Stamp(src, "wave").finished.is_file() for src in sources):
         for name in ("wave.scp", "wave_shape"):
             tables[name] = {}
             for src in map(Path, sources):
@@ -205,6 +217,5 @@ def combine_feature_dirs(out_dir: str | Path, sources: list[str | Path]) -> dict
         write_cmvn(out_dir / "cmvn.npz", count, total, total_sq)
     frames = sum(int(v) for v in tables["utt2num_frames"].values())
     summary = {"utterances": len(tables["feats.scp"]), "frames": frames}
-    with atomic_open(out_dir / ".done") as f:
-        json.dump(summary, f)
+    Stamp(out_dir).finish({"sources": [str(src) for src in sources]}, **summary)
     return summary

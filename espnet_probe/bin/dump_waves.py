@@ -3,7 +3,8 @@
   python -m espnet_probe.bin.dump_waves --data_root data --dump_root dump/fbank --sets test test_snr0
   python -m espnet_probe.bin.dump_waves --data_dir data/test --dump_dir dump/fbank/test
 
-writes <dump>/<set>/{wave.ark,wave.scp,wave_shape,.wave_done}; an up-to-date dump is kept.
+writes <dump>/<set>/{wave.ark,wave.scp,wave_shape} and their stamp (.wave.done); an up-to-date
+dump is kept.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
   python -m espnet_probe.bin.make_features --data_dir data/test_snr10 --out_dir dump/fbank/test_snr10 \
       --clean_dir data/test --nj 4 --job 2          # one job (run under ${cmd} JOB=1:4)
-  python -m espnet_probe.bin.make_features ... --nj 4 --merge   # join jobs, write .done
+  python -m espnet_probe.bin.make_features ... --nj 4 --begin   # done | resume | changed | new
+  python -m espnet_probe.bin.make_features ... --nj 4 --merge   # join jobs, stamp the set done
   python -m espnet_probe.bin.make_features --combine dump/fbank/train dump/fbank/train_aug \
       --out_dir dump/fbank/train_robust             # union of finished sets
 """
@@ -14,11 +15,12 @@ import json
 import sys
 from pathlib import Path
 
-from espnet_probe.audio.feature_dump import combine_feature_dirs, extract_job, merge_jobs
+from espnet_probe.audio.feature_dump import (combine_feature_dirs, extract_job, feature_settings,
+                                             merge_jobs)
 from espnet_probe.audio.fbank import FbankConfig
 from espnet_probe.audio.io import AudioError
 from espnet_probe.data.kaldi_dir import DataDirError
-from espnet_probe.utils.freshness import fingerprint
+from espnet_probe.utils.freshness import Stamp
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,20 +33,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--job", type=int, help="which job to run (1-based)")
     p.add_argument("--merge", action="store_true", help="merge finished jobs")
     p.add_argument("--stats", action="store_true", help="accumulate global CMVN statistics")
-    p.add_argument("--print_config", action="store_true",
-                   help="print the settings that determine the output (for staleness checks)")
+    p.add_argument("--begin", action="store_true",
+                   help="decide from the set's stamp (espnet_probe.utils.freshness) and print "
+                        "done | resume (finished jobs kept) | changed | new (made afresh)")
     p.add_argument("--combine", nargs="+", metavar="FEATS_DIR", help="union of finished sets")
     args = p.parse_args(argv)
 
-    if args.print_config:
-        cfg = FbankConfig.from_yaml(args.config)
-        print(json.dumps({"fbank": cfg.as_dict(), "nj": args.nj,
-                          "data": fingerprint(args.data_dir),
-                          "clean": fingerprint(args.clean_dir) if args.clean_dir else None},
-                         sort_keys=True))
-        return 0
     if not args.out_dir:
         p.error("--out_dir is required")
+    if args.begin:
+        if not args.data_dir:
+            p.error("--begin needs --data_dir")
+        settings = feature_settings(FbankConfig.from_yaml(args.config), args.nj, args.data_dir,
+                                    args.clean_dir)
+        print(Stamp(args.out_dir).begin(settings))
+        return 0
     if not args.combine and (not args.data_dir or (args.job is None) == (not args.merge)):
         p.error("give --data_dir and exactly one of --job N or --merge (or use --combine)")
     try:
@@ -53,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cfg = FbankConfig.from_yaml(args.config)
             if args.merge:
-                summary = merge_jobs(args.data_dir, args.out_dir, cfg, args.nj, args.stats)
+                summary = merge_jobs(args.data_dir, args.out_dir, cfg, args.nj, args.stats,
+                                     args.clean_dir)
             else:
                 n = extract_job(args.data_dir, args.out_dir, cfg, args.nj, args.job,
                                 args.clean_dir, args.stats)

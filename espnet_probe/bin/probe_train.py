@@ -42,13 +42,13 @@ def get_parser():
 
 def dump_dir_entries(argv: list[str], train_dir: Path, valid_dir: Path) -> list[str]:
     """ESPnet's data options for the probes of the model and target ``argv`` describes."""
-    from espnet_probe.data.model_inputs import INPUT_FILES
-    from espnet_probe.layers import load_asr_model, model_input
+    from espnet_probe.data.model_inputs import INPUT_FILES, config_input_kind
 
     args = get_parser().parse_args(argv)
-    if not args.asr_train_config or not args.asr_model_file:
-        raise SystemExit("probe_train: --train_dump_dir needs --asr_train_config and --asr_model_file")
-    kind = model_input(load_asr_model(args.asr_train_config, args.asr_model_file)).kind
+    if not args.asr_train_config:
+        raise SystemExit("probe_train: --train_dump_dir needs --asr_train_config")
+    # from the config, not a built model: building one logs before ESPnet sets up its logging
+    kind = config_input_kind(args.asr_train_config)
     speech, shape = INPUT_FILES[kind]
     entries = []
     for phase, dump_dir in (("train", train_dir), ("valid", valid_dir)):

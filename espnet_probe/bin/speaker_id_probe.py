@@ -6,8 +6,9 @@
 
 Writes <out>/results.csv (layer,layer_index,accuracy,ci_low,ci_high,n,n_speakers,chance) and
 <out>/results.json (the same plus split sizes, pooling, convergence and the inputs digest).
-A finished <out> whose digest matches (config, checkpoint, feats.scp, utt2spk and every option
-that changes the numbers; not --batch_frames) is kept as it is. See
+A finished <out> whose stamp matches (espnet_probe.utils.freshness: the digest of config,
+checkpoint, feats.scp, utt2spk and every option that changes the numbers; not --batch_frames) is
+kept as it is. See
 espnet_probe/probe/speaker_id.py for the design.
 """
 
@@ -24,6 +25,7 @@ from pathlib import Path
 from espnet_probe.asr.brought import best_checkpoint
 from espnet_probe.probe.speaker_id import DEFAULT_C, PER_UTTERANCE, POOLINGS
 from espnet_probe.utils.device import add_device_argument
+from espnet_probe.utils.freshness import Stamp
 
 
 def inputs_digest(files: list[Path], settings: dict) -> str:
@@ -80,12 +82,12 @@ def main(argv: list[str] | None = None) -> int:
             if not path.is_file():
                 raise FileNotFoundError(f"{path} not found")
         digest = inputs_digest(files, settings)
-        done = args.out / "results.json"
-        if (done.is_file() and (args.out / PER_UTTERANCE).is_file()
-                and json.loads(done.read_text()).get("inputs_digest") == digest):
+        stamp, stamped = Stamp(args.out), {**settings, "inputs_digest": digest}
+        if stamp.state(stamped) == "done" and (args.out / PER_UTTERANCE).is_file():
             print(f"speaker_id_probe {args.out}: already done with the same inputs, skipped",
                   file=sys.stderr)
             return 0
+        stamp.begin(stamped, resumable=False)
         model = load_asr_model(config, checkpoint)
         if args.asr_init == "random":  # on the CPU's generator: the same control on any device
             reinitialise_encoder(model, seed=args.seed)
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"inputs_digest": digest, "asr_exp": str(args.asr_exp), "checkpoint": str(checkpoint),
                "feats_dir": str(args.feats_dir), **settings, **results}
     write_results(args.out, results)
+    stamp.finish(stamped)
     print(f"speaker_id_probe {args.asr_exp.name} ({args.asr_init}) on {results['set']}: "
           f"{results['n_speakers']} speakers, {results['n_held_out']} held-out utts, chance "
           f"{results['chance']:.1%}; accuracy "

@@ -19,7 +19,6 @@ the result then depends only on the seed and the recipe, never on ``--nj`` or sc
 from __future__ import annotations
 
 import ctypes
-import json
 import multiprocessing as mp
 import re
 import sys
@@ -33,6 +32,7 @@ import numpy as np
 from espnet_probe.data.kaldi_dir import KaldiDataDir, write_data_dir
 from espnet_probe.data.sentences import sentence_pools
 from espnet_probe.utils.fileio import atomic_open
+from espnet_probe.utils.freshness import Stamp
 
 SAMPLE_RATE = 16000
 CORPUS_VERSION = 1  # bump when anything changes the generated audio or text
@@ -261,7 +261,7 @@ class CorpusConfig:
                             str(babble))
 
     def fingerprint(self) -> dict:
-        """What the generated files depend on (recorded in the .done sentinel)."""
+        """What the generated files depend on (the settings of their stamp)."""
         return {"version": CORPUS_VERSION, **asdict(self),
                 "voices": [asdict(v) for v in VOICES]}
 
@@ -374,24 +374,20 @@ def build_corpus(cfg: CorpusConfig, nj: int = 1, progress: bool = True) -> dict:
     cfg = cfg.resolved()
     out = Path(cfg.out)
     local = out / "local" / "embedded"
-    done, in_progress = local / ".done", local / ".config"
-    fingerprint = cfg.fingerprint()
+    stamp, settings = Stamp(local), cfg.fingerprint()
     plan = plan_corpus(cfg)
     n_utts = sum(len(u) for u in plan.values())
 
-    if done.is_file() and _read_json(done).get("config") == fingerprint \
-            and _outputs_complete(cfg, plan):
-        summary = _read_json(done)["summary"]
-        return {**summary, "seconds": time.time() - t0, "skipped": True}
+    if stamp.state(settings) == "done":
+        if _outputs_complete(cfg, plan):
+            return {**stamp.summary(), "seconds": time.time() - t0, "skipped": True}
+        stamp.finished.unlink()  # files went missing: make it again
 
     check_voices()
-    done.unlink(missing_ok=True)
     # Wav files are written atomically, so a voice whose files all exist from an interrupted
-    # run with identical settings is complete; anything else is (re)synthesized from scratch.
-    trusted = in_progress.is_file() and _read_json(in_progress) == fingerprint
-    local.mkdir(parents=True, exist_ok=True)
-    with atomic_open(in_progress) as f:
-        json.dump(fingerprint, f, indent=1)
+    # run with identical settings is complete; anything else is (re)synthesized from scratch
+    # (over the old files, and the strays are removed below: nothing needs wiping first).
+    trusted = stamp.begin(settings, owned=()) == "resume"
 
     todo = [v for v in VOICES
             if not (trusted and all(Path(u.wav).is_file() for u in plan[v.spk]))]
@@ -438,14 +434,5 @@ def build_corpus(cfg: CorpusConfig, nj: int = 1, progress: bool = True) -> dict:
                "per_split": {s: sum(len(plan[v.spk]) for v in VOICES if v.split == s)
                              for s in SPLITS},
                "hours": round(hours, 4)}
-    with atomic_open(done) as f:
-        json.dump({"config": fingerprint, "summary": summary}, f, indent=1)
-    in_progress.unlink(missing_ok=True)
+    stamp.finish(settings, **summary)
     return {**summary, "seconds": time.time() - t0, "skipped": False}
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}  # unreadable sentinel: treat as absent and regenerate

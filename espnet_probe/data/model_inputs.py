@@ -16,18 +16,28 @@ time axis and the target log-mel's describe the same samples.
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import kaldiio
 import numpy as np
+import yaml
 
 from espnet_probe.data.kaldi_dir import load_data_dir, read_table, write_table
 from espnet_probe.utils.fileio import atomic_open, atomic_path
+from espnet_probe.utils.freshness import Stamp
 
 INPUT_FILES = {"feats": ("feats.scp", "feats_shape"), "wave": ("wave.scp", "wave_shape")}
+
+
+def config_input_kind(asr_config: str | Path) -> str:
+    """What the model of an ESPnet ASR config.yaml takes, as ESPnet's ASRTask.build_model
+    decides it: an ``input_size`` means features and no frontend, none means a frontend over
+    the waveform. (``espnet_probe.layers.model_input`` says the same of a built model.)"""
+    with open(asr_config, encoding="utf-8") as f:
+        conf = yaml.safe_load(f) or {}
+    return "feats" if conf.get("input_size") is not None else "wave"
 
 
 class ModelInputError(ValueError):
@@ -111,11 +121,10 @@ def dump_waves(data_dir: str | Path, dump_dir: str | Path, hop: int = 160,
     data_dir, dump_dir = Path(data_dir), Path(dump_dir)
     if not (dump_dir / ".done").is_file():
         raise ModelInputError(f"{dump_dir}: features are incomplete (no .done); run stage 3 first")
-    digest = _digest(data_dir, dump_dir, hop)
-    done = dump_dir / ".wave_done"
-    if done.is_file() and json.loads(done.read_text()).get("digest") == digest:
+    stamp, settings = Stamp(dump_dir, "wave"), {"digest": _digest(data_dir, dump_dir, hop)}
+    owned = [dump_dir / name for name in ("wave.ark", "wave.scp", "wave_shape")]
+    if stamp.begin(settings, owned, resumable=False) == "done":
         return 0
-    done.unlink(missing_ok=True)
     data = load_data_dir(data_dir, require_text=False)
     frames = {u: int(v) for u, v in read_table(dump_dir / "utt2num_frames").items()}
     ark = dump_dir / "wave.ark"
@@ -140,7 +149,6 @@ def dump_waves(data_dir: str | Path, dump_dir: str | Path, hop: int = 160,
     with atomic_open(dump_dir / "wave.scp") as f:
         f.write("\n".join(scp_lines) + "\n")
     write_table(dump_dir / "wave_shape", shapes)
-    with atomic_open(done) as f:
-        json.dump({"digest": digest, "utterances": len(shapes)}, f)
+    stamp.finish(settings, utterances=len(shapes))
     print(f"dump_waves {dump_dir.name}: {len(shapes)} utterances", file=sys.stderr)
     return len(shapes)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from espnet_probe.data.model_inputs import open_inputs
 from espnet_probe.utils.device import model_device
 from espnet_probe.utils.fileio import atomic_dir
-from espnet_probe.utils.freshness import fingerprint
+from espnet_probe.utils.freshness import Stamp, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,7 @@ def decode_set(model, feats_dir: str | Path, out_dir: str | Path, batch_frames: 
     # keyed by what the features are, not where: a stage-3 redo in place makes a new decode
     settings = dict(settings or {}, feats=str(feats_dir / "feats.scp"),
                     feats_fingerprint=fingerprint(feats_dir))
-    done = out_dir / ".done"
-    if done.exists() and json.loads(done.read_text()) == settings:
+    if Stamp(out_dir).state(settings) == "done":
         log.info("%s: already decoded, skipped", out_dir)
         return json.loads((out_dir / "summary.json").read_text())
 
@@ -175,5 +174,5 @@ def decode_set(model, feats_dir: str | Path, out_dir: str | Path, batch_frames: 
             },
         }
         (tmp / "summary.json").write_text(json.dumps(summary, indent=1))
-        (tmp / ".done").write_text(json.dumps(settings))
+        Stamp(tmp).finish(settings)  # swapped in with the decode: all of it or none
     return summary

@@ -1,7 +1,19 @@
-"""What an output depends on, as one digest: the single freshness rule of every stage.
+"""What an output depends on, and whether it is still made from it: the one freshness rule.
 
-A stage stores the digest of its inputs with its output and redoes the work when the digest
-differs. Inputs are fingerprinted by kind:
+An output (a dir, or a named part of one) keeps a ``Stamp``: the settings it is made with (the
+fingerprints of its inputs and the options) in ``.started`` while it is being made and in
+``.done`` once it is complete. ``Stamp.begin`` decides, the same way for every stage and tool:
+- ``done``: complete with these settings, nothing to do (the caller skips);
+- ``resume``: started with these settings and not finished: what it made is kept and the work
+  continues (ESPnet's --resume, finished feature jobs, synthesized voices);
+- ``changed`` / ``new``: made (or begun) with other settings, or never: what the output owns is
+  removed (every file but the experiment records, or the files the caller names) and it is
+  made from scratch.
+``Stamp.finish`` writes ``.done`` last, atomically, so a killed job never leaves a stamp that
+claims more than is there. Shell scripts use it through ``python -m espnet_probe.bin.stamp``
+(scripts/exp_guard.sh, local/augment.sh, local/make_features.sh).
+
+Inputs are fingerprinted by kind:
 - a Kaldi data dir or feature dir (``wav.scp`` / ``feats.scp``): its tables, its statistics
   (``*.npz``) and the size and modification time of every file the scp files name (audio
   paths, ``archive.ark:offset`` entries, files named in ``cmd |`` pipes, feature arks), so an
@@ -17,11 +29,17 @@ more than the stages it guards; tools that rewrite a file update its time.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shlex
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Optional
+
+from espnet_probe.utils.fileio import atomic_open
+
+# Records of what an experiment is (espnet_probe/experiments.py): kept when its dir is redone.
+RECORDS = ("experiment.yaml",)
 
 TABLES = ("wav.scp", "segments", "utt2spk", "text", "utt2clean", "feats.scp", "feats_shape",
           "target.scp")
@@ -111,3 +129,89 @@ def fingerprint(*paths: str | os.PathLike) -> str:
         else:
             h.update(b"missing")
     return h.hexdigest()
+
+
+class Stamp:
+    """The settings an output is made with, beside it (module doc). ``name`` tells apart several
+    outputs in one dir: ``Stamp(d, "wave")`` keeps ``d/.wave.started`` and ``d/.wave.done``."""
+
+    def __init__(self, directory: str | os.PathLike, name: str = ""):
+        self.dir = Path(directory)
+        prefix = f".{name}." if name else "."
+        self.started = self.dir / f"{prefix}started"
+        self.finished = self.dir / f"{prefix}done"
+
+    @staticmethod
+    def _settings_in(path: Path) -> Optional[str]:
+        try:
+            return json.dumps(json.loads(path.read_text(encoding="utf-8"))["settings"], sort_keys=True)
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return None  # missing, or a stamp of an older format: not these settings
+
+    def state(self, settings: Any) -> str:
+        """done | resume | changed | new (module doc), without touching anything."""
+        want = json.dumps(settings, sort_keys=True)
+        if self._settings_in(self.finished) == want:
+            return "done"
+        started = self._settings_in(self.started)
+        if started == want:
+            return "resume"
+        if started is not None or self.finished.exists() or self.started.exists():
+            return "changed"
+        return "new"
+
+    def begin(self, settings: Any, owned: Optional[Iterable[str | os.PathLike]] = None,
+              resumable: bool = True) -> str:
+        """Decide (``state``) and prepare: unless done or resumable, remove what the output owns
+        (``owned`` paths, default every file in the dir but the experiment records) and mark it
+        started with ``settings``. ``resumable=False``: an unfinished output is made again
+        (reported as ``changed``), for work that cannot continue half-way."""
+        state = self.state(settings)
+        if state == "done":
+            return state
+        if state == "resume" and not resumable:
+            state = "changed"
+        if state in ("changed", "new"):
+            for path in (self._everything() if owned is None else map(Path, owned)):
+                _remove(path)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.finished.unlink(missing_ok=True)
+        with atomic_open(self.started) as f:
+            json.dump({"settings": settings}, f)
+        return state
+
+    def finish(self, settings: Any, **summary: Any) -> None:
+        """Mark the output complete (``summary`` kept beside the settings, see ``summary()``)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with atomic_open(self.finished) as f:
+            json.dump({"settings": settings, **summary}, f, indent=1)
+        self.started.unlink(missing_ok=True)
+
+    def begun_with(self) -> Any:
+        """The settings it was begun with (None: not begun, or already finished)."""
+        try:
+            return json.loads(self.started.read_text(encoding="utf-8"))["settings"]
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return None
+
+    def summary(self) -> dict:
+        record = json.loads(self.finished.read_text(encoding="utf-8"))
+        record.pop("settings", None)
+        return record
+
+    def _everything(self) -> list[Path]:
+        if not self.dir.is_dir():
+            return []
+        return [p for p in self.dir.iterdir() if p.name not in RECORDS or p.is_dir()]
+
+
+def _remove(path: Path) -> None:
+    """A file, or a dir with everything in it but experiment records (nested experiments)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        for child in path.iterdir():
+            if child.name not in RECORDS or child.is_dir():
+                _remove(child)
+        if not any(path.iterdir()):
+            path.rmdir()
