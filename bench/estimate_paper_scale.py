@@ -48,6 +48,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -468,7 +469,7 @@ def flops_str(x: float) -> str:
     return f"{x:.3g} FLOP"
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     a = p.add_argument
     a("--batch_utts", type=int, default=8, help="utterances of the measured batch and of the per-batch figures")
@@ -524,18 +525,14 @@ def main() -> None:
     a("--linearity_check", action="store_true",
       help="also measure the first ASR model's training step on full --utt_seconds utterances (~1 min)")
     a("--out", type=Path, default=ROOT / "bench/RESULTS_paper_scale.md")
-    args = p.parse_args()
+    return p.parse_args(argv)
 
-    torch.set_num_threads(1)
-    logging.basicConfig(level=logging.WARNING)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    started = time.time()
-    load_before = os.getloadavg()[0]
-    log = lambda msg: print(f"[{time.time() - started:5.0f} s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
 
+def measure_all(args: argparse.Namespace, log) -> SimpleNamespace:
+    """Every network, vocoder and metric of the recipe measured on one batch (Method 1-3, 5)."""
     from espnet_probe.asr.pretraining import parse_schedule
-    from espnet_probe.utils.fileio import atomic_open
 
+    linearity = None
     # ---- measurements
     measured_seconds = args.batch_utts * args.time_seconds
     batch = feature_batch(args.batch_utts, args.time_seconds, args.frame_rate, args.tokens_per_second, args.n_tokens)
@@ -576,7 +573,14 @@ def main() -> None:
     blas = blas_gflops(args.repeats)
     load_after = os.getloadavg()[0]
     log("estimating")
+    return SimpleNamespace(measured_seconds=measured_seconds, batch=batch, probe_yaml=probe_yaml, probe_conf=probe_conf, asr=asr, probe=probe, growth=growth, linearity=linearity, audio=audio, all_wavs=all_wavs, wav_seconds=wav_seconds, speaker_conf=speaker_conf, resnet=resnet, ge2e=ge2e, blas=blas, load_after=load_after)
 
+
+def estimate_stages(args: argparse.Namespace, meas: SimpleNamespace) -> SimpleNamespace:
+    """The cost of every stage from the measured per-unit costs."""
+    measured_seconds, probe_yaml, asr, probe = meas.measured_seconds, meas.probe_yaml, meas.asr, meas.probe
+    growth, audio, speaker_conf, resnet = meas.growth, meas.audio, meas.speaker_conf, meas.resnet
+    ge2e, blas, wav_seconds = meas.ge2e, meas.blas, meas.wav_seconds
     # ---- per-unit costs
     per_s = lambda m: m.cost * (1.0 / measured_seconds)  # noqa: E731  per second of audio
     h = 3600.0
@@ -713,9 +717,17 @@ def main() -> None:
     for s in stages:
         s.flops = sum(c.flops for c in s.gpu_jobs + s.gpu_able)
 
-    # ---- report
+    return SimpleNamespace(stages=stages, h=h, gpu_list=gpu_list, v100=v100, test_mean=test_mean, conditions=conditions, voc_utts=voc_utts, names=names, n_layers=n_layers, per_s=per_s, gl_per_s=gl_per_s, vocoded_wavs=vocoded_wavs, score_jobs=score_jobs, n_probe_train=n_probe_train, crops=crops)
+
+
+def method_lines(args: argparse.Namespace, meas: SimpleNamespace, est: SimpleNamespace,
+                 started: float, load_before: float) -> list[str]:
+    """Header and method: what was measured and how it is turned into hours."""
+    probe_conf, blas, load_after = meas.probe_conf, meas.blas, meas.load_after
+    test_mean, conditions, voc_utts, n_probe_train = est.test_mean, est.conditions, est.voc_utts, est.n_probe_train
     lines = []
     out = lines.append
+    # ---- report
     out("# Paper-scale cost estimate, per stage, on one GPU\n")
     out(f"Command (repo root): `tools/venv/bin/python bench/estimate_paper_scale.py {shlex.join(sys.argv[1:])}`".rstrip()
         + "\n")
@@ -765,6 +777,18 @@ def main() -> None:
         "max_epoch (an upper bound: the ASR "
         "configs stop early after 6 epochs without a better valid loss).\n")
 
+    return lines
+
+
+def unit_cost_lines(args: argparse.Namespace, meas: SimpleNamespace, est: SimpleNamespace) -> list[str]:
+    """The measured per-unit costs and the latency check."""
+    measured_seconds, probe_yaml, asr, probe = meas.measured_seconds, meas.probe_yaml, meas.asr, meas.probe
+    audio, speaker_conf, resnet, ge2e = meas.audio, meas.speaker_conf, meas.resnet, meas.ge2e
+    linearity, wav_seconds = meas.linearity, meas.wav_seconds
+    v100, names, n_layers, per_s = est.v100, est.names, est.n_layers, est.per_s
+    crops = est.crops
+    lines = []
+    out = lines.append
     out("## Measured per-unit costs\n")
     out(f"Per batch = {args.batch_utts} utts x {args.utt_seconds:g} s ({args.batch_utts * args.utt_seconds:.0f} s of "
         "audio); CPU s of that batch scaled from the measured one. Activation memory = tensors saved for backward, "
@@ -825,6 +849,15 @@ def main() -> None:
         + ". The FLOP-based time dominates at the configs' batch sizes; with much smaller batches the "
         "sequential steps would.\n")
 
+    return lines
+
+
+def stage_lines(args: argparse.Namespace, meas: SimpleNamespace, est: SimpleNamespace) -> list[str]:
+    """Hours per stage on each GPU kind and in CPU core-hours."""
+    stages, h, gpu_list, test_mean = est.stages, est.h, est.gpu_list, est.test_mean
+    gl_per_s, vocoded_wavs, score_jobs = est.gl_per_s, est.vocoded_wavs, est.score_jobs
+    lines = []
+    out = lines.append
     out("## Per stage\n")
     out(f"GPU columns: hours on one GPU for the stages the recipe runs on GPU; [bracketed]: the networks of CPU "
         f"stages if they were moved to a GPU (the recipe does not). CPU core-h: what the recipe runs on CPU.\n")
@@ -858,6 +891,16 @@ def main() -> None:
         f"{sum(w * test_mean * gl_per_s for w in vocoded_wavs(args.test_utts)) / h:,.0f} CPU core-h and stage 11 "
         f"{sum(score_jobs(args.test_utts)) / h:,.0f}.\n")
 
+    return lines
+
+
+def wall_clock_lines(args: argparse.Namespace, meas: SimpleNamespace, est: SimpleNamespace) -> list[str]:
+    """Wall clock on one GPU and on a cluster, and the notes."""
+    measured_seconds, probe_yaml, asr, probe = meas.measured_seconds, meas.probe_yaml, meas.asr, meas.probe
+    stages, h, gpu_list, v100 = est.stages, est.h, est.gpu_list, est.v100
+    names = est.names
+    lines = []
+    out = lines.append
     # ---- wall clock
     out("## Wall clock (stages run one after another, as in run.sh)\n")
     out(f"GPU stages: the best --asr_parallel x --ngpu split of the recipe's jobs (longest first); DDP over g GPUs "
@@ -915,6 +958,26 @@ def main() -> None:
     out("- Not estimated: stage 1 (download/copy), stage 2 (MUSAN mixing, I/O-bound, writes a 100.6 h noisy copy), "
         "stage 12 (report), data loading. Stage 8 writes every layer's predicted log-mel for every test "
         "utterance (size in its row).")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.WARNING)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    started = time.time()
+    load_before = os.getloadavg()[0]
+    log = lambda msg: print(f"[{time.time() - started:5.0f} s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+
+    from espnet_probe.utils.fileio import atomic_open
+
+    measured = measure_all(args, log)
+    estimated = estimate_stages(args, measured)
+    sections = (unit_cost_lines, stage_lines, wall_clock_lines)
+    lines = method_lines(args, measured, estimated, started, load_before)
+    for section in sections:
+        lines += section(args, measured, estimated)
     text = "\n".join(lines) + "\n"
     with atomic_open(args.out) as f:
         f.write(text)

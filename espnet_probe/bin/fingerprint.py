@@ -1,7 +1,7 @@
 """Print the digest of what an output made from PATH... depends on (espnet_probe.utils.freshness).
 
   python -m espnet_probe.bin.fingerprint data/train conf/fbank.yaml     # -> 12 hex digits
-Stage scripts keep it with their outputs and redo the work when it changes.
+Stage scripts put it in the settings of their outputs' stamps (python -m espnet_probe.bin.stamp).
 """
 
 from __future__ import annotations
