@@ -688,7 +688,7 @@ def estimate_stages(args: argparse.Namespace, meas: SimpleNamespace) -> SimpleNa
     sid_jobs, sid_gpu = [], []
     n_probe_train = args.train_utts * (1 - args.sid_held_out)
     for n in names:
-        dims = [2 * size for _, size, _ in probe[n]["specs"]]  # mean + std pooling
+        dims = [2 * spec.size for spec in probe[n]["specs"]]  # mean + std pooling
         lr_flops = args.lr_iters * 4 * n_probe_train * sum(dims) * args.train_speakers
         forward = args.train_hours * h * per_s(asr[n]["forward"])
         for _ in range(3):
