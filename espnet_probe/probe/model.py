@@ -251,7 +251,6 @@ class ProbeModel(_Base):
             raise ValueError(f"mix_batches must be >= 1, and > 1 only with sample_frames > 0; got "
                              f"mix_batches={mix_batches}, sample_frames={sample_frames}")
         self.sample_frames = sample_frames
-        self.mix_batches = mix_batches
         self.dealer = FrameDealer(mix_batches) if mix_batches > 1 else None
         if target not in ("heard", "clean"):
             raise ValueError(f"target must be 'heard' or 'clean', got {target!r}")
@@ -313,7 +312,7 @@ class ProbeModel(_Base):
         (with ``mix_batches`` > 1: dealt out over this step and the next ones, see __init__)."""
         valid = (torch.arange(reference.size(1), device=frames.device)[None, :]
                  < frames[:, None]).nonzero()
-        if valid.size(0) > self.sample_frames or self.mix_batches > 1:
+        if valid.size(0) > self.sample_frames or self.dealer is not None:
             valid = valid[torch.randperm(valid.size(0), device=valid.device)[: self.sample_frames]]
         batch_index, frame_index = valid.unbind(1)
         wanted = reference[batch_index, frame_index]

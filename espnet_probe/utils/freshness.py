@@ -142,11 +142,17 @@ class Stamp:
         self.finished = self.dir / f"{prefix}done"
 
     @staticmethod
-    def _settings_in(path: Path) -> Optional[str]:
+    def _settings_of(path: Path) -> Any:
+        """The settings a stamp file holds; None if it is missing or of an older format."""
         try:
-            return json.dumps(json.loads(path.read_text(encoding="utf-8"))["settings"], sort_keys=True)
+            return json.loads(path.read_text(encoding="utf-8"))["settings"]
         except (FileNotFoundError, ValueError, KeyError, TypeError):
-            return None  # missing, or a stamp of an older format: not these settings
+            return None
+
+    @classmethod
+    def _settings_in(cls, path: Path) -> Optional[str]:
+        settings = cls._settings_of(path)
+        return None if settings is None else json.dumps(settings, sort_keys=True)
 
     def state(self, settings: Any) -> str:
         """done | resume | changed | new (module doc), without touching anything."""
@@ -189,10 +195,7 @@ class Stamp:
 
     def begun_with(self) -> Any:
         """The settings it was begun with (None: not begun, or already finished)."""
-        try:
-            return json.loads(self.started.read_text(encoding="utf-8"))["settings"]
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
-            return None
+        return self._settings_of(self.started)
 
     def summary(self) -> dict:
         record = json.loads(self.finished.read_text(encoding="utf-8"))
