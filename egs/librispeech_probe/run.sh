@@ -15,6 +15,6 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 exec ../../run.sh --local_data_script local/data.sh --train_set train --valid_set dev --test_sets test \
-  --asr_configs "$(pwd)/conf/asr/vgg_blstm_small.yaml" --probe_config "$(pwd)/conf/probe/probe_small.yaml" \
+  --asr_configs "$(pwd)/conf/asr/vgg_blstm_c64.yaml" --probe_config "$(pwd)/conf/probe/probe_small.yaml" \
   --speaker_config "$(pwd)/conf/speaker/resnet_small.yaml" \
   --vocode_max_utts 0 --n_trials 1000000 --test_snrs "20 10 0" "$@"
