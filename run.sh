@@ -36,6 +36,8 @@ asr_trainings="baseline robust"   # baseline: clean training set; robust: clean 
 robust_epoch=clean          # clean: a robust epoch makes as many updates as a baseline one (each
                             # utterance heard clean or noisy in turn, as with on-the-fly noise);
                             # all: a pass over clean + noisy (twice the updates and the time)
+robust_init=scratch         # scratch; baseline: each robust model starts from its trained baseline
+                            # (trained after it, no growth stages) and fine-tunes on clean + noisy
 asr_args=""                 # extra ESPnet trainer options, e.g. "--max_epoch 30"
 ngpu=0
 gpu_inference=false         # true: decoding, probe decoding, speaker-ID probes and scoring run as
@@ -116,7 +118,7 @@ Options (defaults in brackets):
   --fbank_config [${fbank_config}]
   --token_type [${token_type:-from each ASR config}] --nbpe [${nbpe}]
   --asr_configs ["${asr_configs}"]  --asr_config (one config instead)
-  --asr_trainings ["${asr_trainings}"] --robust_epoch [${robust_epoch}] --asr_args ["${asr_args}"] --ngpu [${ngpu}]
+  --asr_trainings ["${asr_trainings}"] --robust_epoch [${robust_epoch}] --robust_init [${robust_init}] --asr_args ["${asr_args}"] --ngpu [${ngpu}]
   --gpu_inference [${gpu_inference}] --asr_parallel [${asr_parallel}] --probe_parallel [${probe_parallel}]
   --asr_exps ["${asr_exps}"] --asr_recipe_dir [${asr_recipe_dir:-<exp dir>/../..}]
   --asr_model_file [${asr_model_file:-first of valid.acc.ave.pth ...}] --beam_size [${beam_size}]
@@ -136,6 +138,9 @@ HELP
 . "${probe_root}/scripts/parse_options.sh"
 . "${probe_root}/path.sh"
 . "${probe_root}/cmd.sh"
+case "${robust_init}" in scratch|baseline) ;;
+  *) echo "$0: --robust_init must be scratch or baseline, got '${robust_init}'" >&2; exit 1 ;;
+esac
 case "${robust_epoch}" in clean|all) ;;
   *) echo "$0: --robust_epoch must be clean or all, got '${robust_epoch}'" >&2; exit 1 ;;
 esac
@@ -241,6 +246,9 @@ config_token_type() {
 }
 token_dir() { if [ "$1" = bpe ]; then echo "${dumpdir}/tokens/bpe${nbpe}"; else echo "${dumpdir}/tokens/$1"; fi; }
 asr_train_set() { if [ "$1" = robust ]; then echo "${robust_set}"; else echo "${train_set}"; fi; }
+asr_checkpoint() {  # ESPnet's order, or a brought model's record
+  python -m espnet_probe.bin.bring_asr --checkpoint_of "$1" || { log "no ASR model in $1 (run stage 5)"; exit 1; }
+}
 
 if run_stage 4; then
   types=$(for config in ${asr_configs}; do config_token_type "${config}"; done | sort -u | xargs)
@@ -273,7 +281,7 @@ if [ "${stop_stage}" -ge 5 ] && [ "${stage}" -le 14 ]; then
   python -m espnet_probe.bin.experiments plan --expdir "${expdir}" --asr_configs ${asr_configs} \
     --asr_trainings ${asr_trainings} --brought "${brought_exps[@]}" --controls "${probe_controls}" \
     --test_sets ${test_sets} --noisy_test_sets ${noisy_test_sets} \
-    --control_conditions "${control_conditions}" || exit 1
+    --control_conditions "${control_conditions}" --robust_init "${robust_init}" || exit 1
   exps_into asr_exp_dirs --kind asr
   # "<probe exp> <asr exp> <trained|random> <sets, comma-separated> <model> <training>"
   exps_into probe_jobs --kind probe --fields dir,asr_exp,init,sets,model,training
@@ -283,28 +291,35 @@ fi
 
 if run_stage 5; then
   log "Stage 5: ASR training: $(for c in ${asr_configs}; do basename "$c" .yaml; done | xargs) x {${asr_trainings}}"
-  exps_into asr_jobs --kind asr --fields dir,config,training
-  # robust trainings first (with --robust_epoch all they see twice the data, so the longest
-  # jobs start first); brought models were trained elsewhere
-  mapfile -t asr_jobs < <(printf '%s\n' "${asr_jobs[@]}" | awk '$3 == "robust"'
-                          printf '%s\n' "${asr_jobs[@]}" | awk '$3 != "robust" && $3 != "brought"')
-  for job in "${asr_jobs[@]}"; do
-    read -r exp config training <<< "${job}"
-    type=$(config_token_type "${config}")
-    bpemodel=""
+  exps_into asr_jobs --kind asr --fields dir,config,training,init_from
+  train_asr() {  # train_asr EXP CONFIG TRAINING INIT_FROM: one training, as a job
+    local type bpemodel="" epoch_args="" init=""
+    type=$(config_token_type "$2")
     [ "${type}" = bpe ] && bpemodel=$(token_dir bpe)/bpe.model
-    epoch_args=""
-    if [ "${training}" = robust ] && [ "${robust_epoch}" = clean ]; then
+    if [ "$3" = robust ] && [ "${robust_epoch}" = clean ]; then
       # shellcheck disable=SC2086
-      epoch_args="--num_iters_per_epoch $(python -m espnet_probe.bin.count_batches --config "${config}" \
+      epoch_args="--num_iters_per_epoch $(python -m espnet_probe.bin.count_batches --config "$2" \
         --shape_file "${dumpdir}/fbank/${train_set}/feats_shape" ${asr_args})"
     fi
-    start_job "${asr_parallel}" "${probe_root}/local/asr_train.sh" --config "${config}" --exp "${exp}" \
-      --train_set "$(asr_train_set "${training}")" \
+    if [ "$4" != - ]; then init=$(asr_checkpoint "$4") || exit 1; fi
+    start_job "${asr_parallel}" "${probe_root}/local/asr_train.sh" --config "$2" --exp "$1" \
+      --train_set "$(asr_train_set "$3")" \
       --valid_set "${valid_set}" --featdir "${dumpdir}/fbank" \
       --token_list "$(token_dir "${type}")/tokens.txt" --token_type "${type}" --bpemodel "${bpemodel}" --ngpu "${ngpu}" \
-      --asr_args "${epoch_args} ${asr_args}" --cmd "${cuda_cmd}"
-  done
+      --init_from "${init}" --asr_args "${epoch_args} ${asr_args}" --cmd "${cuda_cmd}"
+  }
+  # from scratch first, robust trainings leading (with --robust_epoch all they see twice the
+  # data, so the longest jobs start first); brought models were trained elsewhere; then the
+  # models that start from one of those (--robust_init baseline)
+  mapfile -t asr_jobs < <(printf '%s\n' "${asr_jobs[@]}" | awk '$4 == "-" && $3 == "robust"'
+                          printf '%s\n' "${asr_jobs[@]}" | awk '$4 == "-" && $3 != "robust" && $3 != "brought"')
+  # shellcheck disable=SC2086
+  for job in "${asr_jobs[@]}"; do train_asr ${job}; done
+  wait_jobs "ASR training(s)" || exit 1
+  exps_into asr_jobs --kind asr --fields dir,config,training,init_from
+  mapfile -t asr_jobs < <(printf '%s\n' "${asr_jobs[@]}" | awk '$4 != "-" && $3 != "brought"')
+  # shellcheck disable=SC2086
+  for job in "${asr_jobs[@]}"; do train_asr ${job}; done
   wait_jobs "ASR training(s)" || exit 1
 fi
 
@@ -338,9 +353,6 @@ if run_stage 6; then
 fi
 
 probe_train_set=${probe_train_set:-${robust_set}}
-asr_checkpoint() {  # ESPnet's order, or a brought model's record
-  python -m espnet_probe.bin.bring_asr --checkpoint_of "$1" || { log "no ASR model in $1 (run stage 5)"; exit 1; }
-}
 
 if run_stage 7; then
   log "Stage 7: probe training (${#probe_jobs[@]} experiments) on ${probe_train_set}"

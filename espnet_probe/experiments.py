@@ -2,8 +2,9 @@
 
 Every experiment dir holds ``experiment.yaml``: its kind (``asr``, ``probe``, ``speaker_id``),
 the model's name for the tables, its training (baseline | robust | brought | random), its init
-(trained | random: the control), the ASR experiment it reads and, for probes, the test
-conditions it decodes, vocodes and scores. ``plan`` writes the records of one run (the ASR
+(trained | random: the control), the ASR experiment it reads, for probes the test conditions
+it decodes, vocodes and scores and, for an ASR model that starts from another one (a robust
+model fine-tuned from its baseline), that experiment. ``plan`` writes the records of one run (the ASR
 models it trains, the ones it was brought, a probe and a speaker-ID probe of each, and the
 random-encoder controls) and ``<expdir>/experiments.yaml``, the ordered list of their dirs.
 Stages ask ``select`` (``python -m espnet_probe.bin.experiments list``) which experiments to
@@ -47,6 +48,7 @@ class Experiment:
     asr_exp: str = ""        # probe, speaker_id: the ASR experiment whose encoder they read
     sets: tuple[str, ...] = ()  # probe: test conditions decoded, vocoded and scored
     config: str = ""         # asr (trained here): the training config
+    init_from: str = ""      # asr: the ASR experiment whose model it starts from ("": scratch)
 
     def record(self) -> dict:
         out = {k: v for k, v in dataclasses.asdict(self).items() if k != "dir" and v not in ("", ())}
@@ -67,20 +69,29 @@ class Experiment:
 def plan(expdir: str | Path, asr_configs: Iterable[str], trainings: Iterable[str],
          brought: Iterable[str | Path] = (), controls: bool = True,
          test_sets: Iterable[str] = (), noisy_sets: Iterable[str] = (),
-         control_conditions: str = "clean") -> list[Experiment]:
-    """The experiments of one run, in the order the stages run them."""
+         control_conditions: str = "clean", robust_init: str = "scratch") -> list[Experiment]:
+    """The experiments of one run, in the order the stages run them. ``robust_init``: scratch,
+    or baseline (each robust model starts from its config's trained baseline model)."""
     expdir = Path(expdir)
     trainings, test_sets, noisy_sets = list(trainings), list(test_sets), list(noisy_sets)
     if control_conditions not in ("clean", "all"):
         raise ExperimentError(f"control_conditions must be clean or all, got '{control_conditions}'")
+    if robust_init not in ("scratch", "baseline"):
+        raise ExperimentError(f"robust_init must be scratch or baseline, got '{robust_init}'")
+    if robust_init == "baseline" and "robust" in trainings and "baseline" not in trainings:
+        raise ExperimentError("robust_init baseline needs the baseline training too "
+                              f"(trainings: {' '.join(trainings)})")
     all_sets = tuple(test_sets + noisy_sets)
     control_sets = tuple(test_sets) if control_conditions == "clean" else all_sets
     asr: list[Experiment] = []
     groups: list[tuple[str, list[Experiment]]] = []  # (model, its ASR experiments)
     for config in asr_configs:
         model = Path(config).name.removesuffix(".yaml")
-        mine = [Experiment("asr", str(expdir / f"asr_{model}_{t}"), model, t, config=str(config))
-                for t in trainings]
+        def asr_dir(training: str) -> str:
+            return str(expdir / f"asr_{model}_{training}")
+        mine = [Experiment("asr", asr_dir(t), model, t, config=str(config),
+                           init_from=asr_dir("baseline") if t == "robust" and robust_init == "baseline"
+                           else "") for t in trainings]
         asr += mine
         groups.append((model, mine))
     for exp_dir in brought:

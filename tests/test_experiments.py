@@ -51,6 +51,22 @@ def test_plan_of_the_paper_design_with_a_brought_model(tmp_path):
     assert not [e for e in plan(exp, ["a.yaml"], ["baseline"], (), False, ["test"]) if e.init == "random"]
 
 
+def test_robust_models_may_start_from_their_baseline(tmp_path):
+    exp = tmp_path / "exp"
+    configs = ["conf/asr/vgg_blstm_small.yaml", "conf/asr/blstm_small.yaml"]
+    asr = [e for e in plan(exp, configs, ["baseline", "robust"], robust_init="baseline") if e.kind == "asr"]
+    assert [(e.training, e.init_from) for e in asr] == [
+        ("baseline", ""), ("robust", str(exp / "asr_vgg_blstm_small_baseline")),
+        ("baseline", ""), ("robust", str(exp / "asr_blstm_small_baseline"))]
+    write_plan(exp, asr)
+    assert load(asr[1].dir).init_from == asr[0].dir  # in the record, read back by stage 5
+    assert all(not e.init_from for e in plan(exp, configs, ["baseline", "robust"]) if e.kind == "asr")
+    with pytest.raises(ExperimentError, match="needs the baseline training too"):
+        plan(exp, configs, ["robust"], robust_init="baseline")
+    with pytest.raises(ExperimentError, match="robust_init must be scratch or baseline"):
+        plan(exp, configs, ["robust"], robust_init="clean")
+
+
 def test_records_round_trip_and_the_list_a_stage_reads(tmp_path, capsys):
     exp = tmp_path / "exp"
     brought = _brought(exp / "asr_x_brought", model="x")

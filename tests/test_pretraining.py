@@ -74,6 +74,18 @@ def test_stage_without_its_checkpoint_is_an_error(tmp_path):
                              lambda argv: None)
 
 
+def test_a_model_given_its_own_init_has_no_growth_stages(tmp_path):
+    config = write_config(tmp_path / "asr.yaml", encoder_pretraining={"layers": [1, 3], "epochs": 4})
+    out = tmp_path / "exp"
+    fake = FakeESPnet()
+    run_with_pretraining(["--config", str(config), "--output_dir", str(out),
+                          "--init_param", "exp/asr_baseline/valid.loss.ave.pth:::normalize"], fake)
+    [full] = fake.calls
+    assert full[full.index("--output_dir") + 1] == str(out)
+    assert full[full.index("--config") + 1] == str(out / "asr_config.yaml")
+    assert full.count("--init_param") == 1 and not (out / "pretrain").exists()
+
+
 def test_config_without_schedule_runs_espnet_unchanged(tmp_path):
     config = write_config(tmp_path / "asr.yaml")
     fake = FakeESPnet()

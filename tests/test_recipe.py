@@ -192,6 +192,33 @@ def test_default_run_stages_4_6_tiny_asr(stages_4_6, recipe, recipe_env, tiny_as
     assert rerun.returncode == 0 and rerun.stderr.count("already trained, skipped") == 2
 
 
+def test_robust_model_fine_tuned_from_its_baseline(stages_4_6, recipe, recipe_env, tiny_asr):
+    import torch
+    exp = recipe / "exp_warm"
+    warm = _run(["./run.sh", "--stage", "5", "--stop_stage", "5", "--asr_config", str(tiny_asr),
+                 "--robust_init", "baseline", "--expdir", str(exp)], recipe, recipe_env)
+    assert warm.returncode == 0, warm.stderr[-3000:]
+    log = warm.stderr
+    # the robust model waits for the trained baseline, and starts from it without growth stages
+    assert log.index("[ASR asr_tiny_vgg_baseline] epoch 1/1: train loss") < log.index("[ASR asr_tiny_vgg_robust]")
+    baseline, robust = exp / "asr_tiny_vgg_baseline", exp / "asr_tiny_vgg_robust"
+    record = yaml.safe_load((robust / "experiment.yaml").read_text())
+    assert record["init_from"] == str(baseline) and "init_from" not in yaml.safe_load(
+        (baseline / "experiment.yaml").read_text())
+    assert (baseline / "pretrain" / "L1").is_dir() and not (robust / "pretrain").exists()
+    [init] = yaml.safe_load((robust / "config.yaml").read_text())["init_param"]
+    checkpoint, rest = init.split(":", 1)
+    assert (recipe / checkpoint).resolve().parent == baseline.resolve() and rest == "::normalize"
+    # its own CMVN (clean + noisy), not the baseline's
+    stats = np.load(recipe / "dump" / "fbank" / "train_robust" / "cmvn.npz")
+    mean = stats["sum"] / stats["count"]
+    state = torch.load(robust / "valid.loss.best.pth", map_location="cpu")
+    np.testing.assert_allclose(state["normalize.mean"].numpy(), mean, rtol=1e-4, atol=1e-4)
+
+    bad = _run(["./run.sh", "--stage", "5", "--stop_stage", "5", "--robust_init", "clean"], recipe, recipe_env)
+    assert bad.returncode == 1 and "--robust_init must be scratch or baseline, got 'clean'" in bad.stderr
+
+
 def test_default_run_stages_7_9_probes(stages_7_9, recipe):
     probe = stages_7_9
     layers = PROBE_LAYERS

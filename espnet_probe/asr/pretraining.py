@@ -23,6 +23,10 @@ from the previous stage with ESPnet's ``--init_param ... --ignore_init_mismatch 
 head).  The full model then trains in ``<output_dir>`` from the last stage.  A finished
 stage is stamped done (espnet_probe.utils.freshness) and skipped on re-runs; an interrupted one resumes through
 ESPnet's ``--resume``.
+
+A run given its own ``--init_param`` (a robust model fine-tuned from its trained baseline) has
+no growth stages: they exist to get a model from scratch off the plateau, and a model that
+starts from a trained one of the same shape is off it already.
 """
 
 from __future__ import annotations
@@ -141,6 +145,9 @@ def run_with_pretraining(argv: Sequence[str], run: Callable[[List[str]], None]) 
     # every rank writes it (atomically): under torchrun, rank 1 must not read it before rank 0
     espnet_config(config, stripped)
     base = _replace_option(argv, "--config", str(stripped))
+    if _option(argv, "--init_param") is not None:
+        run(base)
+        return
     subsample = (conf.get("encoder_conf") or {}).get("subsample")
 
     previous: Optional[Path] = None

@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     mk.add_argument("--test_sets", nargs="*", default=[])
     mk.add_argument("--noisy_test_sets", nargs="*", default=[])
     mk.add_argument("--control_conditions", choices=("clean", "all"), default="clean")
+    mk.add_argument("--robust_init", choices=("scratch", "baseline"), default="scratch",
+                    help="baseline: each robust model starts from its config's baseline model")
     ls = sub.add_parser("list", help="the planned experiments, one per line")
     ls.add_argument("--expdir", required=True)
     ls.add_argument("--kind", choices=KINDS)
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "plan":
             exps = plan(args.expdir, args.asr_configs, args.asr_trainings, args.brought,
                         args.controls == "true", args.test_sets, args.noisy_test_sets,
-                        args.control_conditions)
+                        args.control_conditions, args.robust_init)
             write_plan(args.expdir, exps)
             return 0
         if args.command == "trained":
