@@ -203,11 +203,18 @@ def test_decodes_that_cannot_be_right_are_refused():
     # one encoder frame per utterance (features given to a waveform model, say)
     with pytest.raises(DecodeRefused, match="4 of 4 utterances get fewer encoder frames"):
         check_decode({u: "a" for u in frames}, {u: 1 for u in frames}, refs_need, "m on test")
-    warnings = check_decode({u: "a" for u in frames}, {**frames, "u3": 2}, refs_need, "m on test")
+    warnings = check_decode({u: f"a {u}" for u in frames}, {**frames, "u3": 2}, refs_need, "m on test")
     assert "u3: 2 for 5" in warnings[0]
     assert check_decode({u: u for u in frames}, frames, refs_need, "m") == []
     same = check_decode({u: "the the" for u in frames}, frames, refs_need, "m")
     assert len(same) == 1 and "all 4 hypotheses are the same text" in same[0]
+    # hypotheses that do not depend on the input: a CTC model collapsed onto one token (as the
+    # 2026-12-02 egs baseline: "A A A ..." of any length), or the same text for every utterance
+    with pytest.raises(DecodeRefused, match="made of the one symbol 'A'"):
+        check_decode({u: " ".join("A" * (3 + i)) for i, u in enumerate(frames)}, frames, refs_need, "m")
+    many = {f"v{i}": 40 for i in range(12)}
+    with pytest.raises(DecodeRefused, match="all 12 hypotheses are the same text"):
+        check_decode({u: "the the" for u in many}, many, {u: 5 for u in many}, "m")
     assert ctc_min_frames([3, 3, 4, 4, 4, 5]) == 6 + 3  # a blank between every repeat
 
 

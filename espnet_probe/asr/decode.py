@@ -125,9 +125,11 @@ def check_decode(hyps: dict[str, str], enc_frames: dict[str, int], needed: dict[
                  where: str) -> list[str]:
     """Refuse a decode that cannot be right; return warnings for the doubtful utterances.
 
-    Refused: every hypothesis empty, or more than half the utterances with fewer encoder
-    frames than their reference needs (CTC cannot emit it: the wrong input kind, sample rate
-    or frontend).  A few such utterances are reported, not refused.
+    Refused: every hypothesis empty; hypotheses that do not depend on the input (all made of
+    one symbol, as "A A A ..." from a CTC model collapsed onto one token, or, over 10 or more
+    utterances, all the same text); more than half the utterances with fewer encoder frames
+    than their reference needs (CTC cannot emit it: the wrong input kind, sample rate or
+    frontend).  A few such utterances, or identical text over fewer than 10, are reported.
     """
     if hyps and not any(h.strip() for h in hyps.values()):
         raise DecodeRefused(
@@ -141,11 +143,22 @@ def check_decode(hyps: dict[str, str], enc_frames: dict[str, int], needed: dict[
             f"{where}: {len(short)} of {len(hyps)} utterances get fewer encoder frames than their "
             f"reference needs (e.g. {u}: {enc_frames.get(u, 0)} frames for {needed[u]} tokens); "
             "check the model's input kind, sample rate and frontend")
+    symbols = set("".join(hyps.values())) - set(" \t")
+    if hyps and len(symbols) == 1:
+        raise DecodeRefused(
+            f"{where}: all {len(hyps)} hypotheses are made of the one symbol {symbols.pop()!r} "
+            f"(e.g. {next(iter(hyps.values()))[:30]!r}): the model emits one token whatever the "
+            "input (collapsed or untrained), so no result is written")
+    same = ""
+    if len(hyps) > 1 and len(set(hyps.values())) == 1:
+        same = (f"all {len(hyps)} hypotheses are the same text, whatever the input "
+                f"({next(iter(hyps.values()))[:40]!r}...): the model has not learnt to listen")
+        if len(hyps) >= 10:
+            raise DecodeRefused(f"{where}: {same}, so no result is written")
     warnings = []
     if short:
         warnings.append(f"{len(short)} utterance(s) have fewer encoder frames than their reference "
                         f"needs (e.g. {short[0]}: {enc_frames.get(short[0], 0)} for {needed[short[0]]})")
-    if len(hyps) > 1 and len(set(hyps.values())) == 1:
-        warnings.append(f"all {len(hyps)} hypotheses are the same text, whatever the input "
-                        f"({next(iter(hyps.values()))[:40]!r}...): the model has not learnt to listen")
+    if same:
+        warnings.append(same)
     return warnings
