@@ -12,10 +12,10 @@
 # test utterance vocoded and scored, as the paper scores all of test-clean, and every trial the
 # test speakers allow (--vocode_max_utts N / --n_trials N cut them); the paper's SNRs. Options
 # given on the command line come last and win. The robust model is fine-tuned from the baseline:
-# from scratch on clean + noisy the 64-channel VGG stays on the CTC blank plateau (RESULTS.md).
+# from scratch on clean + noisy the 64-channel VGG stays on the CTC blank plateau (its config).
 set -euo pipefail
 cd "$(dirname "$0")"
 exec ../../run.sh --local_data_script local/data.sh --train_set train --valid_set dev --test_sets test \
-  --asr_configs "$(pwd)/conf/asr/vgg_blstm_c64.yaml" --probe_config "$(pwd)/conf/probe/probe_small.yaml" \
+  --asr_configs "$(pwd)/conf/asr/vgg_blstm_c64_3layer.yaml" --probe_config "$(pwd)/conf/probe/probe_small.yaml" \
   --speaker_config "$(pwd)/conf/speaker/resnet_small.yaml" \
   --robust_init baseline --vocode_max_utts 0 --n_trials 1000000 --test_snrs "20 10 0" "$@"
