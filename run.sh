@@ -291,7 +291,7 @@ fi
 
 if run_stage 5; then
   log "Stage 5: ASR training: $(for c in ${asr_configs}; do basename "$c" .yaml; done | xargs) x {${asr_trainings}}"
-  exps_into asr_jobs --kind asr --fields dir,config,training,init_from
+  exps_into planned_asr --kind asr --fields dir,config,training,init_from
   train_asr() {  # train_asr EXP CONFIG TRAINING INIT_FROM: one training, as a job
     local type bpemodel="" epoch_args="" init=""
     type=$(config_token_type "$2")
@@ -311,13 +311,12 @@ if run_stage 5; then
   # from scratch first, robust trainings leading (with --robust_epoch all they see twice the
   # data, so the longest jobs start first); brought models were trained elsewhere; then the
   # models that start from one of those (--robust_init baseline)
-  mapfile -t asr_jobs < <(printf '%s\n' "${asr_jobs[@]}" | awk '$4 == "-" && $3 == "robust"'
-                          printf '%s\n' "${asr_jobs[@]}" | awk '$4 == "-" && $3 != "robust" && $3 != "brought"')
+  mapfile -t asr_jobs < <(printf '%s\n' "${planned_asr[@]}" | awk '$4 == "-" && $3 == "robust"'
+                          printf '%s\n' "${planned_asr[@]}" | awk '$4 == "-" && $3 != "robust" && $3 != "brought"')
   # shellcheck disable=SC2086
   for job in "${asr_jobs[@]}"; do train_asr ${job}; done
   wait_jobs "ASR training(s)" || exit 1
-  exps_into asr_jobs --kind asr --fields dir,config,training,init_from
-  mapfile -t asr_jobs < <(printf '%s\n' "${asr_jobs[@]}" | awk '$4 != "-" && $3 != "brought"')
+  mapfile -t asr_jobs < <(printf '%s\n' "${planned_asr[@]}" | awk '$4 != "-" && $3 != "brought"')
   # shellcheck disable=SC2086
   for job in "${asr_jobs[@]}"; do train_asr ${job}; done
   wait_jobs "ASR training(s)" || exit 1

@@ -87,11 +87,9 @@ def plan(expdir: str | Path, asr_configs: Iterable[str], trainings: Iterable[str
     groups: list[tuple[str, list[Experiment]]] = []  # (model, its ASR experiments)
     for config in asr_configs:
         model = Path(config).name.removesuffix(".yaml")
-        def asr_dir(training: str) -> str:
-            return str(expdir / f"asr_{model}_{training}")
-        mine = [Experiment("asr", asr_dir(t), model, t, config=str(config),
-                           init_from=asr_dir("baseline") if t == "robust" and robust_init == "baseline"
-                           else "") for t in trainings]
+        from_baseline = str(expdir / f"asr_{model}_baseline") if robust_init == "baseline" else ""
+        mine = [Experiment("asr", str(expdir / f"asr_{model}_{t}"), model, t, config=str(config),
+                           init_from=from_baseline if t == "robust" else "") for t in trainings]
         asr += mine
         groups.append((model, mine))
     for exp_dir in brought:
