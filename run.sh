@@ -21,7 +21,9 @@ train_dir=""                # existing Kaldi data dirs instead of local/data.sh
 valid_dir=""
 test_dirs=""                # space-separated; their names become the test set names
 # Noise (stage 2)
-musan_dir=""                # MUSAN-layout dir (noise/ music/ speech/); empty: synthesize noise
+musan_dir=""                # MUSAN-layout dir (noise/ music/ speech/); empty: synthetic noise and
+                            # music, babble of the training set's own speakers (or the embedded
+                            # corpus's voices), never an utterance's own speaker
 augment_config=${probe_root}/conf/augment.yaml
 test_snrs="0"                # the paper: "20 10 0" (every SNR costs stages 6-11 one more condition)
 # Features (stage 3)
@@ -52,6 +54,8 @@ asr_recipe_dir=""           # where their config.yaml's relative paths start (de
 asr_model_file=""           # their checkpoint (default: valid.acc.ave.pth, valid.acc.best.pth,
                             # valid.loss.ave.pth, valid.loss.best.pth, the first that exists)
 beam_size=10                # joint CTC/attention beam for hybrid brought models (stage 6)
+trust_checkpoints=false     # true: unpickle brought checkpoints in full, which RUNS ANY CODE they
+                            # carry; false: tensors and plain data only, others refused (one line)
 # Probes (stages 7-9)
 probe_config=${probe_root}/conf/probe/probe_small.yaml
 probe_train_set=""          # default: <train>_robust, clean + noisy, so every probe has heard
@@ -122,6 +126,7 @@ Options (defaults in brackets):
   --gpu_inference [${gpu_inference}] --asr_parallel [${asr_parallel}] --probe_parallel [${probe_parallel}]
   --asr_exps ["${asr_exps}"] --asr_recipe_dir [${asr_recipe_dir:-<exp dir>/../..}]
   --asr_model_file [${asr_model_file:-first of valid.acc.ave.pth ...}] --beam_size [${beam_size}]
+  --trust_checkpoints [${trust_checkpoints}]  (true runs code a checkpoint carries: trusted files only)
   --probe_config [${probe_config}] --probe_train_set [${probe_train_set:-<train>_robust}]
   --probe_controls [${probe_controls}] --control_conditions [${control_conditions}] --probe_args ["${probe_args}"]
   --vocoder_config [${vocoder_config}] --vocode_max_utts [${vocode_max_utts}]
@@ -143,6 +148,10 @@ case "${robust_init}" in scratch|baseline) ;;
 esac
 case "${robust_epoch}" in clean|all) ;;
   *) echo "$0: --robust_epoch must be clean or all, got '${robust_epoch}'" >&2; exit 1 ;;
+esac
+case "${trust_checkpoints}" in  # read by every loader (espnet_probe.utils.checkpoint), in every job
+  true|false) export PROBE_TRUST_CHECKPOINTS=${trust_checkpoints} ;;
+  *) echo "$0: --trust_checkpoints must be true or false, got '${trust_checkpoints}'" >&2; exit 1 ;;
 esac
 case "${gpu_inference}" in  # as ESPnet's --gpu_inference: the GPU queue and the device together
   true) infer_cmd=${cuda_cmd}; infer_device=cuda ;;
@@ -186,6 +195,7 @@ fi
 noisy_test_sets=""
 for t in ${test_sets}; do for s in ${test_snrs}; do noisy_test_sets+=" ${t}_snr${s}"; done; done
 aug_set=${train_set}_aug
+noise_dir=${musan_dir:-${datadir}/local/noise}   # what stage 2 mixes from
 robust_set=${train_set}_robust
 mkdir -p "${expdir}/log"
 
@@ -207,14 +217,10 @@ fi
 
 if run_stage 2; then
   log "Stage 2: noise augmentation and fixed-SNR test sets"
-  noise_dir=${musan_dir}
-  if [ -z "${noise_dir}" ]; then
-    noise_dir=${datadir}/local/noise
-    python -m espnet_probe.bin.make_synthetic_noise --out "${noise_dir}" --seed "${seed}"
-    if [ -z "$(find "${noise_dir}/speech" -name '*.wav' 2>/dev/null | head -1)" ]; then
-      log "No babble speech in ${noise_dir}/speech (only the embedded corpus makes some):"
-      log "give --musan_dir with a MUSAN-layout directory"; exit 1
-    fi
+  if [ -z "${musan_dir}" ]; then
+    # babble: the embedded corpus's own voices, else the training set's speakers
+    python -m espnet_probe.bin.make_synthetic_noise --out "${noise_dir}" --seed "${seed}" \
+      --babble_from "${datadir}/${train_set}"
   fi
   "${probe_root}/local/augment.sh" --musan_dir "${noise_dir}" --train_set "${train_set}" \
     --test_sets "${test_sets}" --snrs "${test_snrs}" --data "${datadir}" \
@@ -463,11 +469,13 @@ make_report() {
   done
   asr_opt=()
   [ -f "${expdir}/asr_results.csv" ] && asr_opt=(--asr_results "${expdir}/asr_results.csv")
+  noise_opt=(); if [ -d "${noise_dir}" ]; then noise_opt=(--noise_dir "${noise_dir}"); fi
   python -m espnet_probe.bin.make_report --out "${expdir}/report" \
     --scores $(for e in ${score_exps}; do echo "$e/scores.csv"; done) \
       "${expdir}/probe_oracle/scores.csv" "${expdir}/score_original/scores.csv" \
     "${asr_opt[@]}" --speaker_id "${sid_args[@]}" --mel_figure "${mel_args[@]}" \
     --oracle_root "${expdir}/probe_oracle" --trials_dir "${expdir}/trials" --n_boot "${n_boot}" --seed "${seed}" \
+    "${noise_opt[@]}" \
     --header "Test sets: ${test_sets}; conditions: clean and ${test_snrs} dB SNR; seed ${seed}."
 }
 

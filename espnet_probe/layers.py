@@ -51,6 +51,7 @@ import torch
 
 from espnet_probe.asr.blstm import LayerOutput, zero_padding
 from espnet_probe.asr.register import register_encoders
+from espnet_probe.utils.checkpoint import CheckpointError, check_fits, load_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +152,9 @@ def load_asr_model(
     """Build an ESPnet ASR model from its training ``config.yaml`` and a checkpoint.
 
     ``checkpoint`` may be a plain state dict (``valid.loss.best.pth``,
-    ``N epoch.pth``) or a trainer ``checkpoint.pth`` (``{"model": ...}``).
-    Unlike ESPnet's loader, parameter names must match exactly: a silently
-    half-loaded model would make every probe meaningless.  The global_mvn
+    ``N epoch.pth``) or a trainer ``checkpoint.pth`` (``{"model": ...}``), opened with
+    tensors only (espnet_probe.utils.checkpoint).  Unlike ESPnet's loader, parameter names
+    and shapes must match exactly.  The global_mvn
     statistics travel in the checkpoint, so a moved or deleted stats file
     (config.yaml keeps the path used in training) is not needed.
     """
@@ -170,23 +171,16 @@ def load_asr_model(
     with config.open(encoding="utf-8") as f:
         conf = yaml.safe_load(f)
     if not isinstance(conf, dict):
-        raise ValueError(f"{config}: not an ESPnet training config (no mapping)")
-    state = torch.load(checkpoint, map_location=device, weights_only=False)
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{checkpoint}: not a state dict (got {type(state).__name__})")
-
+        raise CheckpointError(f"{config}: not an ESPnet training config (no mapping)")
+    state = load_state_dict(checkpoint, map_location=device)
     with tempfile.TemporaryDirectory() as tmp:
         _stand_in_stats(conf, state, config, Path(tmp))
-        model = ASRTask.build_model(argparse.Namespace(**conf)).to(device)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"{checkpoint} does not match the model built from {config}: "
-            f"missing {sorted(missing)[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected {sorted(unexpected)[:5]}{'...' if len(unexpected) > 5 else ''}"
-        )
+        try:
+            model = ASRTask.build_model(argparse.Namespace(**conf)).to(device)
+        except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{config}: ESPnet cannot build an ASR model from it "
+                                  f"({type(e).__name__}: {e})") from None
+    check_fits(model, state, checkpoint, config)
     model.eval()
     return model
 

@@ -17,9 +17,11 @@ from espnet_probe.audio.io import load_audio, load_utterance
 from espnet_probe.audio.mix import MixError, snr_db
 from espnet_probe.bin import augment_data_dir as augment_cli
 from espnet_probe.bin import make_noisy_set as noisy_cli
+from espnet_probe.bin import make_synthetic_noise as make_noise_cli
 from espnet_probe.data.augment import (TYPE_FOLDER, AugmentConfigError, Augmenter, MusanError,
-                                       NoiseBank, NoiseInfo, augment_data_dir, list_musan,
-                                       load_config, make_noisy_set)
+                                       NoiseBank, NoiseInfo, augment_data_dir, describe_noise,
+                                       list_musan, load_config, make_noisy_set)
+from espnet_probe.data.babble import make_babble_voices, read_file2spk
 from espnet_probe.data.kaldi_dir import KaldiDataDir, load_data_dir, write_data_dir
 from espnet_probe.data.synth_noise import NOISE_KINDS, make_synthetic_noise
 
@@ -328,9 +330,50 @@ def test_babble_needs_enough_talkers(synth_musan, tmp_path):
     shutil.copytree(synth_musan, root)
     for f in sorted((root / "speech").rglob("*.wav"))[4:]:
         f.unlink()
-    with pytest.raises(MusanError, match="babble needs up to 7 different speech files but only 4"):
+    with pytest.raises(MusanError, match="babble needs up to 7 different speakers but only 4 can be"):
         Augmenter(root, ("babble",), babble_speakers=(3, 7))
     Augmenter(root, ("babble",), babble_speakers=(2, 4))  # enough for fewer talkers
+
+
+def test_babble_from_the_training_speakers_never_holds_the_own_voice(all_types_config, tmp_path, capsys):
+    """A user without MUSAN: babble voices made from the training set itself (one file per
+    speaker, file2spk), mixed so that no utterance hears its own speaker among the talkers."""
+    need(LIBRI)
+    spk = libri_by_speaker()
+    src = make_src(tmp_path / "data" / "train", [f for s in sorted(spk)[:8] for f in spk[s][:2]])
+    noise = tmp_path / "noise"
+    assert make_noise_cli.main(["--out", str(noise), "--seconds", "8", "--n_music", "2",
+                                "--babble_from", str(src)]) == 0
+    assert "babble voices of 8 speakers" in capsys.readouterr().out
+    voices = noise / "speech" / "from_training"
+    file2spk = read_file2spk(noise / "speech")
+    assert sorted(file2spk.values()) == sorted(spk)[:8]
+    assert all(rel == f"speech/from_training/{s}.wav" and (noise / rel).is_file()
+               for rel, s in file2spk.items())
+    # each voice is its speaker's own utterances end to end
+    first = sf.read(voices / f"{sorted(spk)[0]}.wav")[0]
+    assert len(first) == sum(len(sf.read(f)[0]) for f in spk[sorted(spk)[0]][:2])
+    mtime = (voices / "file2spk").stat().st_mtime_ns  # made once for the same training data
+    make_babble_voices(src, voices)
+    assert (voices / "file2spk").stat().st_mtime_ns == mtime
+
+    dst = tmp_path / "data" / "train_aug"
+    summary = augment_data_dir(src, dst, noise, tmp_path / "wav", load_config(all_types_config))
+    assert summary.per_type["babble"] == 16
+    infos = check_noisy_dir(dst, src, noise, all_types_config)  # exact SNR, rebuilt from noise_info
+    noisy = load_data_dir(dst)
+    for utt, info in infos.items():
+        if info.type == "babble":
+            talkers = [file2spk[rel] for rel, _ in info.files]
+            assert noisy.utt2spk[utt] not in talkers and len(set(talkers)) == len(talkers), info
+    assert "babble from speech/from_training (8 files: voices of 8 training speakers, never an " \
+           "utterance's own)" in describe_noise(noise)
+    # a noise dir with speech of its own keeps it: no voices are made from the training set
+    musan = tmp_path / "musan"
+    write_wav16(musan / "speech" / "talkers" / "a.wav", np.zeros(16000))
+    assert make_noise_cli.main(["--out", str(musan), "--seconds", "2", "--n_music", "1",
+                                "--babble_from", str(src)]) == 0
+    assert not (musan / "speech" / "from_training").exists()
 
 
 def test_silent_noise_or_speech_is_a_clear_error(speech, tmp_path):

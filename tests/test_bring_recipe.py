@@ -14,12 +14,14 @@ from pathlib import Path
 import kaldiio
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from conftest import REPO
 from espnet_probe.metrics.wer import score
 from espnet_probe.data.kaldi_dir import read_table
 from stock_models import pack_model
+from hostile import payload_checkpoint
 
 pytestmark = pytest.mark.integration
 PYTHON = sys.executable
@@ -32,9 +34,10 @@ def _run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def probe_recipe(tmp_path_factory, librispeech_dir, musan_mini_dir):
-    """The LibriSpeech egs on the shared subset, stages 1-3 (features and waveform dumps come
-    later, with --asr_exps)."""
+def probe_recipe(tmp_path_factory, librispeech_dir):
+    """A user's own Kaldi dirs of the shared subset (14 / 2 / 4 speakers) and no MUSAN, through
+    the recipe's stages 1-3 (features and waveform dumps come later, with --asr_exps): babble
+    from the training speakers, synthetic noise and music."""
     import os
 
     env = dict(os.environ, PATH=f"{REPO / 'tools' / 'venv' / 'bin'}:{os.environ['PATH']}")
@@ -45,11 +48,15 @@ def probe_recipe(tmp_path_factory, librispeech_dir, musan_mini_dir):
     recipe.mkdir(parents=True)
     for name in ("run.sh", "local", "conf"):
         (recipe / name).symlink_to(REPO / "egs" / "librispeech_probe" / name)
-    common = ["--musan_dir", str(musan_mini_dir), "--local_data_opts",
-              f"--librispeech_dir {librispeech_dir} --subsets train-clean-5 --split_by_speaker 14,2,4 "
-              "--max_utts_per_spk 3", "--test_snrs", SNRS]
+    user = root / "users_data"
+    proc = _run(["local/data.sh", "--librispeech_dir", str(librispeech_dir), "--subsets", "train-clean-5",
+                 "--split_by_speaker", "14,2,4", "--max_utts_per_spk", "3", "--out", str(user)], recipe, env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    common = ["--train_dir", str(user / "train"), "--valid_dir", str(user / "dev"),
+              "--test_dirs", str(user / "test"), "--test_snrs", SNRS]
     proc = _run(["./run.sh", *common, "--stop_stage", "3"], recipe, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "babble voices of 14 speakers" in proc.stdout + proc.stderr
     return recipe, common, env
 
 
@@ -105,6 +112,16 @@ def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, stock_asr_m
     table = (exp / "asr_results.md").read_text()
     assert "joint CTC/attention beam 2, ctc_weight 0.3" in table and "ctc_weight 0.5" in table
 
+    # a brought checkpoint that would run code is refused when it is brought, in one line
+    evil = tmp_path / "recipe_elsewhere" / "exp" / "asr_evil"
+    shutil.copytree(hybrid[1], evil, symlinks=False)
+    for ckpt in evil.glob("*.pth"):
+        payload_checkpoint(ckpt, tmp_path / "PAYLOAD_RAN", torch.load(ckpt, weights_only=True))
+    refused = _run(base + ["--stage", "6", "--stop_stage", "6", "--asr_exps", str(evil)], recipe, env)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "bring_asr: error:" in refused.stderr and "refused" in refused.stderr
+    assert not (tmp_path / "PAYLOAD_RAN").exists() and not (exp / "asr_evil_brought").exists()
+
     refused = _run(base + ["--stage", "6", "--stop_stage", "6", "--asr_exps", str(packed)], recipe, env)
     assert refused.returncode == 1
     assert "hypotheses is empty" in refused.stderr and "asr_transformer_conv2d6_packed_brought" in refused.stderr
@@ -142,6 +159,8 @@ def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, stock_asr_m
         assert (name, "brought", "clean", "input", "speaker_id_acc") in got
         assert ((name, "brought", "clean", "output", "wer") in got) == (name != names[-1])
     assert (exp / "report" / "eer_ge2e.png").stat().st_size > 5000
+    assert "babble from speech/from_training (14 files: voices of 14 training speakers" in \
+        (exp / "report" / "RESULTS.md").read_text()
 
     # Stage 6's WER of the stock hybrid model = espnet2.bin.asr_inference's on the same data,
     # beam and ctc_weight (its own loader, its own decoding loop)

@@ -176,6 +176,9 @@ def test_load_asr_model_errors(tmp_path):
     cfg.write_text("normalize: global_mvn\nnormalize_conf:\n  stats_file: gone.npz\n")
     ckpt = tmp_path / "m.pth"
     torch.save({}, ckpt)
+    with pytest.raises(ValueError, match="empty state dict"):
+        load_asr_model(cfg, ckpt)
+    torch.save({"encoder.w": torch.zeros(1)}, ckpt)
     with pytest.raises(FileNotFoundError, match="gone.npz"):
         load_asr_model(cfg, ckpt)
     torch.save([1, 2], ckpt)

@@ -17,6 +17,8 @@ Decisions (as ESPnet's own tools do it, so a model behaves here as it did there)
   naming the key, the path and where it was looked for.
 * Packed archives: ``espnet2.bin.pack asr`` zips (or tars) with ``meta.yaml``; unpacked member by
   member, refusing absolute names and ``..`` (no writes outside ``packed/``).
+* The checkpoint is opened once here with tensors only (espnet_probe.utils.checkpoint): a file
+  that would run code when unpickled is refused before it becomes an experiment.
 * Decoding: hybrid CTC/attention models (a decoder and ctc_weight < 1) decode with ESPnet's
   ``Speech2Text`` joint beam search at the model's own ctc_weight; CTC-only models greedily.
 """
@@ -159,6 +161,8 @@ def bring(source: str | Path, exp_dir: str | Path, recipe_dir: Optional[str | Pa
 
     An existing ``exp_dir`` made from the same source, checkpoint and recipe dir is kept.
     """
+    from espnet_probe.utils.checkpoint import load_state_dict  # torch: only when bringing
+
     source, exp_dir = Path(source).resolve(), Path(exp_dir)
     if not source.exists():
         raise BringError(f"ASR model {source} not found (give an ESPnet exp dir or a packed model)")
@@ -175,6 +179,7 @@ def bring(source: str | Path, exp_dir: str | Path, recipe_dir: Optional[str | Pa
             if not config.is_file():
                 raise BringError(f"{source}: no config.yaml (not an ESPnet2 exp dir)")
             checkpoint = best_checkpoint(source, model_file).resolve()
+            load_state_dict(checkpoint)  # tensors only: a file that would run code is refused now
             packed = False
             root_what = "the recipe dir"
         else:
@@ -195,6 +200,7 @@ def bring(source: str | Path, exp_dir: str | Path, recipe_dir: Optional[str | Pa
                 if not path.is_file():
                     raise BringError(f"{source}: the {what} {path.relative_to(unpack)} named in "
                                      "meta.yaml is not in the archive")
+            load_state_dict(checkpoint)
             # the archive is swapped in under exp_dir: name its files by their final place
             final = Path(exp_dir).resolve() / "packed"
             config, checkpoint = final / config.relative_to(unpack), final / checkpoint.relative_to(unpack)

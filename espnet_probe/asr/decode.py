@@ -100,15 +100,20 @@ def encoder_frames(model, inputs: InputSet, max_frames: int = 40000) -> dict[str
     return frames
 
 
-def joint_decode(asr_config: str | Path, checkpoint: str | Path, inputs: InputSet,
+def joint_decode(asr_config: str | Path, model, inputs: InputSet,
                  beam_size: int, ctc_weight: float, device: str = "cpu") -> dict[str, str]:
     """ESPnet's own Speech2Text: joint CTC/attention beam search, one utterance at a time (as
-    espnet2.bin.asr_inference does), no language model, no length penalty."""
+    espnet2.bin.asr_inference does), no language model, no length penalty.
+
+    ``model`` is the ASR model as loaded by ``load_asr_model`` (its checkpoint checked to hold
+    tensors only): Speech2Text builds its own from the config without a file (its loader would
+    unpickle the checkpoint in full) and takes these weights."""
     from espnet2.bin.asr_inference import Speech2Text
 
-    speech2text = Speech2Text(asr_train_config=str(asr_config), asr_model_file=str(checkpoint),
+    speech2text = Speech2Text(asr_train_config=str(asr_config), asr_model_file=None,
                               device=device, beam_size=beam_size, ctc_weight=ctc_weight,
                               lm_weight=0.0, penalty=0.0, nbest=1)
+    speech2text.asr_model.load_state_dict(model.state_dict(), strict=True)
     hyps = {}
     for utt in tqdm(sorted(inputs.entries), desc=f"beam {beam_size}", file=sys.stderr, mininterval=5):
         results = speech2text(inputs.read(utt))

@@ -53,7 +53,7 @@ def decode_set(model, train_args: dict, config: Path, checkpoint: Path, feats_di
     token_type, bpemodel = train_args.get("token_type", "char"), train_args.get("bpemodel")
     refs = read_table(feats_dir / "text", allow_empty_value=True)
     if decoding["method"] == "joint_ctc_attention":
-        hyps = joint_decode(config, checkpoint, inputs, decoding["beam_size"],
+        hyps = joint_decode(config, model, inputs, decoding["beam_size"],
                             decoding["ctc_weight"], device)
         frames = encoder_frames(model, inputs, max_frames)
     else:
@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{len(args.feats_dir)} --feats_dir but {len(args.out)} --out; give one out dir per set")
 
     from espnet_probe.layers import InputMismatchError, load_asr_model
+    from espnet_probe.utils.checkpoint import CheckpointError
 
     config = args.asr_exp / "config.yaml"
     try:
@@ -110,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         for feats_dir, out in zip(args.feats_dir, args.out):
             decode_set(model, train_args, config, checkpoint, feats_dir, out, args.asr_exp.name,
                        args.max_frames, decoding, args.device)
-    except (DecodeRefused, ModelInputError, InputMismatchError, FileNotFoundError) as e:
+    except (DecodeRefused, ModelInputError, InputMismatchError, CheckpointError,
+            FileNotFoundError) as e:
         print(f"asr_decode: error: {e}", file=sys.stderr)
         return 1
     return 0

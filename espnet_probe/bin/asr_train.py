@@ -32,6 +32,7 @@ import sys
 
 from espnet_probe.asr.pretraining import run_with_pretraining
 from espnet_probe.asr.register import register_encoders
+from espnet_probe.utils.checkpoint import CheckpointError, checked_init_params
 
 # At import time on purpose: multi-GPU training spawns workers that re-import
 # this module (as __mp_main__) but do not run main(); they need the names too.
@@ -68,7 +69,8 @@ def train_once(cmd):
     import torch.distributed as dist
     from espnet2.tasks.asr import ASRTask
 
-    ASRTask.main(cmd=cmd)
+    with checked_init_params(cmd) as cmd:
+        ASRTask.main(cmd=cmd)
     # Only rank 0 writes checkpoints: every rank waits for them before the next stage reads one.
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
@@ -81,10 +83,14 @@ def main(argv=None):
     _keep_one_process_group()
     try:
         run_with_pretraining(sys.argv[1:] if argv is None else argv, train_once)
+    except CheckpointError as e:  # an --init_param file
+        print(f"asr_train: error: {e}", file=sys.stderr)
+        return 1
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

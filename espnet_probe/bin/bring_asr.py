@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from espnet_probe.asr.brought import BringError, best_checkpoint, bring, default_name
+from espnet_probe.utils.checkpoint import CheckpointError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{record['decoding']['method']} (ctc_weight {record['decoding']['ctc_weight']:g}), "
                   f"checkpoint {record['checkpoint']}", file=sys.stderr)
             print(exp)
-    except (BringError, FileNotFoundError) as e:
+    except (BringError, CheckpointError, FileNotFoundError) as e:
         print(f"bring_asr: error: {e}", file=sys.stderr)
         return 1
     return 0

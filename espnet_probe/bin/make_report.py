@@ -26,6 +26,7 @@ import json
 import sys
 from pathlib import Path
 
+from espnet_probe.data.augment import describe_noise
 from espnet_probe.metrics.paired import PairedTestError
 from espnet_probe.probe.trainer import TRAINING_RECORD
 from espnet_probe.report.comparisons import Experiment, compare_all, write_comparisons
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mel_utt", help="utterance of the mel figure (default: the first vocoded)")
     p.add_argument("--header", default="", help="a paragraph on top of RESULTS.md")
     p.add_argument("--trials_dir", type=Path, help="exp/trials: describe the trial lists")
+    p.add_argument("--noise_dir", type=Path, help="the MUSAN-layout dir the noisy sets were mixed "
+                                                  "from: say which noise it holds")
     p.add_argument("--listening_dir", type=Path,
                    help="listening tests' <name>/scores.csv (default: OUT/../listening)")
     p.add_argument("--n_boot", type=int, default=1000, help="paired bootstrap replicates")
@@ -112,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         if plot_probe_curves(training, args.out / "probe_curves.png"):
             plots["probe_curves.png"] = "Validation L1 of each layer's probe per epoch (dot: kept epoch)"
         header = args.header
+        if args.noise_dir is not None:
+            header = "\n\n".join(x for x in (header, describe_noise(args.noise_dir)) if x)
         if args.trials_dir is not None:
             header = "\n\n".join(x for x in (header, trials_summary(args.trials_dir)) if x)
         with atomic_open(args.out / "RESULTS.md") as f:

@@ -56,6 +56,7 @@ def main(argv=None) -> int:
 
     from espnet_probe.probe.decode import HeardMel, ProbeDecodeError, decode_set
     from espnet_probe.tasks.probe import ProbeTask
+    from espnet_probe.utils.checkpoint import check_fits, load_state_dict
 
     register_encoders()
     torch.set_num_threads(1)
@@ -65,8 +66,11 @@ def main(argv=None) -> int:
             model, settings = HeardMel(), {"oracle": True}
         else:
             checkpoint = args.checkpoint or best_probe_checkpoint(args.probe_exp)
-            model, _ = ProbeTask.build_model_from_file(args.probe_exp / "config.yaml",
-                                                       checkpoint, args.device)
+            # built without a file (ESPnet's loader unpickles in full), then given checked tensors
+            config = args.probe_exp / "config.yaml"
+            model, _ = ProbeTask.build_model_from_file(config, None, args.device)
+            check_fits(model, load_state_dict(checkpoint, args.device), checkpoint, config)
+            model.eval()
             settings = {"checkpoint": str(checkpoint), "mtime": Path(checkpoint).stat().st_mtime}
         for feats_dir in args.feats_dir:
             out = out_root / f"decode_{feats_dir.name}"

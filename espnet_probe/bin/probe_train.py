@@ -31,6 +31,7 @@ from pathlib import Path
 
 from espnet_probe.asr.register import register_encoders
 from espnet_probe.tasks.probe import ProbeTask
+from espnet_probe.utils.checkpoint import CheckpointError, checked_init_params
 
 # At import time: DDP workers re-import this module and need the encoder names too.
 register_encoders()
@@ -71,7 +72,11 @@ def main(argv=None):
             return 2
         from espnet_probe.layers import extract_layers, layer_table, load_asr_model, model_input
 
-        model = load_asr_model(argv[1], argv[2])
+        try:
+            model = load_asr_model(argv[1], argv[2])
+        except (CheckpointError, FileNotFoundError) as e:
+            print(f"probe_train: error: {e}", file=sys.stderr)
+            return 1
         spec = model_input(model)
         print(f"input: {spec.describe()}")
         print(layer_table(extract_layers(model, *spec.dummy(1.0))))
@@ -84,7 +89,12 @@ def main(argv=None):
         raise SystemExit("probe_train: give both --train_dump_dir and --valid_dump_dir, or neither")
     if given.train_dump_dir is not None:
         argv += dump_dir_entries(argv, given.train_dump_dir, given.valid_dump_dir)
-    ProbeTask.main(cmd=argv)
+    try:
+        with checked_init_params(argv) as argv:
+            ProbeTask.main(cmd=argv)
+    except (CheckpointError, FileNotFoundError) as e:  # the ASR model or an --init_param file
+        print(f"probe_train: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -30,6 +30,7 @@ from espnet_probe.metrics.layer_scores import (LayerScoringError, original_audio
                                                probe_exp_jobs, score_jobs, split_condition,
                                                write_scores)
 from espnet_probe.speaker.ge2e import SpeakerScoringError, ge2e_embedder
+from espnet_probe.utils.checkpoint import CheckpointError
 from espnet_probe.utils.device import add_device_argument
 
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                           args.n_boot, args.seed)
         write_scores(args.exp / "scores.csv", rows, args.model or args.exp.name, args.training)
     except (AudioError, DataDirError, LayerScoringError, MelShapeError, QualityError, TrialsError,
-            TrialScoreError, SpeakerScoringError, FileNotFoundError) as e:
+            TrialScoreError, SpeakerScoringError, CheckpointError, FileNotFoundError) as e:
         print(f"score_layers: error: {e}", file=sys.stderr)
         return 1
     n_wav = sum(j.wav_scp is not None for j in jobs)

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from espnet_probe.audio.io import SAMPLE_RATE, AudioError, load_audio, write_wav
 from espnet_probe.data.kaldi_dir import DataDirError, load_data_dir
+from espnet_probe.utils.checkpoint import CheckpointError, checked_init_params
 from espnet_probe.utils.fileio import atomic_open
 
 
@@ -145,7 +146,12 @@ def main(argv=None):
             print(f"speaker_train: error: {e}", file=sys.stderr)
             return 1
         rest = prep["espnet_args"] + rest  # later options (the user's) win
-    SpeakerTask.main(cmd=rest)
+    try:
+        with checked_init_params(rest) as rest:
+            SpeakerTask.main(cmd=rest)
+    except CheckpointError as e:  # an --init_param file
+        print(f"speaker_train: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -5,7 +5,9 @@ mono WAV files at any depth. Three noise *types* draw from them:
 
 - ``noise``: one file from ``noise/``;
 - ``music``: one file from ``music/``;
-- ``babble``: 3..7 (configurable) different files from ``speech/``, summed at equal energy.
+- ``babble``: 3..7 (configurable) different talkers from ``speech/``, summed at equal energy; a
+  talker is a file, or, where a ``file2spk`` table names the files' speakers (voices made from
+  the training set, espnet_probe.data.babble), a speaker other than the utterance's own.
 
 The recording is looped or cropped at a random offset to the utterance length and added at an
 exact whole-utterance SNR (see :mod:`espnet_probe.audio.mix`). Every random choice for an
@@ -42,6 +44,7 @@ from espnet_probe.audio.io import (MIN_UTTERANCE_SECONDS, SAMPLE_RATE, AudioErro
                                    write_wav)
 from espnet_probe.audio.mix import (DEFAULT_PEAK_LIMIT, Mixture, MixError, fit_length,
                                     is_silent, make_babble, mix_at_snr, random_offset)
+from espnet_probe.data.babble import read_file2spk
 from espnet_probe.data.kaldi_dir import (DataDirError, KaldiDataDir, Segment, load_data_dir,
                                          write_data_dir)
 
@@ -82,6 +85,27 @@ def list_musan(musan_dir: str | Path, folders: tuple[str, ...] = MUSAN_FOLDERS
             raise MusanError(f"{sub}: no .wav files found (searched recursively)")
         out[folder] = files
     return out
+
+
+def describe_noise(musan_dir: str | Path) -> str:
+    """One sentence for a report: which noise recordings the noisy sets were mixed from."""
+    root = Path(musan_dir)
+    listing = list_musan(root)
+    file2spk = read_file2spk(root / "speech")
+    parts = []
+    for kind, folder in TYPE_FOLDER.items():
+        by_source: dict[str, list[str]] = {}
+        for rel in listing[folder]:
+            source = "/".join(Path(rel).parts[:2]) if len(Path(rel).parts) > 2 else folder
+            by_source.setdefault(source, []).append(rel)
+        sources = []
+        for source, files in sorted(by_source.items()):
+            speakers = {file2spk[r] for r in files if r in file2spk}
+            sources.append(f"{source} ({len(files)} files"
+                           + (f": voices of {len(speakers)} training speakers, never an "
+                              "utterance's own" if speakers else "") + ")")
+        parts.append(f"{kind} from " + " and ".join(sources))
+    return f"Noise mixed from {root.resolve()}: " + "; ".join(parts) + "."
 
 
 def check_musan_files(musan_dir: str | Path, listing: dict[str, list[str]],
@@ -297,22 +321,38 @@ class Augmenter:
                               cache_mb=cache_mb)
         self.babble_speakers = babble_speakers
         self.peak_limit = peak_limit
-        if "babble" in types and len(self.listing["speech"]) < babble_speakers[1]:
-            raise MusanError(
-                f"{self.musan_dir / 'speech'}: babble needs up to {babble_speakers[1]} different "
-                f"speech files but only {len(self.listing['speech'])} were found (add files or "
-                "lower types.babble.speakers in the augment config)")
+        # babble talkers: the speech files grouped by speaker (file2spk, as written for a
+        # training set's own voices); a file not listed is a speaker of its own, as in MUSAN
+        self.talkers: dict[str, list[str]] = {}
+        if "babble" in types:
+            try:
+                file2spk = read_file2spk(self.musan_dir / "speech")
+            except ValueError as e:
+                raise MusanError(str(e)) from None
+            for rel in self.listing["speech"]:
+                self.talkers.setdefault(file2spk.get(rel, rel), []).append(rel)
+            # with speakers named, an utterance's own is never among its talkers
+            usable = len(self.talkers) - (1 if file2spk else 0)
+            if usable < babble_speakers[1]:
+                raise MusanError(
+                    f"{self.musan_dir / 'speech'}: babble needs up to {babble_speakers[1]} different "
+                    f"speakers but only {usable} can be drawn (add speech or lower "
+                    "types.babble.speakers in the augment config)")
 
-    def _draw_files(self, kind: str, length: int, rng: np.random.Generator
-                    ) -> list[tuple[str, int]]:
+    def _draw_files(self, kind: str, length: int, rng: np.random.Generator,
+                    speaker: str | None = None) -> list[tuple[str, int]]:
         files = self.listing[TYPE_FOLDER[kind]]
         if kind == "babble":
             lo, hi = self.babble_speakers
             k = int(rng.integers(lo, hi + 1))
-            picks = rng.choice(len(files), size=k, replace=False)
+            others = [t for t in self.talkers if t != speaker]
+            picks = rng.choice(len(others), size=k, replace=False)
+            chosen = []
+            for i in picks:  # one file of each talker (MUSAN: the talker is the file)
+                voices = self.talkers[others[int(i)]]
+                chosen.append(voices[int(rng.integers(len(voices)))] if len(voices) > 1 else voices[0])
         else:
-            picks = [int(rng.integers(len(files)))]
-        chosen = [files[int(i)] for i in picks]
+            chosen = [files[int(rng.integers(len(files)))]]
         return [(rel, random_offset(self.bank.frames[rel], length, rng)) for rel in chosen]
 
     def noise_for(self, files: list[tuple[str, int]], kind: str, length: int) -> np.ndarray:
@@ -320,11 +360,12 @@ class Augmenter:
         segs = [self.bank.read(rel, off, length) for rel, off in files]
         return make_babble(segs) if kind == "babble" else segs[0]
 
-    def draw_noise(self, kind: str, length: int, rng: np.random.Generator
-                   ) -> tuple[np.ndarray, list[tuple[str, int]]]:
-        """Random noise of ``kind`` and ``length`` samples, redrawing silent segments."""
+    def draw_noise(self, kind: str, length: int, rng: np.random.Generator,
+                   speaker: str | None = None) -> tuple[np.ndarray, list[tuple[str, int]]]:
+        """Random noise of ``kind`` and ``length`` samples, redrawing silent segments; babble
+        talkers are never ``speaker``."""
         for _ in range(MAX_DRAWS):
-            files = self._draw_files(kind, length, rng)
+            files = self._draw_files(kind, length, rng, speaker)
             segs = [self.bank.read(rel, off, length) for rel, off in files]
             if not any(is_silent(s) for s in segs):
                 return (make_babble(segs) if kind == "babble" else segs[0]), files
@@ -333,11 +374,11 @@ class Augmenter:
                        f"{kind} all gave silent segments (RMS below -80 dBFS; last: {last}); "
                        "are these recordings silent?")
 
-    def mix(self, speech: np.ndarray, kind: str, snr: float, rng: np.random.Generator
-            ) -> tuple[Mixture, NoiseInfo]:
+    def mix(self, speech: np.ndarray, kind: str, snr: float, rng: np.random.Generator,
+            speaker: str | None = None) -> tuple[Mixture, NoiseInfo]:
         if is_silent(speech):
             raise MixError("speech is silent (RMS below -80 dBFS); the SNR is undefined")
-        noise, files = self.draw_noise(kind, speech.size, rng)
+        noise, files = self.draw_noise(kind, speech.size, rng, speaker)
         mixed = mix_at_snr(speech, noise, snr, peak_limit=self.peak_limit)
         return mixed, NoiseInfo(kind, snr, files, mixed.gain)
 
@@ -394,7 +435,7 @@ def _process(task: tuple[str, str, Segment | None, str]) -> list[tuple[str, str,
     out = []
     for noisy, kind, snr in plan:
         try:
-            mixed, info = aug.mix(speech, kind, snr, rng)
+            mixed, info = aug.mix(speech, kind, snr, rng, speaker=spk)
         except MixError as e:
             raise MixError(f"utterance '{utt}' ({entry}): {e}") from None
         path = Path(job.wav_dir) / spk / f"{noisy}.wav"

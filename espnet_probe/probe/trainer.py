@@ -27,6 +27,7 @@ from typing import Dict, List, Sequence
 import torch
 from espnet2.train.trainer import Trainer
 
+from espnet_probe.utils.checkpoint import load_checkpoint, load_state_dict
 from espnet_probe.utils.fileio import atomic_open, atomic_path
 
 LAYER_BEST = "valid.layer_best.pth"
@@ -60,8 +61,7 @@ class ProbeTrainer(Trainer):
 
 def training_curves(output_dir: Path) -> Dict[int, Dict[str, Dict[str, float]]]:
     """ESPnet's per-epoch statistics ({epoch: {phase: {key: value}}}) from checkpoint.pth."""
-    state = torch.load(output_dir / "checkpoint.pth", map_location="cpu", weights_only=False)
-    return state["reporter"]["stats"]
+    return load_checkpoint(output_dir / "checkpoint.pth")["reporter"]["stats"]
 
 
 def converged(curve: Sequence[float]) -> bool:
@@ -88,7 +88,7 @@ def assemble_layer_best(output_dir: Path, layer_names: Sequence[str]) -> dict:
         if not best_file.exists():
             raise RuntimeError(f"{best_file} is missing: ESPnet's trainer did not keep the best "
                                f"epoch of layer {name}")
-        source = torch.load(best_file, map_location="cpu")
+        source = load_state_dict(best_file)
         if state is None:
             state = dict(source)
         prefix = f"probes.{name}."

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 
 from espnet_probe.audio.features import FbankConfig, LogMelExtractor
+from espnet_probe.utils.checkpoint import check_fits, load_state_dict
 
 
 def frame_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -236,10 +237,10 @@ def load_encoder(config: dict, checkpoint: str | Path, device: str = "cpu") -> T
     """The trained encoder of a speaker_train experiment, for inference. Built from its
     config.yaml directly: ESPnet's task machinery would cost ~10 s of imports per process."""
     encoder = build_encoder(config.get("frontend_conf"), config.get("encoder_conf"))
-    state = torch.load(checkpoint, map_location=device)
+    state = load_state_dict(checkpoint, map_location=device)
     prefix = "encoder."
     weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    encoder.load_state_dict(weights)  # strict: a config/checkpoint mismatch is an error
+    check_fits(encoder, weights, checkpoint, "its speaker_train config")
     return encoder.to(device)
 
 

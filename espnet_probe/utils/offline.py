@@ -1,15 +1,25 @@
-"""No network at import: ESPnet's text package imports g2p_en, which calls nltk.download() for
-its POS tagger and CMUdict the moment it is imported.  Offline that is a refused connection
-and eight ``[nltk_data] Error loading ...`` lines in every process and log.  This project
-tokenises into characters or BPE and never calls g2p, so those two downloads are skipped
-(g2p_en itself would still fail loudly if someone used it without the data).
+"""Quiet imports: what ESPnet's modules do when imported that a CPU, offline run must not show.
 
-The hook costs nothing until g2p_en is imported (importing nltk alone takes seconds).
+* No network: ESPnet's text package imports g2p_en, which calls nltk.download() for its POS
+  tagger and CMUdict the moment it is imported.  Offline that is a refused connection and eight
+  ``[nltk_data] Error loading ...`` lines in every process and log.  This project tokenises into
+  characters or BPE and never calls g2p, so those two downloads are skipped (g2p_en itself would
+  still fail loudly if someone used it without the data).
+* No flash-attention notice: ESPnet's attention module prints "Failed to import Flash Attention,
+  using ESPnet default: No module named 'flash_attn'" to stdout in every process that builds a
+  model.  flash_attn is a CUDA package; on a machine without it the default is what runs, so that
+  one line is dropped while the module is executed (any other output, or another import error,
+  still shows).
+
+Both hooks cost nothing until their module is imported.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.abc
+import importlib.machinery
+import io
 import sys
 
 G2P_RESOURCES = {"averaged_perceptron_tagger_eng", "cmudict"}
@@ -35,3 +45,34 @@ class _SkipG2PDownloads(importlib.abc.MetaPathFinder):
 def skip_g2p_downloads() -> None:
     if "g2p_en" not in sys.modules and not any(isinstance(f, _SkipG2PDownloads) for f in sys.meta_path):
         sys.meta_path.insert(0, _SkipG2PDownloads())
+
+
+ATTENTION_MODULE = "espnet.nets.pytorch_backend.transformer.attention"
+FLASH_NOTICE = "Failed to import Flash Attention, using ESPnet default: No module named 'flash_attn'"
+
+
+class _QuietFlashNotice(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != ATTENTION_MODULE:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_without_notice(module):
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                exec_module(module)
+            sys.stdout.write("".join(line for line in printed.getvalue().splitlines(True)
+                                     if line.rstrip("\n") != FLASH_NOTICE))
+
+        spec.loader.exec_module = exec_without_notice
+        return spec
+
+
+def quiet_flash_attention_notice() -> None:
+    if ATTENTION_MODULE not in sys.modules and not any(
+            isinstance(f, _QuietFlashNotice) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietFlashNotice())
