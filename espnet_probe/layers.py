@@ -173,6 +173,10 @@ def load_asr_model(
     if not isinstance(conf, dict):
         raise CheckpointError(f"{config}: not an ESPnet training config (no mapping)")
     state = load_state_dict(checkpoint, map_location=device)
+    if conf.get("model_family") == "whisper":  # brought Whisper (espnet_probe.asr.whisper)
+        from espnet_probe.asr.whisper import build_whisper
+
+        return build_whisper(conf["whisper"]["dims"], state, checkpoint).to(device)
     with tempfile.TemporaryDirectory() as tmp:
         _stand_in_stats(conf, state, config, Path(tmp))
         try:
@@ -238,19 +242,10 @@ def extract_layers(
         # clone: ESPnet's global_mvn normalises in place and would alter the caller's batch
         feats = speech[order, : int(lengths.max())].clone()  # copies even when in order
         lengths = lengths[order]
-        if getattr(model, "frontend", None) is not None:
-            feats, lengths = model.frontend(feats, lengths)
-        if getattr(model, "normalize", None) is not None:
-            feats, lengths = model.normalize(feats, lengths)
-        feats = zero_padding(feats, lengths)
-        outs = [LayerOutput("input", feats, lengths, 1)]
-        if getattr(model, "preencoder", None) is not None:
-            pre, new_lengths = model.preencoder(feats, lengths)
-            if not torch.equal(new_lengths, lengths):
-                raise NotImplementedError("a pre-encoder that changes the frame rate")
-            outs.append(LayerOutput("preencoder", pre, lengths, 1))
-            feats = pre
-        outs += encoder_layers(model.encoder, feats, lengths)
+        if hasattr(model, "layer_outputs"):  # a model that computes its own layers (Whisper)
+            outs = model.layer_outputs(feats, lengths)
+        else:
+            outs = _espnet_layer_outputs(model, feats, lengths)
         layers = []
         for out in outs:
             hidden = zero_padding(out.hidden, out.lengths)
@@ -264,6 +259,24 @@ def extract_layers(
         return layers
     finally:
         model.train(was_training)
+
+
+def _espnet_layer_outputs(model, feats: torch.Tensor, lengths: torch.Tensor) -> List[LayerOutput]:
+    """An ESPnet ASR model's layers: its frontend and normalisation (``input``), pre-encoder,
+    then the encoder's."""
+    if getattr(model, "frontend", None) is not None:
+        feats, lengths = model.frontend(feats, lengths)
+    if getattr(model, "normalize", None) is not None:
+        feats, lengths = model.normalize(feats, lengths)
+    feats = zero_padding(feats, lengths)
+    outs = [LayerOutput("input", feats, lengths, 1)]
+    if getattr(model, "preencoder", None) is not None:
+        pre, new_lengths = model.preencoder(feats, lengths)
+        if not torch.equal(new_lengths, lengths):
+            raise NotImplementedError("a pre-encoder that changes the frame rate")
+        outs.append(LayerOutput("preencoder", pre, lengths, 1))
+        feats = pre
+    return outs + encoder_layers(model.encoder, feats, lengths)
 
 
 def encoder_layers(

@@ -161,8 +161,11 @@ def bring(source: str | Path, exp_dir: str | Path, recipe_dir: Optional[str | Pa
 
     An existing ``exp_dir`` made from the same source, checkpoint and recipe dir is kept.
     """
+    from espnet_probe.asr.whisper import is_whisper_source
     from espnet_probe.utils.checkpoint import load_state_dict  # torch: only when bringing
 
+    if is_whisper_source(source):
+        return _bring_whisper(source, Path(exp_dir), name)
     source, exp_dir = Path(source).resolve(), Path(exp_dir)
     if not source.exists():
         raise BringError(f"ASR model {source} not found (give an ESPnet exp dir or a packed model)")
@@ -224,6 +227,28 @@ def bring(source: str | Path, exp_dir: str | Path, recipe_dir: Optional[str | Pa
             "token_type": conf.get("token_type"), "decoding": _decoding(conf),
             "settings": settings,
         }
+        with atomic_open(tmp / EXPERIMENT_FILE) as f:
+            yaml.safe_dump(record, f, sort_keys=False)
+    return record
+
+
+def _bring_whisper(source: str | Path, exp_dir: Path, name: Optional[str]) -> dict:
+    """A Whisper model (espnet_probe.asr.whisper): converted once into exp_dir/model.pth."""
+    from espnet_probe.asr.whisper import source_path, whisper_experiment
+
+    path = source_path(source)
+    if not path.exists():
+        raise BringError(f"Whisper model {source} not found")
+    settings = {"source": str(source), "path": str(path), "source_mtime": path.stat().st_mtime_ns}
+    record = read_experiment(exp_dir)
+    if record is not None and record.get("settings") == settings:
+        return record
+    with atomic_dir(exp_dir) as tmp:
+        facts = whisper_experiment(source, tmp)
+        record = {"kind": "asr", "origin": "brought", "model": name or default_name(source),
+                  "training": "brought", "source": str(source), "packed": False,
+                  "config": str(exp_dir.resolve() / "config.yaml"),
+                  "checkpoint": str(exp_dir.resolve() / "model.pth"), **facts, "settings": settings}
         with atomic_open(tmp / EXPERIMENT_FILE) as f:
             yaml.safe_dump(record, f, sort_keys=False)
     return record

@@ -121,6 +121,21 @@ def joint_decode(asr_config: str | Path, model, inputs: InputSet,
     return hyps
 
 
+@torch.no_grad()
+def whisper_decode(model, inputs: InputSet, batch_size: int = 8) -> dict[str, str]:
+    """Whisper's own greedy decoding (espnet_probe.asr.whisper.WhisperASR.transcribe) of every
+    utterance's waveform, ``batch_size`` at a time."""
+    if inputs.kind != "wave":
+        raise DecodeRefused(f"{inputs.scp}: Whisper takes the waveform, not {inputs.kind}")
+    utts = sorted(inputs.entries)
+    hyps = {}
+    for first in tqdm(range(0, len(utts), batch_size), desc="whisper greedy", file=sys.stderr,
+                      mininterval=5):
+        batch = utts[first:first + batch_size]
+        hyps.update(zip(batch, model.transcribe([inputs.read(u) for u in batch], batch_size)))
+    return hyps
+
+
 def ctc_min_frames(token_ids: list[int]) -> int:
     """Frames a CTC path needs for a label sequence: one per label, plus a blank between repeats."""
     return len(token_ids) + sum(a == b for a, b in zip(token_ids, token_ids[1:]))

@@ -25,7 +25,8 @@ import yaml
 
 from espnet_probe.asr.brought import best_checkpoint, read_experiment
 from espnet_probe.asr.decode import (DecodeRefused, check_decode, ctc_min_frames, encoder_frames,
-                                     greedy_decode, joint_decode)
+                                     greedy_decode, joint_decode, whisper_decode)
+from espnet_probe.asr.whisper import english_normaliser
 from espnet_probe.metrics.wer import score
 from espnet_probe.data.kaldi_dir import read_table, write_table
 from espnet_probe.data.model_inputs import ModelInputError, open_inputs
@@ -52,20 +53,32 @@ def decode_set(model, train_args: dict, config: Path, checkpoint: Path, feats_di
     inputs = open_inputs(feats_dir, model_input(model).kind)
     token_type, bpemodel = train_args.get("token_type", "char"), train_args.get("bpemodel")
     refs = read_table(feats_dir / "text", allow_empty_value=True)
-    if decoding["method"] == "joint_ctc_attention":
-        hyps = joint_decode(config, model, inputs, decoding["beam_size"],
-                            decoding["ctc_weight"], device)
-        frames = encoder_frames(model, inputs, max_frames)
+    scored_refs = refs
+    if decoding["method"] == "whisper_greedy":
+        hyps = whisper_decode(model, inputs)
+        # Whisper writes cased, punctuated text: scored after its English normaliser, both sides
+        normalise = english_normaliser()
+        scored_refs = {u: normalise(t) for u, t in refs.items()}
+        scored_hyps = {u: normalise(t) for u, t in hyps.items()}
+        warnings = check_decode(hyps, {}, {}, f"{exp_name} on {feats_dir}")  # no CTC frames
     else:
-        hyps, frames = greedy_decode(model, inputs, token_type, bpemodel, max_frames)
-    warnings = check_decode(hyps, frames, reference_frames_needed(model, refs, token_type, bpemodel),
-                            f"{exp_name} on {feats_dir}")
+        if decoding["method"] == "joint_ctc_attention":
+            hyps = joint_decode(config, model, inputs, decoding["beam_size"],
+                                decoding["ctc_weight"], device)
+            frames = encoder_frames(model, inputs, max_frames)
+        else:
+            hyps, frames = greedy_decode(model, inputs, token_type, bpemodel, max_frames)
+        scored_hyps = hyps
+        warnings = check_decode(hyps, frames, reference_frames_needed(model, refs, token_type, bpemodel),
+                                f"{exp_name} on {feats_dir}")
     out.mkdir(parents=True, exist_ok=True)
     write_table(out / "text", hyps)
+    if scored_hyps is not hyps:
+        write_table(out / "text.normalised", scored_hyps)
     result = {"checkpoint": str(checkpoint), "set": feats_dir.name, "utterances": len(refs),
               "input": inputs.kind, "decoding": decoding, "warnings": warnings}
     for unit, key in (("word", "wer"), ("char", "cer")):
-        c = score(refs, hyps, unit)
+        c = score(scored_refs, scored_hyps, unit)
         result[key] = {"rate": round(c.rate, 2), "ref": c.ref_len, "sub": c.sub, "del": c.dele,
                        "ins": c.ins, "sentence_errors": c.sentence_errors}
     with atomic_open(out / "result.json") as f:

@@ -28,6 +28,8 @@ def load_results(exp: Path) -> list[dict]:
 
 def describe_decoding(result: dict) -> str:
     d = result.get("decoding") or {"method": "ctc_greedy"}
+    if d["method"] == "whisper_greedy":
+        return "Whisper's greedy decoding, no timestamps; WER after Whisper's English normaliser"
     if d["method"] == "joint_ctc_attention":
         return f"joint CTC/attention beam {d['beam_size']}, ctc_weight {d['ctc_weight']:g} (ESPnet Speech2Text), no LM"
     return "greedy CTC, no LM"

@@ -16,13 +16,15 @@ import sys
 from pathlib import Path
 
 from espnet_probe.asr.brought import BringError, best_checkpoint, bring, default_name
+from espnet_probe.asr.whisper import WhisperSourceError
 from espnet_probe.utils.checkpoint import CheckpointError
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--asr_exps", nargs="+", default=[], type=Path,
-                   help="ESPnet2 ASR exp dirs or packed models (espnet2.bin.pack asr)")
+    p.add_argument("--asr_exps", nargs="+", default=[],
+                   help="ESPnet2 ASR exp dirs or packed models (espnet2.bin.pack asr); Whisper:\n"
+                        "a CTranslate2 model dir, an openai-whisper .pt file, or whisper:tiny.en")
     p.add_argument("--exp_root", type=Path, default=Path("exp"))
     p.add_argument("--asr_recipe_dir", type=Path,
                    help="where config.yaml's relative paths start (default: each exp dir's "
@@ -50,11 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         for name, source in names.items():
             exp = args.exp_root / f"asr_{name}_brought"
             record = bring(source, exp, args.asr_recipe_dir, args.asr_model_file, name)
+            decoding = record["decoding"]
+            weight = f" (ctc_weight {decoding['ctc_weight']:g})" if "ctc_weight" in decoding else ""
             print(f"bring_asr {name}: {record['encoder']} encoder, {record['input']} input, "
-                  f"{record['decoding']['method']} (ctc_weight {record['decoding']['ctc_weight']:g}), "
-                  f"checkpoint {record['checkpoint']}", file=sys.stderr)
+                  f"{decoding['method']}{weight}, checkpoint {record['checkpoint']}", file=sys.stderr)
             print(exp)
-    except (BringError, CheckpointError, FileNotFoundError) as e:
+    except (BringError, CheckpointError, WhisperSourceError, FileNotFoundError) as e:
         print(f"bring_asr: error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -15,6 +15,7 @@ ESPnet's trainer with espnet_probe.tasks.probe.ProbeTask, so every ESPnet traini
       --train_dump_dir dump/fbank/train --valid_dump_dir dump/fbank/dev --output_dir exp/probe_x
 
   python -m espnet_probe.bin.probe_train --list_layers exp/asr_x/config.yaml exp/asr_x/valid.loss.ave.pth
+  python -m espnet_probe.bin.probe_train --list_layers whisper:tiny.en   # or a CTranslate2 dir / .pt
 
 --train_dump_dir / --valid_dump_dir give the data as dump dirs instead: the entries the probes
 need are chosen here, from the ASR model and the (config's or command line's) target:
@@ -67,14 +68,17 @@ def dump_dir_entries(argv: list[str], train_dir: Path, valid_dir: Path) -> list[
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "--list_layers":
-        if len(argv) != 3:
-            print("usage: probe_train --list_layers ASR_CONFIG ASR_CHECKPOINT", file=sys.stderr)
+        if len(argv) not in (2, 3):
+            print("usage: probe_train --list_layers ASR_CONFIG ASR_CHECKPOINT\n"
+                  "       probe_train --list_layers WHISPER (CTranslate2 dir, openai-whisper .pt, "
+                  "whisper:tiny.en)", file=sys.stderr)
             return 2
+        from espnet_probe.asr.whisper import WhisperSourceError, load_whisper
         from espnet_probe.layers import extract_layers, layer_table, load_asr_model, model_input
 
         try:
-            model = load_asr_model(argv[1], argv[2])
-        except (CheckpointError, FileNotFoundError) as e:
+            model = load_asr_model(argv[1], argv[2]) if len(argv) == 3 else load_whisper(argv[1])
+        except (CheckpointError, WhisperSourceError, FileNotFoundError) as e:
             print(f"probe_train: error: {e}", file=sys.stderr)
             return 1
         spec = model_input(model)
