@@ -263,3 +263,14 @@ def test_asr_training_refuses_a_payload_init_param(tmp_path, marker, capsys):
     assert asr_train.main(["--config", str(FIXTURE / "config.yaml"), "--init_param",
                            f"{bad}:::normalize", "--output_dir", str(tmp_path / "robust")]) == 1
     assert_refused(capsys.readouterr().err, "asr_train", bad)
+
+
+def test_whisper_checkpoint_with_a_payload_is_refused(tmp_path, marker, capsys):
+    from espnet_probe.bin import bring_asr, probe_train
+
+    pt = tmp_path / "tiny.en.pt"
+    hostile.payload_checkpoint(pt, marker, {"dims": {"n_mels": 80}, "model_state_dict": {}})
+    assert probe_train.main(["--list_layers", str(pt)]) == 1
+    assert_refused(capsys.readouterr().err, "probe_train", pt)
+    assert bring_asr.main(["--exp_root", str(tmp_path / "exp"), "--asr_exps", str(pt)]) == 1
+    assert_refused(capsys.readouterr().err, "bring_asr", pt)

