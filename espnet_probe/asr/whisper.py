@@ -106,6 +106,16 @@ def _linear(v, src, out, dst) -> None:
     out[f"{dst}.weight"], out[f"{dst}.bias"] = v[f"{src}/weight"], v[f"{src}/bias"]
 
 
+def _block(v, src, out, dst) -> None:
+    """Self-attention and feed-forward of one residual block (encoder and decoder alike)."""
+    _split_heads(f"{src}/self_attention", v, "linear_0", ("query", "key", "value"), out, f"{dst}.attn")
+    _linear(v, f"{src}/self_attention/linear_1", out, f"{dst}.attn.out")
+    _norm(v, f"{src}/self_attention/layer_norm", out, f"{dst}.attn_ln")
+    _linear(v, f"{src}/ffn/linear_0", out, f"{dst}.mlp.0")
+    _linear(v, f"{src}/ffn/linear_1", out, f"{dst}.mlp.2")
+    _norm(v, f"{src}/ffn/layer_norm", out, f"{dst}.mlp_ln")
+
+
 def ct2_to_openai(variables: Dict[str, np.ndarray], where: str) -> Tuple[dict, Dict[str, np.ndarray]]:
     """(dims, openai-whisper state dict) from a CTranslate2 WhisperSpec's variables."""
     def layers(side: str) -> int:
@@ -126,28 +136,17 @@ def ct2_to_openai(variables: Dict[str, np.ndarray], where: str) -> Tuple[dict, D
             _linear(variables, f"encoder/{name}", out, f"encoder.{name}")
         out["encoder.positional_embedding"] = variables["encoder/position_encodings/encodings"]
         for i in range(dims["n_audio_layer"]):
-            src, dst = f"encoder/layer_{i}", f"encoder.blocks.{i}"
-            _split_heads(f"{src}/self_attention", variables, "linear_0", ("query", "key", "value"), out, f"{dst}.attn")
-            _linear(variables, f"{src}/self_attention/linear_1", out, f"{dst}.attn.out")
-            _norm(variables, f"{src}/self_attention/layer_norm", out, f"{dst}.attn_ln")
-            _linear(variables, f"{src}/ffn/linear_0", out, f"{dst}.mlp.0")
-            _linear(variables, f"{src}/ffn/linear_1", out, f"{dst}.mlp.2")
-            _norm(variables, f"{src}/ffn/layer_norm", out, f"{dst}.mlp_ln")
+            _block(variables, f"encoder/layer_{i}", out, f"encoder.blocks.{i}")
         _norm(variables, "encoder/layer_norm", out, "encoder.ln_post")
         out["decoder.token_embedding.weight"] = variables["decoder/embeddings/weight"]
         out["decoder.positional_embedding"] = variables["decoder/position_encodings/encodings"]
         for i in range(dims["n_text_layer"]):
             src, dst = f"decoder/layer_{i}", f"decoder.blocks.{i}"
-            _split_heads(f"{src}/self_attention", variables, "linear_0", ("query", "key", "value"), out, f"{dst}.attn")
-            _linear(variables, f"{src}/self_attention/linear_1", out, f"{dst}.attn.out")
-            _norm(variables, f"{src}/self_attention/layer_norm", out, f"{dst}.attn_ln")
+            _block(variables, src, out, dst)
             _linear(variables, f"{src}/attention/linear_0", out, f"{dst}.cross_attn.query")
             _split_heads(f"{src}/attention", variables, "linear_1", ("key", "value"), out, f"{dst}.cross_attn")
             _linear(variables, f"{src}/attention/linear_2", out, f"{dst}.cross_attn.out")
             _norm(variables, f"{src}/attention/layer_norm", out, f"{dst}.cross_attn_ln")
-            _linear(variables, f"{src}/ffn/linear_0", out, f"{dst}.mlp.0")
-            _linear(variables, f"{src}/ffn/linear_1", out, f"{dst}.mlp.2")
-            _norm(variables, f"{src}/ffn/layer_norm", out, f"{dst}.mlp_ln")
         _norm(variables, "decoder/layer_norm", out, "decoder.ln")
     except KeyError as e:
         raise WhisperSourceError(f"{where}: no variable {e} (not a CTranslate2 Whisper model of a "
