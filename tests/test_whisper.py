@@ -203,3 +203,27 @@ def test_a_mismatched_openai_checkpoint_is_named(tmp_path):
     state.pop("encoder.ln_post.bias")
     with pytest.raises(ValueError, match="1 missing \\(whisper.encoder.ln_post.bias\\)"):
         build_whisper(dims, state, "x.pt")
+
+
+def test_the_layer_cache_computes_each_utterance_once_and_forgets_on_new_weights(tiny, monkeypatch):
+    import copy
+
+    from espnet_probe.probe.model import reinitialise_encoder
+
+    model = copy.deepcopy(tiny)
+    (_, wave, _), = librispeech(1)
+    speech, lengths = torch.from_numpy(wave[None, :32000]), torch.tensor([32000])
+    exact = model.layer_outputs(speech, lengths)
+    model.cache_layers(2**30)
+    calls = []
+    compute = model.utterance_layers
+    monkeypatch.setattr(model, "utterance_layers", lambda *a: calls.append(1) or compute(*a))
+    first = model.layer_outputs(speech, lengths)
+    again = model.layer_outputs(speech, lengths)
+    assert len(calls) == 1 and model._cache_bytes > 0
+    for e, a, b in zip(exact, first, again):
+        assert torch.equal(a.hidden, b.hidden) and torch.equal(a.lengths, e.lengths)
+        assert (a.hidden - e.hidden).abs().max() <= 1e-3 * e.hidden.abs().max()  # float16
+    reinitialise_encoder(model, seed=0)  # the random control: the cached layers are stale
+    model.layer_outputs(speech, lengths)
+    assert len(calls) == 2

@@ -30,6 +30,7 @@ Whisper's ``EnglishTextNormalizer`` on both sides, as Whisper's papers report th
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import math
@@ -289,20 +290,61 @@ class WhisperASR(torch.nn.Module):
         return (["input", "conv1", "conv2"] + [f"block{i + 1}" for i in range(self.dims["n_audio_layer"])]
                 + ["output"])
 
-    def layer_outputs(self, speech: torch.Tensor, lengths: torch.Tensor) -> List[LayerOutput]:
-        """Every layer (module doc) for a padded batch of waveforms (B, N)."""
+    def utterance_layers(self, speech: torch.Tensor, lengths: torch.Tensor) -> List[List[torch.Tensor]]:
+        """Per utterance, every layer's frames that cover it: [(T_l, D_l) per layer]."""
         mels, owners, frames = self.windows(speech, lengths)
         encoded = [mels.transpose(1, 2)] + self._encode_windows(mels)
-        layers = []
-        for name, stacked in zip(self.layer_names(), encoded):
+        out: List[List[torch.Tensor]] = [[] for _ in frames]
+        for stacked in encoded:
             rate = WINDOW_FRAMES // stacked.size(1)  # 1 for input and conv1, 2 after conv2
-            lens = torch.tensor([math.ceil(n / rate) for n in frames], device=speech.device)
-            hidden = stacked.new_zeros(len(frames), max(int(lens.max()), 1), stacked.size(-1))
             for b, windows in enumerate(owners):
-                for k, w in enumerate(windows):
-                    start = k * WINDOW_FRAMES // rate
-                    take = max(0, min(stacked.size(1), int(lens[b]) - start))
-                    hidden[b, start:start + take] = stacked[w, :take]
+                # windows are cut at multiples of 3000 input frames, so their frames line up
+                whole = torch.cat([stacked[w] for w in windows])
+                out[b].append(whole[: math.ceil(frames[b] / rate)])
+        return out
+
+    def cache_layers(self, max_bytes: int) -> None:
+        """Keep each utterance's layers (float16, its own frames only) after they are first
+        computed, up to ``max_bytes``: the second and later probe epochs then cost no encoder
+        pass (a 30-s window costs ~1.3 s of one core).  Keyed by the waveform's digest; cleared
+        when the encoder's weights change (the random control re-draws them).  Only the probe
+        trainer turns it on (BENCHMARKS.md: the options measured)."""
+        self._cache: Dict[str, List[torch.Tensor]] = {}
+        self._cache_bytes, self._cache_max = 0, int(max_bytes)
+        self._cache_weights = self._weights_version()
+
+    def _weights_version(self) -> tuple:
+        return tuple((p.data_ptr(), p._version) for p in self.whisper.encoder.parameters())
+
+    def _cached_utterance_layers(self, speech, lengths) -> List[List[torch.Tensor]]:
+        if self._weights_version() != self._cache_weights:
+            self.cache_layers(self._cache_max)
+        keys = [hashlib.sha1(speech[b, : int(lengths[b])].cpu().numpy().tobytes()).hexdigest()
+                for b in range(speech.size(0))]
+        missing = [b for b, key in enumerate(keys) if key not in self._cache]
+        fresh = {}
+        if missing:
+            index = torch.tensor(missing, device=speech.device)
+            for b, layers in zip(missing, self.utterance_layers(speech[index], lengths[index])):
+                fresh[keys[b]] = [x.half() for x in layers]
+                size = sum(x.numel() * 2 for x in fresh[keys[b]])
+                if self._cache_bytes + size <= self._cache_max:
+                    self._cache[keys[b]] = fresh[keys[b]]
+                    self._cache_bytes += size
+        return [[x.float() for x in (self._cache.get(key) or fresh[key])] for key in keys]
+
+    def layer_outputs(self, speech: torch.Tensor, lengths: torch.Tensor) -> List[LayerOutput]:
+        """Every layer (module doc) for a padded batch of waveforms (B, N)."""
+        cached = getattr(self, "_cache_max", 0) > 0
+        per_utt = (self._cached_utterance_layers if cached else self.utterance_layers)(speech, lengths)
+        layers = []
+        for i, name in enumerate(self.layer_names()):
+            rate = 2 if i > 1 else 1  # input and conv1 at 10 ms, the rest at 20 ms
+            parts = [u[i] for u in per_utt]
+            lens = torch.tensor([len(x) for x in parts], device=speech.device)
+            hidden = parts[0].new_zeros(len(parts), max(int(lens.max()), 1), parts[0].size(-1))
+            for b, x in enumerate(parts):
+                hidden[b, : len(x)] = x
             # a stride-2 frame j is centred on input frame 2j: it spans input frames [2j - 0.5, 2j + 1.5)
             layers.append(LayerOutput(name, hidden, lens, rate, -0.5 if rate == 2 else 0.0))
         return layers

@@ -19,13 +19,15 @@ under-trained probe.  So:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
 from typing import Dict, List, Sequence
 
 import torch
-from espnet2.train.trainer import Trainer
+from espnet2.train.trainer import Trainer, TrainerOptions
+from espnet2.utils.build_dataclass import build_dataclass
 
 from espnet_probe.utils.checkpoint import load_checkpoint, load_state_dict
 from espnet_probe.utils.fileio import atomic_open, atomic_path
@@ -42,10 +44,22 @@ def layer_criteria(layer_names: Sequence[str]) -> List[List[str]]:
     return [["valid", f"l1_{name}", "min"] for name in layer_names]
 
 
+@dataclasses.dataclass
+class ProbeTrainerOptions(TrainerOptions):
+    layer_cache_gb: float = 4.0  # ProbeTask's --layer_cache_gb
+
+
 class ProbeTrainer(Trainer):
+    @classmethod
+    def build_options(cls, args) -> ProbeTrainerOptions:
+        return build_dataclass(ProbeTrainerOptions, args)
+
     @classmethod
     def run(cls, model, optimizers, schedulers, train_iter_factory, valid_iter_factory,
             plot_attention_iter_factory, trainer_options, distributed_option) -> None:
+        if hasattr(model.asr, "cache_layers") and trainer_options.layer_cache_gb > 0:
+            # the frozen model's layers do not change between epochs: computed once (Whisper)
+            model.asr.cache_layers(int(trainer_options.layer_cache_gb * 2**30))
         criteria = [list(c) for c in trainer_options.best_model_criterion]
         for criterion in layer_criteria(model.layer_names):
             if criterion not in criteria:

@@ -61,6 +61,9 @@ class ProbeTask(AbsTask):
         group.add_argument("--target_period", type=float, default=0.01,
                            help="seconds per frame of the target log-mel (conf/fbank.yaml's hop)")
         group.add_argument("--n_mels", type=int, default=80, help="mel bins of the target")
+        group.add_argument("--layer_cache_gb", type=float, default=4.0,
+                           help="training only, for a model that can keep its layers (Whisper):\n"
+                                "memory for each utterance's layers after the first epoch (0: off)")
         group.add_argument("--probe_conf", action=NestedDictAction,
                            default={"hidden_size": 256, "highway_layers": 4},
                            help="probe options: hidden_size, highway_layers, sample_frames, mix_batches")
