@@ -14,12 +14,12 @@ from pathlib import Path
 import kaldiio
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from conftest import REPO
 from espnet_probe.metrics.wer import score
 from espnet_probe.data.kaldi_dir import read_table
+from espnet_probe.utils.checkpoint import load_checkpoint
 from stock_models import pack_model
 from hostile import payload_checkpoint
 
@@ -123,7 +123,7 @@ def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, stock_asr_m
     evil = tmp_path / "recipe_elsewhere" / "exp" / "asr_evil"
     shutil.copytree(hybrid[1], evil, symlinks=False)
     for ckpt in evil.glob("*.pth"):
-        payload_checkpoint(ckpt, tmp_path / "PAYLOAD_RAN", torch.load(ckpt, weights_only=True))
+        payload_checkpoint(ckpt, tmp_path / "PAYLOAD_RAN", load_checkpoint(ckpt))
     refused = _run(base + ["--stage", "6", "--stop_stage", "6", "--asr_exps", str(evil)], recipe, env)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert "bring_asr: error:" in refused.stderr and "refused" in refused.stderr

@@ -109,12 +109,17 @@ def test_the_only_full_unpickling_is_the_loaders_opt_in():
 
 def test_init_param_files_reach_espnet_as_checked_copies(tmp_path, marker):
     clean = FIXTURE / "valid.loss.best.pth"
-    argv = ["--init_param", f"{clean}:encoder:encoder", "--output_dir", "x"]
+    out = tmp_path / "exp"
+    argv = ["--init_param", f"{clean}:encoder:encoder", "--output_dir", str(out)]
     with checked_init_params(argv) as checked:
         copy, keys = checked[1].split(":", 1)
-        assert keys == "encoder:encoder" and Path(copy) != clean and checked[2:] == ["--output_dir", "x"]
-        assert torch.load(copy, weights_only=True).keys() == load_state_dict(clean).keys()
-    assert not Path(copy).exists()
+        assert keys == "encoder:encoder" and checked[2:] == ["--output_dir", str(out)]
+    # kept beside the experiment, so the config.yaml ESPnet writes names a file that exists
+    assert Path(copy) == out / "checked_init" / "0_valid.loss.best.pth"
+    assert torch.load(copy, weights_only=True).keys() == load_state_dict(clean).keys()
+    with checked_init_params(["--init_param", str(clean)]) as checked:
+        assert Path(checked[1]).is_file()
+    assert not Path(checked[1]).exists()  # no output dir: a temporary copy
     bad = payload_checkpoint(tmp_path / "bad.pth", marker)
     with pytest.raises(UntrustedCheckpointError):
         with checked_init_params(["--init_param", str(clean), str(bad)]):

@@ -208,7 +208,13 @@ def test_robust_model_fine_tuned_from_its_baseline(stages_4_6, recipe, recipe_en
     assert (baseline / "pretrain" / "L1").is_dir() and not (robust / "pretrain").exists()
     [init] = yaml.safe_load((robust / "config.yaml").read_text())["init_param"]
     checkpoint, rest = init.split(":", 1)
-    assert (recipe / checkpoint).resolve().parent == baseline.resolve() and rest == "::normalize"
+    # ESPnet got a checked copy (tensors only) of the baseline's checkpoint, kept in the robust dir
+    assert Path(checkpoint).parent == robust / "checked_init" and rest == "::normalize"
+    from espnet_probe.asr.brought import best_checkpoint
+
+    started = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    trained = torch.load(best_checkpoint(baseline), map_location="cpu", weights_only=True)
+    assert started.keys() == trained.keys() and all(torch.equal(started[k], trained[k]) for k in trained)
     # its own CMVN (clean + noisy), not the baseline's
     stats = np.load(recipe / "dump" / "fbank" / "train_robust" / "cmvn.npz")
     mean = stats["sum"] / stats["count"]

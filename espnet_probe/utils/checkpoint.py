@@ -26,10 +26,12 @@ import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Mapping, Union
+from typing import Iterator, List, Mapping, Optional, Union
 
 import numpy as np
 import torch
+
+from espnet_probe.utils.fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -122,15 +124,29 @@ def _init_param_path(spec: str) -> str:
     return spec.split(":", 1)[0]
 
 
+def _option_value(argv: List[str], name: str) -> Optional[str]:
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 @contextmanager
 def checked_init_params(argv: List[str]) -> Iterator[List[str]]:
-    """``argv`` with every ``--init_param`` file replaced by a checked copy of its state dict,
-    written here, for the time of the ``with`` block (ESPnet unpickles that file in full)."""
+    """``argv`` with every ``--init_param`` file replaced by a checked copy of its state dict
+    (ESPnet unpickles that file in full).  The copies live in ``<output_dir>/checked_init/``,
+    so the config.yaml ESPnet writes names files that exist; without --output_dir, in a
+    temporary dir for the time of the ``with`` block."""
     if "--init_param" not in argv and not any(a.startswith("--init_param=") for a in argv):
         yield list(argv)
         return
+    output_dir = _option_value(argv, "--output_dir")
     with tempfile.TemporaryDirectory(prefix="checked_init_") as tmp:
-        out, i = [], 0
+        where = Path(output_dir) / "checked_init" if output_dir else Path(tmp)
+        where.mkdir(parents=True, exist_ok=True)
+        out, i, n = [], 0, 0
         while i < len(argv):
             arg = argv[i]
             if arg == "--init_param" or arg.startswith("--init_param="):
@@ -142,10 +158,13 @@ def checked_init_params(argv: List[str]) -> Iterator[List[str]]:
                         j += 1
                     specs, i = argv[i + 1:j], j
                 copies = []
-                for n, spec in enumerate(specs):
+                for spec in specs:
                     source = _init_param_path(spec)
-                    copy = Path(tmp) / f"init{len(out)}_{n}.pth"
-                    torch.save(load_state_dict(source), copy)
+                    copy = where / f"{n}_{Path(source).name}"
+                    n += 1
+                    state = load_state_dict(source)
+                    with atomic_path(copy) as part:
+                        torch.save(state, part)
                     copies.append(str(copy) + spec[len(source):])
                 out += ["--init_param", *copies]
             else:
