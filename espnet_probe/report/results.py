@@ -262,7 +262,8 @@ def results_markdown(rows: list[dict], plots: dict[str, str], header: str = "",
         md += [findings, ""]
     if "wer" in present:
         md += ["## Table 1: ASR WER / CER % (no LM; greedy CTC for CTC-only models, ESPnet's "
-               "joint CTC/attention beam search at the model's ctc_weight for hybrid ones: "
+               "joint CTC/attention beam search at the model's ctc_weight for hybrid ones, "
+               "Whisper's own greedy decoding scored after its English normaliser for Whisper: "
                "exp/asr_results.md says which)", "", wer_table(rows)]
     for metric, title, unit, digits in METRICS:
         if metric == HUMAN_ERROR:  # present or not: say how to run the test
