@@ -133,20 +133,21 @@ def _cli(module: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProce
                           text=True, env={k: v for k, v in os.environ.items() if k != TRUST_ENV})
 
 
-def test_list_layers_refuses_a_payload_and_a_mismatch_in_one_line(tmp_path, marker):
+def test_list_layers_refuses_a_payload_and_a_mismatch_in_one_line(tmp_path, marker, capsys):
+    from espnet_probe.bin import probe_train
+
     config = str(FIXTURE / "config.yaml")
     bad = payload_checkpoint(tmp_path / "valid.acc.ave.pth", marker)
-    proc = _cli("espnet_probe.bin.probe_train", "--list_layers", config, str(bad))
-    assert proc.returncode == 1
-    assert_refused(proc.stderr, "probe_train", bad)
+    assert probe_train.main(["--list_layers", config, str(bad)]) == 1
+    assert_refused(capsys.readouterr().err, "probe_train", bad)
     state = load_state_dict(FIXTURE / "valid.loss.best.pth")
     state.pop("ctc.ctc_lo.bias")
     state["encoder.extra"] = torch.zeros(1)
     torch.save(state, tmp_path / "other.pth")
-    proc = _cli("espnet_probe.bin.probe_train", "--list_layers", config, str(tmp_path / "other.pth"))
-    assert proc.returncode == 1
-    line = one_error_line(proc.stderr, "probe_train")
+    assert probe_train.main(["--list_layers", config, str(tmp_path / "other.pth")]) == 1
+    line = one_error_line(capsys.readouterr().err, "probe_train")
     assert "does not match" in line and "1 missing (ctc.ctc_lo.bias)" in line and "encoder.extra" in line
+    # the command line itself, on a clean checkpoint
     proc = _cli("espnet_probe.bin.probe_train", "--list_layers", config, str(FIXTURE / "valid.loss.best.pth"))
     assert proc.returncode == 0, proc.stderr
     assert "blstm1" in proc.stdout
