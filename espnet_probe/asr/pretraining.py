@@ -38,6 +38,7 @@ from typing import Callable, List, Optional, Sequence
 
 import yaml
 
+from espnet_probe.utils.argv import option_value
 from espnet_probe.utils.fileio import atomic_open
 from espnet_probe.utils.freshness import Stamp
 
@@ -91,17 +92,6 @@ def espnet_config(config: str | Path, out: str | Path) -> Path:
     return Path(out)
 
 
-def _option(argv: Sequence[str], name: str) -> Optional[str]:
-    """The value of the last ``--name value`` / ``--name=value`` in argv."""
-    value = None
-    for i, arg in enumerate(argv):
-        if arg == name and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith(name + "="):
-            value = arg[len(name) + 1:]
-    return value
-
-
 def _replace_option(argv: Sequence[str], name: str, value: str) -> List[str]:
     """argv without any ``--name`` occurrence, then ``--name value``."""
     out: List[str] = []
@@ -125,8 +115,8 @@ def _is_rank0() -> bool:
 
 def run_with_pretraining(argv: Sequence[str], run: Callable[[List[str]], None]) -> None:
     """Run ESPnet training ``run(argv)``, first through the config's growth stages if any."""
-    config = _option(argv, "--config")
-    output_dir = _option(argv, "--output_dir")
+    config = option_value(argv, "--config")
+    output_dir = option_value(argv, "--output_dir")
     if config is None:
         run(list(argv))
         return
@@ -145,7 +135,7 @@ def run_with_pretraining(argv: Sequence[str], run: Callable[[List[str]], None]) 
     # every rank writes it (atomically): under torchrun, rank 1 must not read it before rank 0
     espnet_config(config, stripped)
     base = _replace_option(argv, "--config", str(stripped))
-    if _option(argv, "--init_param") is not None:
+    if option_value(argv, "--init_param") is not None:
         run(base)
         return
     subsample = (conf.get("encoder_conf") or {}).get("subsample")

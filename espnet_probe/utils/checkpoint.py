@@ -26,11 +26,12 @@ import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Mapping, Optional, Union
+from typing import Iterator, List, Mapping, Union
 
 import numpy as np
 import torch
 
+from espnet_probe.utils.argv import option_value
 from espnet_probe.utils.fileio import atomic_path
 
 log = logging.getLogger(__name__)
@@ -124,15 +125,6 @@ def _init_param_path(spec: str) -> str:
     return spec.split(":", 1)[0]
 
 
-def _option_value(argv: List[str], name: str) -> Optional[str]:
-    for i, arg in enumerate(argv):
-        if arg == name and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
 @contextmanager
 def checked_init_params(argv: List[str]) -> Iterator[List[str]]:
     """``argv`` with every ``--init_param`` file replaced by a checked copy of its state dict
@@ -142,7 +134,7 @@ def checked_init_params(argv: List[str]) -> Iterator[List[str]]:
     if "--init_param" not in argv and not any(a.startswith("--init_param=") for a in argv):
         yield list(argv)
         return
-    output_dir = _option_value(argv, "--output_dir")
+    output_dir = option_value(argv, "--output_dir")
     with tempfile.TemporaryDirectory(prefix="checked_init_") as tmp:
         where = Path(output_dir) / "checked_init" if output_dir else Path(tmp)
         where.mkdir(parents=True, exist_ok=True)

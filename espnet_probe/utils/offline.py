@@ -61,31 +61,40 @@ ATTENTION_MODULE = "espnet.nets.pytorch_backend.transformer.attention"
 FLASH_NOTICE = "Failed to import Flash Attention, using ESPnet default: No module named 'flash_attn'"
 
 
-class _QuietFlashNotice(importlib.abc.MetaPathFinder):
+class _AroundImport(importlib.abc.MetaPathFinder):
+    """Runs the first import of module ``name`` through ``around(exec_module, module)``."""
+
+    def __init__(self, name: str, around):
+        self.name, self.around = name, around
+
     def find_spec(self, name, path=None, target=None):
-        if name != ATTENTION_MODULE:
+        if name != self.name:
             return None
         sys.meta_path.remove(self)
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None or not hasattr(spec.loader, "exec_module"):
             return spec
         exec_module = spec.loader.exec_module
-
-        def exec_without_notice(module):
-            printed = io.StringIO()
-            with contextlib.redirect_stdout(printed):
-                exec_module(module)
-            sys.stdout.write("".join(line for line in printed.getvalue().splitlines(True)
-                                     if line.rstrip("\n") != FLASH_NOTICE))
-
-        spec.loader.exec_module = exec_without_notice
+        spec.loader.exec_module = lambda module: self.around(exec_module, module)
         return spec
 
 
+def _hook_import(name: str, around) -> None:
+    if name not in sys.modules and not any(
+            isinstance(f, _AroundImport) and f.name == name for f in sys.meta_path):
+        sys.meta_path.insert(0, _AroundImport(name, around))
+
+
+def _exec_without_notice(exec_module, module) -> None:
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec_module(module)
+    sys.stdout.write("".join(line for line in printed.getvalue().splitlines(True)
+                             if line.rstrip("\n") != FLASH_NOTICE))
+
+
 def quiet_flash_attention_notice() -> None:
-    if ATTENTION_MODULE not in sys.modules and not any(
-            isinstance(f, _QuietFlashNotice) for f in sys.meta_path):
-        sys.meta_path.insert(0, _QuietFlashNotice())
+    _hook_import(ATTENTION_MODULE, _exec_without_notice)
 
 
 # Whisper model names ESPnet configs use -> this project's offline source of their weights
@@ -113,32 +122,20 @@ def _load_model_locally(load_model):
     return load
 
 
-class _LocalWhisperWeights(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name != "whisper":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        exec_module = spec.loader.exec_module
+def _use_local_weights(whisper) -> None:
+    if not getattr(whisper.load_model, "local_weights", False):
+        whisper.load_model = _load_model_locally(whisper.load_model)
+    if not hasattr(whisper.audio, "N_MELS"):
+        whisper.audio.N_MELS = 80
 
-        def exec_with_local_weights(module):
-            exec_module(module)
-            module.load_model = _load_model_locally(module.load_model)
-            if not hasattr(module.audio, "N_MELS"):
-                module.audio.N_MELS = 80
 
-        spec.loader.exec_module = exec_with_local_weights
-        return spec
+def _exec_with_local_weights(exec_module, module) -> None:
+    exec_module(module)
+    _use_local_weights(module)
 
 
 def local_whisper_weights() -> None:
-    whisper = sys.modules.get("whisper")
-    if whisper is not None:  # imported before this package: patch it as it is
-        if not getattr(whisper.load_model, "local_weights", False):
-            whisper.load_model = _load_model_locally(whisper.load_model)
-            if not hasattr(whisper.audio, "N_MELS"):
-                whisper.audio.N_MELS = 80
-    elif not any(isinstance(f, _LocalWhisperWeights) for f in sys.meta_path):
-        sys.meta_path.insert(0, _LocalWhisperWeights())
+    if "whisper" in sys.modules:  # imported before this package: patch it as it is
+        _use_local_weights(sys.modules["whisper"])
+    else:
+        _hook_import("whisper", _exec_with_local_weights)
