@@ -116,6 +116,11 @@ def model_input(model: torch.nn.Module, feature_period: float = 0.01) -> ModelIn
     own STFT settings (hop_length, win_length, center).
     """
     frontend = getattr(model, "frontend", None)
+    if frontend is None and _is_espnet_whisper(getattr(model, "encoder", None)):
+        # its own log-mel of the waveform: centred 25 ms windows every 10 ms
+        from espnet_probe.asr.whisper import HOP, SAMPLE_RATE
+
+        return ModelInput("wave", HOP / SAMPLE_RATE, -HOP / 2 / SAMPLE_RATE, sample_rate=SAMPLE_RATE)
     if frontend is None:
         dim = _feature_dim(model)
         return ModelInput("feats", feature_period, -feature_period / 2, dim=dim)
@@ -132,6 +137,12 @@ def model_input(model: torch.nn.Module, feature_period: float = 0.01) -> ModelIn
     # centred frames: frame k is centred on sample k * hop; else frame k starts at k * hop
     centre0 = 0.0 if stft.center else win / 2
     return ModelInput("wave", period, (centre0 - hop / 2) / fs, sample_rate=int(fs))
+
+
+def _is_espnet_whisper(encoder) -> bool:
+    from espnet2.asr.encoder.whisper_encoder import OpenAIWhisperEncoder
+
+    return isinstance(encoder, OpenAIWhisperEncoder)
 
 
 def _feature_dim(model: torch.nn.Module) -> int:
@@ -263,7 +274,15 @@ def extract_layers(
 
 def _espnet_layer_outputs(model, feats: torch.Tensor, lengths: torch.Tensor) -> List[LayerOutput]:
     """An ESPnet ASR model's layers: its frontend and normalisation (``input``), pre-encoder,
-    then the encoder's."""
+    then the encoder's; ESPnet's Whisper encoder computes its own input from the waveform."""
+    if _is_espnet_whisper(model.encoder):
+        from espnet_probe.asr.whisper import espnet_encoder_layers
+
+        parts = [p for p in ("frontend", "normalize", "preencoder") if getattr(model, p, None) is not None]
+        if parts:
+            raise NotImplementedError(f"ESPnet's Whisper encoder behind a {' and '.join(parts)}: it "
+                                      "takes the raw waveform (frontend: null, normalize: null)")
+        return espnet_encoder_layers(model.encoder, feats, lengths)
     if getattr(model, "frontend", None) is not None:
         feats, lengths = model.frontend(feats, lengths)
     if getattr(model, "normalize", None) is not None:

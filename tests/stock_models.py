@@ -11,6 +11,7 @@ experiment directory that looks like the one ``asr.sh`` leaves:
       data/{train,valid}/{wav.scp,text,utt2spk,spk2utt}
       data/token_list/bpe_unigram<N>/{train.txt,bpe.model,bpe.vocab,tokens.txt}
       data/token_list/char/tokens.txt
+      data/token_list/whisper_en/tokens.txt                    (only with the Whisper kind)
       exp/asr_stats_raw_bpe<N>/ and exp/asr_stats_raw_char/   (the collect-stats pass)
       exp/asr_<kind>/{config.yaml,train.log,*epoch.pth,valid.*.best.pth,valid.*.ave.pth,...}
 
@@ -215,10 +216,56 @@ keep_nbest_models: 2
 """ + _COMMON,
 }
 
-# token type and normalisation per kind (asr.sh's --token_type and --feats_normalize)
-TOKEN_TYPE = {"conformer_hybrid_bpe": "bpe", "transformer_conv2d6": "char", "rnn": "char"}
+# Whisper fine-tuned, shaped as the egs2 Whisper recipes' configs (encoder and decoder from a
+# pretrained Whisper, its own tokens, no CTC, no frontend: the encoder computes its own log-mel).
+# Not trained unless asked for (stock_recipe(kinds=...)): one epoch of a few steps at a small
+# learning rate, so the model still recognises speech.
+WHISPER_KIND = "whisper_tiny_en"
+CONFIGS[WHISPER_KIND] = """\
+input_size: 1
+frontend: null
+normalize: null
+specaug: null
+
+encoder: whisper
+encoder_conf:
+    whisper_model: tiny.en
+    dropout_rate: 0.0
+decoder: whisper
+decoder_conf:
+    whisper_model: tiny.en
+    dropout_rate: 0.0
+
+model_conf:
+    ctc_weight: 0.0
+    lsm_weight: 0.1
+    length_normalized_loss: false
+    sym_sos: "<|startoftranscript|>"
+    sym_eos: "<|endoftext|>"
+
+optim: adamw
+optim_conf:
+    lr: 1.0e-05
+    weight_decay: 0.01
+
+best_model_criterion:
+-   - valid
+    - acc
+    - max
+keep_nbest_models: 1
+""" + _COMMON
+
+# token type, normalisation and text cleaner per kind (asr.sh's --token_type, --feats_normalize
+# and --cleaner)
+TOKEN_TYPE = {"conformer_hybrid_bpe": "bpe", "transformer_conv2d6": "char", "rnn": "char",
+              WHISPER_KIND: "whisper_en"}
 FEATS_NORMALIZE = {"conformer_hybrid_bpe": "global_mvn", "transformer_conv2d6": "utterance_mvn",
-                   "rnn": "global_mvn"}
+                   "rnn": "global_mvn", WHISPER_KIND: None}
+CLEANER = {WHISPER_KIND: "whisper_en"}
+# ESPnet's trainer, as `python -m espnet2.bin.asr_train`; for Whisper the same main through
+# espnet_probe.bin.asr_train, which serves tiny.en's weights offline (ESPnet's encoder would
+# download them)
+TRAINER = {WHISPER_KIND: "espnet_probe.bin.asr_train"}
 
 
 class StockModelError(RuntimeError):
@@ -404,12 +451,39 @@ def make_recipe(recipe_dir: Path, train_dir: Path, valid_dir: Path) -> None:
           "--add_symbol", "<sos/eos>:-1"], recipe_dir, Path("log") / "tokenize_text.char.log")
 
 
+def whisper_token_list(recipe_dir: Path | None = None) -> Path:
+    rel = Path("data") / "token_list" / "whisper_en" / "tokens.txt"
+    return rel if recipe_dir is None else Path(recipe_dir) / rel
+
+
+def export_whisper_token_list(recipe_dir: Path) -> None:
+    """asr.sh's token-list stage for Whisper: ESPnet's whisper_export_vocabulary (in a process
+    that has imported espnet_probe: ESPnet's Whisper text classes need its tokenizer view)."""
+    if whisper_token_list(recipe_dir).is_file():
+        return
+    _run(["-c", "import runpy, espnet_probe; runpy.run_module("
+                "'espnet2.bin.whisper_export_vocabulary', run_name='__main__')",
+          "--whisper_model", "whisper_en", "--output", str(whisper_token_list())],
+         recipe_dir, Path("log") / "whisper_export_vocabulary.log")
+
+
 def _token_args(kind: str) -> list[str]:
     token_type = TOKEN_TYPE[kind]
     if token_type == "bpe":
         return ["--token_type", "bpe", "--token_list", str(bpe_dir() / "tokens.txt"),
                 "--bpemodel", str(bpe_dir() / "bpe.model")]
+    if token_type == "whisper_en":
+        return ["--token_type", token_type, "--token_list", str(whisper_token_list()),
+                "--bpemodel", token_type]
     return ["--token_type", token_type, "--token_list", str(char_dir() / "tokens.txt")]
+
+
+def _trainer(kind: str) -> list[str]:
+    return ["-m", TRAINER.get(kind, "espnet2.bin.asr_train")]
+
+
+def _cleaner(kind: str) -> list[str]:
+    return ["--cleaner", CLEANER.get(kind, "none")]
 
 
 def _data_args(split: str) -> list[str]:
@@ -434,8 +508,8 @@ def collect_stats(recipe_dir: Path, kind: str) -> Path:
     for split in ("train", "valid"):
         shutil.copyfile(recipe_dir / "data" / split / "wav.scp",
                         recipe_dir / logdir / f"{split}.1.scp")
-    _run(["-m", "espnet2.bin.asr_train", "--collect_stats", "true", "--use_preprocessor", "true",
-          *_token_args(kind), "--non_linguistic_symbols", "none", "--cleaner", "none",
+    _run([*_trainer(kind), "--collect_stats", "true", "--use_preprocessor", "true",
+          *_token_args(kind), "--non_linguistic_symbols", "none", *_cleaner(kind),
           "--g2p", "none", *_data_args("train"), *_data_args("valid"),
           "--train_shape_file", str(logdir / "train.1.scp"),
           "--valid_shape_file", str(logdir / "valid.1.scp"),
@@ -465,18 +539,20 @@ def train_stock_model(recipe_dir: Path, kind: str, max_epoch: int = 2, seed: int
     depend only on the data, the front end (the same for every kind) and the token list. Training
     runs with --resume true as in asr.sh, so calling again on a finished exp dir only re-averages.
     """
-    if kind not in STOCK_KINDS:
-        raise ValueError(f"unknown kind {kind!r}; one of {STOCK_KINDS}")
+    if kind not in CONFIGS:
+        raise ValueError(f"unknown kind {kind!r}; one of {tuple(CONFIGS)}")
     recipe_dir = Path(recipe_dir).resolve()
     if not (recipe_dir / "conf" / f"train_asr_{kind}.yaml").is_file():
         raise StockModelError(f"{recipe_dir}: no recipe here (call make_recipe first)")
+    if TOKEN_TYPE[kind] == "whisper_en":
+        export_whisper_token_list(recipe_dir)
     if not (reuse_stats and _stats_complete(recipe_dir, kind)):
         collect_stats(recipe_dir, kind)
     sdir = stats_dir(kind)
     token_type = TOKEN_TYPE[kind]
     exp = Path("exp") / f"asr_{kind}"
-    args = ["-m", "espnet2.bin.asr_train", "--use_preprocessor", "true", *_token_args(kind),
-            "--non_linguistic_symbols", "none", "--cleaner", "none", "--g2p", "none",
+    args = [*_trainer(kind), "--use_preprocessor", "true", *_token_args(kind),
+            "--non_linguistic_symbols", "none", *_cleaner(kind), "--g2p", "none",
             *_data_args("valid"),
             "--valid_shape_file", str(sdir / "valid" / "speech_shape"),
             "--valid_shape_file", str(sdir / "valid" / f"text_shape.{token_type}"),

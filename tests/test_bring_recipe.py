@@ -1,6 +1,7 @@
 """Bring your own ESPnet model, end to end: stock models trained by espnet2.bin.asr_train (asr.sh's
-collect_stats + training), one of them packed, probed by ./run.sh --asr_exps through stages 6-12
-on real speech, and the stock hybrid model's WER checked against espnet2.bin.asr_inference."""
+collect_stats + training), one of them packed, and Whisper tiny.en fine-tuned as the egs2 Whisper
+recipes do, probed by ./run.sh --asr_exps through stages 6-12 on real speech, and the stock hybrid
+model's WER checked against espnet2.bin.asr_inference."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from conftest import REPO
 from espnet_probe.metrics.wer import score
 from espnet_probe.data.kaldi_dir import read_table
 from espnet_probe.utils.checkpoint import load_checkpoint
-from stock_models import pack_model
+from stock_models import STOCK_KINDS, WHISPER_KIND, pack_model, stock_recipe
 from hostile import payload_checkpoint
 
 pytestmark = pytest.mark.integration
@@ -76,16 +77,16 @@ def _mean_mel_l1(recipe: Path, dump: str) -> float:
 N_TEST = 12  # 4 test speakers x 3 utterances
 
 
-def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, stock_asr_models, tmp_path):
+def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, tmp_path_factory, tmp_path):
     """The stock models train for 2 epochs (tests/stock_models.py): the hybrid ones' attention
     decoders already emit text, the CTC-only transformer still gives blanks only.  So stage 6
-    decodes the two hybrid models, refuses the CTC-only one (the old silent WER 100 %), and
-    stages 7-12 probe all three, one of them from its packed zip."""
+    decodes the two hybrid models and the fine-tuned Whisper, refuses the CTC-only one (the old
+    silent WER 100 %), and stages 7-12 probe all four, one of them from its packed zip."""
     recipe, common, env = probe_recipe
-    stock = stock_asr_models
+    stock = stock_recipe(tmp_path_factory, kinds=STOCK_KINDS + (WHISPER_KIND,))
     packed = pack_model(stock.recipe_dir, stock.exp("transformer_conv2d6"),
                         tmp_path / "transformer_conv2d6_packed.zip")
-    hybrid = [stock.exp("conformer_hybrid_bpe"), stock.exp("rnn")]
+    hybrid = [stock.exp("conformer_hybrid_bpe"), stock.exp("rnn"), stock.exp(WHISPER_KIND)]
     spk = yaml.safe_load((REPO / "conf" / "speaker" / "resnet_small.yaml").read_text())
     spk["encoder_conf"].update(widths=[4, 8, 8, 8], blocks=[1, 1, 1, 1], descriptor_dim=16,
                                embed_dim=16)
@@ -99,7 +100,7 @@ def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, stock_asr_m
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "dump_waves test: 12 utterances" in proc.stderr
     exp = recipe / "exp"
-    for name in ("conformer_hybrid_bpe", "rnn"):
+    for name in ("conformer_hybrid_bpe", "rnn", WHISPER_KIND):
         record = yaml.safe_load((exp / f"asr_{name}_brought" / "experiment.yaml").read_text())
         assert record["input"] == "wave" and record["decoding"]["method"] == "joint_ctc_attention"
         for cond in ("test", f"test_snr{SNRS}"):
@@ -111,6 +112,12 @@ def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, stock_asr_m
             assert len(hyps) == N_TEST and any(h.strip() for h in hyps.values())
     table = (exp / "asr_results.md").read_text()
     assert "joint CTC/attention beam 2, ctc_weight 0.3" in table and "ctc_weight 0.5" in table
+    # ESPnet's Whisper (encoder and decoder from tiny.en, Whisper's tokens, a few fine-tuning
+    # steps) recognises the unseen speakers: its own beam search, scored after its text cleaner
+    assert "attention beam 2 (ESPnet Speech2Text, ctc_weight 0), no LM; WER after ESPnet's " \
+        "whisper_en text cleaner" in table
+    whisper = json.loads((exp / f"asr_{WHISPER_KIND}_brought" / "decode_test" / "result.json").read_text())
+    assert whisper["wer"]["rate"] < 20, whisper["wer"]
 
     # a brought checkpoint that would run code is refused when it is brought, in one line
     evil = tmp_path / "recipe_elsewhere" / "exp" / "asr_evil"
@@ -127,14 +134,14 @@ def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, stock_asr_m
     assert "hypotheses is empty" in refused.stderr and "asr_transformer_conv2d6_packed_brought" in refused.stderr
     assert not list((exp / "asr_transformer_conv2d6_packed_brought").glob("decode_*/result.json"))
 
-    exps = " ".join(map(str, hybrid + [packed]))
+    exps = " ".join(map(str, hybrid + [packed]))  # the Whisper: its encoder's own log-mel as input
     proc = _run(base + ["--stage", "7", "--stop_stage", "12", "--asr_exps", exps,
                         "--probe_train_set", "train",  # clean only: half the work of train_robust
                         "--probe_args", "--max_epoch 4 --batch_bins 400000 --probe_conf hidden_size=64",
                         "--vocode_max_utts", "8", "--speaker_config", str(spk_conf), "--n_boot", "100"],
                 recipe, env)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    names = ("conformer_hybrid_bpe", "rnn", "transformer_conv2d6_packed")
+    names = ("conformer_hybrid_bpe", "rnn", WHISPER_KIND, "transformer_conv2d6_packed")
     constant = _mean_mel_l1(recipe, "test")
     assert yaml.safe_load((exp / "asr_transformer_conv2d6_packed_brought" / "experiment.yaml")
                           .read_text())["packed"]

@@ -280,3 +280,118 @@ def test_stage_6_brings_whisper_and_scores_it_after_its_normaliser(tmp_path, cap
     assert asr_results.main(["--exps", str(exp), "--out", str(tmp_path / "asr_results")]) == 0
     table = (tmp_path / "asr_results.md").read_text()
     assert "| whisper-tiny.en | brought |" in table and "Whisper's English normaliser" in table
+
+
+def test_espnets_whisper_tokenizer_runs_on_pypis_openai_whisper(tmp_path):
+    """ESPnet's whisper_en tokenizer, id converter and vocabulary export call the transformers
+    tokenizer openai-whisper no longer has; over tiktoken (espnet_probe.asr.whisper_tokens) they
+    give Whisper's own ids, round-trip the text, and size the vocabulary as the model's."""
+    import whisper
+    from espnet2.bin.whisper_export_vocabulary import export_vocabulary
+    from espnet2.text.whisper_token_id_converter import OpenAIWhisperTokenIDConverter
+    from espnet2.text.whisper_tokenizer import OpenAIWhisperTokenizer
+
+    tokenizer, converter = OpenAIWhisperTokenizer("whisper_en"), OpenAIWhisperTokenIDConverter("whisper_en")
+    reference = whisper.tokenizer.get_tokenizer(multilingual=False)
+    texts = [text for _, _, text in librispeech(20)] + ["naïve café — “quoted”, 42 %"]
+    for text in texts:
+        tokens = tokenizer.text2tokens(text)
+        ids = converter.tokens2ids(tokens)
+        assert ids == [reference.no_timestamps] + reference.encode(text)
+        assert tokenizer.tokens2text(tokens) == text
+        assert tokenizer.tokens2text(converter.ids2tokens(ids)) == text  # specials skipped
+    assert tokenizer.text2tokens("the cat")[1] == "\u0120cat"  # GPT-2's byte alphabet: " " -> "Ġ"
+    assert converter.get_num_vocabulary_size() == 51864  # tiny.en's n_vocab
+    assert OpenAIWhisperTokenIDConverter("whisper_multilingual").get_num_vocabulary_size() == 51865
+    assert OpenAIWhisperTokenIDConverter("whisper_en", sot=True).tokens2ids(["<sc>"])[-1] == 51864
+    export_vocabulary(str(tmp_path / "tokens.txt"), "whisper_en")
+    vocab = (tmp_path / "tokens.txt").read_text(encoding="utf-8").splitlines()
+    assert len(vocab) == 51864 and vocab[reference.eot] == "<|endoftext|>"
+    assert vocab[reference.sot] == "<|startoftranscript|>" and vocab[-1] == "<|30.00|>"
+
+
+class _EspnetWhisperModel(torch.nn.Module):
+    """What ASRTask builds for ``encoder: whisper`` with ``input_size: 1`` (no frontend, no
+    normalisation), without the decoder the layers do not need."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder, self.frontend, self.normalize, self.preencoder = encoder, None, None, None
+
+
+def test_espnets_whisper_encoder_layers_are_its_forward_one_utterance_at_a_time(tiny, tmp_path):
+    from espnet2.asr.encoder.whisper_encoder import OpenAIWhisperEncoder
+
+    from espnet_probe.layers import model_input
+
+    model = _EspnetWhisperModel(OpenAIWhisperEncoder(whisper_model="tiny.en",
+                                                     download_dir=str(tmp_path))).eval()
+    spec = model_input(model)
+    assert (spec.kind, spec.period, spec.offset) == ("wave", 0.01, -0.005)
+    waves = [torch.from_numpy(w) for _, w, _ in librispeech(3)]
+    lengths = torch.tensor([len(w) for w in waves])
+    batch = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
+    layers = extract_layers(model, batch, lengths)
+    assert [l.name for l in layers] == ["input", "conv1", "conv2", "block1", "block2", "block3",
+                                        "block4", "output"]
+    assert [l.period for l in layers] == [0.01, 0.01] + [0.02] * 6
+    with torch.no_grad():
+        for b, wave in enumerate(waves):
+            out, olens, _ = model.encoder(wave[None], lengths[b:b + 1])
+            n = int(olens[0])
+            assert int(layers[-1].lengths[b]) == n == math.ceil(len(wave) // 160 / 2)
+            assert torch.equal(layers[-1].hidden[b, :n], out[0])  # exactly its forward, alone
+            mel, mel_lens = model.encoder.log_mel_spectrogram(wave[None], lengths[b:b + 1])
+            assert torch.equal(layers[0].hidden[b, : int(mel_lens[0])], mel[0].T)
+    assert not list(tmp_path.iterdir())  # tiny.en served offline
+    long = torch.zeros(1, 31 * 16000)
+    with pytest.raises(ValueError, match="lasts 31.0 s: ESPnet's Whisper encoder keeps its first 30 s"):
+        extract_layers(model, long, torch.tensor([long.size(1)]))
+
+
+def _espnet_whisper_config(tmp_path: Path) -> Path:
+    """An egs2-style ESPnet Whisper config (encoder + decoder from tiny.en, Whisper's tokens)."""
+    import yaml
+    from espnet2.bin.whisper_export_vocabulary import export_vocabulary
+
+    export_vocabulary(str(tmp_path / "tokens.txt"), "whisper_en")
+    conf = {"token_list": str(tmp_path / "tokens.txt"), "token_type": "whisper_en",
+            "bpemodel": "whisper_en", "cleaner": "whisper_en", "input_size": 1, "frontend": None,
+            "normalize": None, "specaug": None,
+            "encoder": "whisper", "encoder_conf": {"whisper_model": "tiny.en", "download_dir": str(tmp_path)},
+            "decoder": "whisper", "decoder_conf": {"whisper_model": "tiny.en", "download_dir": str(tmp_path)},
+            "model_conf": {"ctc_weight": 0.0, "sym_sos": "<|startoftranscript|>",
+                           "sym_eos": "<|endoftext|>"}}
+    from espnet2.tasks.asr import ASRTask
+
+    full = {**vars(ASRTask.get_parser().parse_args([])), **conf}  # as the trainer writes it
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(full))
+    return tmp_path / "config.yaml"
+
+
+def test_whisper_beam_search_keeps_cross_attention_and_finds_the_same_hypotheses(tmp_path):
+    """stage 6's decoding of an ESPnet Whisper model: ESPnet's Speech2Text with the encoder's
+    keys and values projected once per utterance gives ESPnet's own hypotheses, faster."""
+    import time
+
+    from espnet2.bin.asr_inference import Speech2Text
+
+    from espnet_probe.asr.decode import WhisperCrossAttentionCache
+
+    config = _espnet_whisper_config(tmp_path)
+    plain, cached = (Speech2Text(asr_train_config=str(config), asr_model_file=None, beam_size=2,
+                                 ctc_weight=0.0, lm_weight=0.0, penalty=0.0, nbest=1, maxlenratio=0.15)
+                     for _ in range(2))
+    cache = WhisperCrossAttentionCache.attach(cached.asr_model.decoder)
+    seconds = {"plain": 0.0, "cached": 0.0}
+    for _, wave, _ in librispeech(2):
+        start = time.perf_counter()
+        theirs = plain(wave)[0]
+        seconds["plain"] += time.perf_counter() - start
+        cache.reset()
+        start = time.perf_counter()
+        ours = cached(wave)[0]
+        seconds["cached"] += time.perf_counter() - start
+        assert ours[2] == theirs[2] and ours[0] == theirs[0]  # token ids and text
+        assert len(theirs[2]) > 5
+    print(f"beam 2 on 2 utterances: {seconds['plain']:.1f} s as ESPnet, {seconds['cached']:.1f} s cached")

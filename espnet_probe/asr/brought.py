@@ -34,6 +34,7 @@ from typing import Optional
 
 import yaml
 
+from espnet_probe.data.model_inputs import input_kind
 from espnet_probe.utils.fileio import atomic_dir, atomic_open
 
 CHECKPOINT_ORDER = ("valid.acc.ave.pth", "valid.acc.best.pth", "valid.loss.ave.pth",
@@ -43,6 +44,8 @@ PATH_KEYS = (
     (None, "bpemodel"), (None, "token_list"), ("normalize_conf", "stats_file"),
     ("frontend_conf", "path_or_url"), ("preencoder_conf", "path"),
 )
+# values of those keys that name a built-in rather than a file: ESPnet's Whisper tokenizers
+BUILT_IN_VALUES = {"whisper_en", "whisper_multilingual"}
 EXPERIMENT_FILE = "experiment.yaml"
 
 
@@ -89,8 +92,8 @@ def _resolve_paths(conf: dict, root: Path, config_path: Path, what: str) -> dict
         if not isinstance(holder, dict):
             continue
         value = holder.get(key)
-        if not isinstance(value, str) or not value or "://" in value:
-            continue  # token_list given inline as a list, a URL, or unset
+        if not isinstance(value, str) or not value or "://" in value or value in BUILT_IN_VALUES:
+            continue  # token_list given inline as a list, a URL, a built-in name, or unset
         path = Path(value)
         if not path.is_absolute():
             path = root / path
@@ -148,11 +151,6 @@ def _decoding(conf: dict) -> dict:
     has_decoder = conf.get("decoder") not in (None, "none")
     hybrid = has_decoder and ctc_weight < 1.0
     return {"method": "joint_ctc_attention" if hybrid else "ctc_greedy", "ctc_weight": ctc_weight}
-
-
-def _input_kind(conf: dict) -> str:
-    # ESPnet drops the frontend when input_size is set (features given directly)
-    return "feats" if conf.get("input_size") else "wave"
 
 
 def bring(source: str | Path, exp_dir: str | Path, recipe_dir: Optional[str | Path] = None,
@@ -222,8 +220,8 @@ def bring(source: str | Path, exp_dir: str | Path, recipe_dir: Optional[str | Pa
             "kind": "asr", "origin": "brought", "model": name or default_name(source),
             "training": "brought", "source": str(source), "packed": packed,
             "config": str(config), "checkpoint": str(checkpoint),
-            "input": _input_kind(conf), "encoder": conf.get("encoder"),
-            "frontend": conf.get("frontend") if _input_kind(conf) == "wave" else None,
+            "input": input_kind(conf), "encoder": conf.get("encoder"),
+            "frontend": conf.get("frontend") if input_kind(conf) == "wave" else None,
             "token_type": conf.get("token_type"), "decoding": _decoding(conf),
             "settings": settings,
         }

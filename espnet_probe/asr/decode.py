@@ -114,11 +114,85 @@ def joint_decode(asr_config: str | Path, model, inputs: InputSet,
                               device=device, beam_size=beam_size, ctc_weight=ctc_weight,
                               lm_weight=0.0, penalty=0.0, nbest=1)
     speech2text.asr_model.load_state_dict(model.state_dict(), strict=True)
+    positions = text_positions(speech2text.asr_model.decoder)
+    if positions:
+        # ESPnet's default allows one token per encoder frame (750 for 15 s), past the 448
+        # positions of Whisper's decoder; Whisper's own decoding allows half of them (224 tokens)
+        # per 30-s window of 1,500 frames: that ratio, which also bounds the cost (any ratio but
+        # 0 turns ESPnet's end detection off, so every hypothesis runs to it)
+        speech2text.maxlenratio = positions // 2 / WHISPER_WINDOW_FRAMES
+    cross_attention = WhisperCrossAttentionCache.attach(speech2text.asr_model.decoder)
     hyps = {}
     for utt in tqdm(sorted(inputs.entries), desc=f"beam {beam_size}", file=sys.stderr, mininterval=5):
+        if cross_attention is not None:
+            cross_attention.reset()
         results = speech2text(inputs.read(utt))
         hyps[utt] = results[0][0] if results and results[0][0] is not None else ""
     return hyps
+
+
+WHISPER_WINDOW_FRAMES = 1500  # encoder frames of Whisper's 30-s window
+
+
+class WhisperCrossAttentionCache:
+    """Beam steps of ESPnet's Whisper decoder without projecting the encoder output again.
+
+    ``OpenAIWhisperDecoder.batch_score`` recomputes every step from scratch (it ignores caches),
+    so each cross-attention projects all of the utterance's encoder frames to keys and values at
+    every step: for 15 s of speech (750 frames) and a 2-token prefix that is most of a step.
+    ``batch_score`` here is the same computation with those projections made once per utterance
+    and handed to openai-whisper's attention as its ``kv_cache``, which it reads instead of
+    recomputing them: the same operations on the same tensors, so the same hypotheses
+    (tests/test_whisper.py).  Installed on the decoder instance; ESPnet's files are untouched.
+    """
+
+    def __init__(self, decoder):
+        self.decoder = decoder
+        self.reset()
+
+    @classmethod
+    def attach(cls, decoder):
+        """Install on ``decoder`` if it is ESPnet's Whisper decoder; returns the cache or None."""
+        from espnet2.asr.decoder.whisper_decoder import OpenAIWhisperDecoder
+
+        if not isinstance(decoder, OpenAIWhisperDecoder):
+            return None
+        cache = cls(decoder)
+        decoder.batch_score = cache.batch_score
+        return cache
+
+    def reset(self) -> None:
+        """Forget the projections (call before each utterance)."""
+        self.memory_key, self.projections = None, {}
+
+    def batch_score(self, ys: torch.Tensor, states, xs: torch.Tensor):
+        whisper_decoder = self.decoder.decoders
+        # the beam search passes one encoder output expanded over the running hypotheses
+        key = (xs.data_ptr(), tuple(xs.shape[1:]))
+        if key != self.memory_key:
+            one = xs[:1]
+            self.projections = {}
+            for block in whisper_decoder.blocks:
+                attention = block.cross_attn
+                self.projections[attention.key] = attention.key(one)
+                self.projections[attention.value] = attention.value(one)
+            self.memory_key = key
+        kv_cache = {m: t.expand(xs.size(0), -1, -1) for m, t in self.projections.items()}
+        x = whisper_decoder.token_embedding(ys) + whisper_decoder.positional_embedding[: ys.size(1)]
+        x = self.decoder.dropout(x).to(xs.dtype)
+        for i, block in enumerate(whisper_decoder.blocks):
+            x = block(x, xs, mask=whisper_decoder.mask, kv_cache=kv_cache)
+            if i < len(whisper_decoder.blocks) - 1:
+                x = self.decoder.dropout(x)
+        x = whisper_decoder.ln(x)[:, -1]
+        logits = (x @ whisper_decoder.token_embedding.weight.to(x.dtype).T).float()
+        return torch.log_softmax(logits, dim=-1), None
+
+
+def text_positions(decoder) -> int:
+    """How many tokens ``decoder`` has positions for, if limited (Whisper's: 448), else 0."""
+    embedding = getattr(getattr(decoder, "decoders", None), "positional_embedding", None)
+    return int(embedding.size(0)) if isinstance(embedding, torch.Tensor) else 0
 
 
 @torch.no_grad()

@@ -22,6 +22,10 @@ utterances up to 30 s, consecutive windows for longer ones (each window is encod
 as Whisper's long-form transcription does).  Of each window only the frames that cover the
 utterance are kept: ``n = samples // 160`` input frames, ``ceil(n / 2)`` frames at 20 ms.
 
+ESPnet's Whisper encoder (``encoder: whisper`` in an ESPnet ASR config, e.g. a model fine-tuned by
+an egs2 Whisper recipe) is probed through ``espnet_encoder_layers``: the same layers, computed
+on its own log-mel as its forward computes them.
+
 Decoding (stage 6): Whisper's own greedy decoding (``whisper.decode``, temperature 0, no
 timestamps, English) for utterances up to 30 s, batched; longer ones with ``whisper.transcribe``
 at temperature 0 (its long-form seeking needs timestamps).  WER and CER are computed after
@@ -216,6 +220,72 @@ def read_whisper(source: str | Path) -> Tuple[dict, Dict[str, torch.Tensor], dic
 
 # ----------------------------------------------------------------------------- the model
 
+def layer_names(n_blocks: int) -> List[str]:
+    return ["input", "conv1", "conv2"] + [f"block{i + 1}" for i in range(n_blocks)] + ["output"]
+
+
+def encoder_stack(encoder: torch.nn.Module, mel: torch.Tensor) -> List[torch.Tensor]:
+    """[conv1 (B, T, D), conv2 (B, ceil(T / 2), D), block1..N, output] of openai-whisper's
+    ``AudioEncoder`` for log-mels (B, n_mels, T): its forward, kept layer by layer, with the
+    positional embedding cut to the frames given (all 1,500 for a 30-s window)."""
+    import torch.nn.functional as F
+
+    x = F.gelu(encoder.conv1(mel))
+    per = [x.transpose(1, 2)]
+    x = F.gelu(encoder.conv2(x)).transpose(1, 2)
+    per.append(x)
+    x = x + encoder.positional_embedding[: x.size(1)]
+    for block in encoder.blocks:
+        x = block(x)
+        per.append(x)
+    per.append(encoder.ln_post(x))
+    return per
+
+
+def _layer_output(name: str, index: int, parts: List[torch.Tensor]) -> LayerOutput:
+    """Layer ``index`` of a batch from each utterance's own frames (T_b, D), zero-padded."""
+    rate = 2 if index > 1 else 1  # input and conv1 at 10 ms, the rest at 20 ms
+    lens = torch.tensor([len(x) for x in parts], device=parts[0].device)
+    hidden = parts[0].new_zeros(len(parts), max(int(lens.max()), 1), parts[0].size(-1))
+    for b, x in enumerate(parts):
+        hidden[b, : len(x)] = x
+    # a stride-2 frame j is centred on input frame 2j: it spans input frames [2j - 0.5, 2j + 1.5)
+    return LayerOutput(name, hidden, lens, rate, -0.5 if rate == 2 else 0.0)
+
+
+def espnet_encoder_layers(encoder: torch.nn.Module, wave: torch.Tensor,
+                          lengths: torch.Tensor) -> List[LayerOutput]:
+    """The layers of ESPnet's Whisper encoder (``encoder: whisper``, ``OpenAIWhisperEncoder``)
+    for a padded batch of waveforms (B, N), computed as its forward computes them.
+
+    ``input`` is the encoder's own log-mel of the waveform as ESPnet feeds it (padded or cut
+    to 30 s only with ``do_pad_trim``; else the utterance alone, as it was fine-tuned); then
+    conv1, conv2, block1..N and output as for Whisper itself (module doc).  ESPnet's encoder has
+    no attention mask, so in a padded batch an utterance attends to the padding: each utterance
+    is encoded on its own, as one decoded alone is.  It keeps 1,500 frames (30 s) at most and
+    drops the rest; an utterance that long is refused rather than probed in part.
+    """
+    enc = encoder.encoders
+    max_frames = enc.positional_embedding.size(0)
+    per_utt = []
+    for b in range(wave.size(0)):
+        n = int(lengths[b])
+        x, ilens = wave[b:b + 1, :n], lengths[b:b + 1]
+        if encoder.do_pad_trim:
+            x = encoder.pad_or_trim(x, encoder.pad_samples)
+        if n // HOP > 2 * max_frames:
+            raise ValueError(f"utterance {b} of the batch lasts {n / SAMPLE_RATE:.1f} s: ESPnet's "
+                             f"Whisper encoder keeps its first {max_frames * 2 * HOP / SAMPLE_RATE:g} s "
+                             "only (cut such utterances before probing)")
+        mel, mel_lens = encoder.log_mel_spectrogram(x, ilens)
+        frames = min(int(mel_lens[0]), mel.size(-1))
+        stack = encoder_stack(enc, mel)
+        keep = [frames, frames] + [math.ceil(frames / 2)] * (len(stack) - 1)
+        per_utt.append([x[0, :k] for x, k in zip([mel.transpose(1, 2)] + stack, keep)])
+    return [_layer_output(name, i, [u[i] for u in per_utt])
+            for i, name in enumerate(layer_names(len(enc.blocks)))]
+
+
 class WhisperFrontend(torch.nn.Module):
     """Whisper's log-mel, described as ESPnet's STFT frontend is (layers.model_input reads
     the timing from ``stft`` and ``fs``): 25 ms windows every 10 ms, centred."""
@@ -267,28 +337,12 @@ class WhisperASR(torch.nn.Module):
 
     def _encode_windows(self, mels: torch.Tensor) -> List[torch.Tensor]:
         """[conv1 (W, 3000, D), conv2, block1..N, output (W, 1500, D)] for a stack of windows."""
-        import torch.nn.functional as F
-
-        enc = self.whisper.encoder
-        outs: List[List[torch.Tensor]] = []
-        for first in range(0, mels.size(0), self.window_batch):
-            x = mels[first:first + self.window_batch]
-            per = []
-            x = F.gelu(enc.conv1(x))
-            per.append(x.transpose(1, 2))
-            x = F.gelu(enc.conv2(x)).transpose(1, 2)
-            per.append(x)
-            x = x + enc.positional_embedding
-            for block in enc.blocks:
-                x = block(x)
-                per.append(x)
-            per.append(enc.ln_post(x))
-            outs.append(per)
+        outs = [encoder_stack(self.whisper.encoder, mels[first:first + self.window_batch])
+                for first in range(0, mels.size(0), self.window_batch)]
         return [torch.cat(parts) for parts in zip(*outs)]
 
     def layer_names(self) -> List[str]:
-        return (["input", "conv1", "conv2"] + [f"block{i + 1}" for i in range(self.dims["n_audio_layer"])]
-                + ["output"])
+        return layer_names(self.dims["n_audio_layer"])
 
     def utterance_layers(self, speech: torch.Tensor, lengths: torch.Tensor) -> List[List[torch.Tensor]]:
         """Per utterance, every layer's frames that cover it: [(T_l, D_l) per layer]."""
@@ -337,17 +391,8 @@ class WhisperASR(torch.nn.Module):
         """Every layer (module doc) for a padded batch of waveforms (B, N)."""
         cached = getattr(self, "_cache_max", 0) > 0
         per_utt = (self._cached_utterance_layers if cached else self.utterance_layers)(speech, lengths)
-        layers = []
-        for i, name in enumerate(self.layer_names()):
-            rate = 2 if i > 1 else 1  # input and conv1 at 10 ms, the rest at 20 ms
-            parts = [u[i] for u in per_utt]
-            lens = torch.tensor([len(x) for x in parts], device=speech.device)
-            hidden = parts[0].new_zeros(len(parts), max(int(lens.max()), 1), parts[0].size(-1))
-            for b, x in enumerate(parts):
-                hidden[b, : len(x)] = x
-            # a stride-2 frame j is centred on input frame 2j: it spans input frames [2j - 0.5, 2j + 1.5)
-            layers.append(LayerOutput(name, hidden, lens, rate, -0.5 if rate == 2 else 0.0))
-        return layers
+        return [_layer_output(name, i, [u[i] for u in per_utt])
+                for i, name in enumerate(self.layer_names())]
 
     @torch.no_grad()
     def transcribe(self, waves: Sequence[np.ndarray], batch_size: int = 8) -> List[str]:

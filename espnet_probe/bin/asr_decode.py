@@ -45,6 +45,21 @@ def reference_frames_needed(model, refs: dict[str, str], token_type: str, bpemod
             for u, text in refs.items()}
 
 
+def text_normaliser(decoding: dict, train_args: dict):
+    """(description, function) applied to references and hypotheses before scoring, or
+    (None, None).  Whisper writes cased, punctuated text: its English normaliser, both sides.  A
+    model trained with an ESPnet text cleaner (``cleaner: whisper_en`` in the egs2 Whisper
+    recipes) writes cleaned text: that cleaner, both sides, as asr.sh scores it."""
+    if decoding["method"] == "whisper_greedy":
+        return "Whisper's English normaliser", english_normaliser()
+    cleaner = train_args.get("cleaner")
+    if cleaner in (None, "none"):
+        return None, None
+    from espnet2.text.cleaner import TextCleaner
+
+    return f"ESPnet's {cleaner} text cleaner", TextCleaner(cleaner)
+
+
 def decode_set(model, train_args: dict, config: Path, checkpoint: Path, feats_dir: Path,
                out: Path, exp_name: str, max_frames: int, decoding: dict, device: str) -> None:
     from espnet_probe.layers import model_input
@@ -53,13 +68,9 @@ def decode_set(model, train_args: dict, config: Path, checkpoint: Path, feats_di
     inputs = open_inputs(feats_dir, model_input(model).kind)
     token_type, bpemodel = train_args.get("token_type", "char"), train_args.get("bpemodel")
     refs = read_table(feats_dir / "text", allow_empty_value=True)
-    scored_refs = refs
+    normaliser, normalise = text_normaliser(decoding, train_args)
     if decoding["method"] == "whisper_greedy":
         hyps = whisper_decode(model, inputs)
-        # Whisper writes cased, punctuated text: scored after its English normaliser, both sides
-        normalise = english_normaliser()
-        scored_refs = {u: normalise(t) for u, t in refs.items()}
-        scored_hyps = {u: normalise(t) for u, t in hyps.items()}
         warnings = check_decode(hyps, {}, {}, f"{exp_name} on {feats_dir}")  # no CTC frames
     else:
         if decoding["method"] == "joint_ctc_attention":
@@ -68,15 +79,18 @@ def decode_set(model, train_args: dict, config: Path, checkpoint: Path, feats_di
             frames = encoder_frames(model, inputs, max_frames)
         else:
             hyps, frames = greedy_decode(model, inputs, token_type, bpemodel, max_frames)
-        scored_hyps = hyps
         warnings = check_decode(hyps, frames, reference_frames_needed(model, refs, token_type, bpemodel),
                                 f"{exp_name} on {feats_dir}")
+    scored_refs, scored_hyps = refs, hyps
     out.mkdir(parents=True, exist_ok=True)
     write_table(out / "text", hyps)
-    if scored_hyps is not hyps:
+    if normalise is not None:
+        scored_refs = {u: normalise(t) for u, t in refs.items()}
+        scored_hyps = {u: normalise(t) for u, t in hyps.items()}
         write_table(out / "text.normalised", scored_hyps)
     result = {"checkpoint": str(checkpoint), "set": feats_dir.name, "utterances": len(refs),
-              "input": inputs.kind, "decoding": decoding, "warnings": warnings}
+              "input": inputs.kind, "decoding": decoding, "normaliser": normaliser,
+              "warnings": warnings}
     for unit, key in (("word", "wer"), ("char", "cer")):
         c = score(scored_refs, scored_hyps, unit)
         result[key] = {"rate": round(c.rate, 2), "ref": c.ref_len, "sub": c.sub, "del": c.dele,

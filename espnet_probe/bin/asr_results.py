@@ -29,10 +29,14 @@ def load_results(exp: Path) -> list[dict]:
 def describe_decoding(result: dict) -> str:
     d = result.get("decoding") or {"method": "ctc_greedy"}
     if d["method"] == "whisper_greedy":
-        return "Whisper's greedy decoding, no timestamps; WER after Whisper's English normaliser"
-    if d["method"] == "joint_ctc_attention":
-        return f"joint CTC/attention beam {d['beam_size']}, ctc_weight {d['ctc_weight']:g} (ESPnet Speech2Text), no LM"
-    return "greedy CTC, no LM"
+        how = "Whisper's greedy decoding, no timestamps"
+    elif d["method"] == "joint_ctc_attention" and d["ctc_weight"] == 0:
+        how = f"attention beam {d['beam_size']} (ESPnet Speech2Text, ctc_weight 0), no LM"
+    elif d["method"] == "joint_ctc_attention":
+        how = f"joint CTC/attention beam {d['beam_size']}, ctc_weight {d['ctc_weight']:g} (ESPnet Speech2Text), no LM"
+    else:
+        how = "greedy CTC, no LM"
+    return how + (f"; WER after {result['normaliser']}" if result.get("normaliser") else "")
 
 
 def experiment_info(exp: Path) -> dict:

@@ -31,13 +31,25 @@ from espnet_probe.utils.freshness import Stamp
 INPUT_FILES = {"feats": ("feats.scp", "feats_shape"), "wave": ("wave.scp", "wave_shape")}
 
 
-def config_input_kind(asr_config: str | Path) -> str:
-    """What the model of an ESPnet ASR config.yaml takes, as ESPnet's ASRTask.build_model
+# ESPnet encoders that compute their own features from the waveform: their configs set
+# input_size (1) so that ESPnet builds no frontend, yet the model is given the waveform
+WAVEFORM_ENCODERS = ("whisper",)
+
+
+def input_kind(conf: dict) -> str:
+    """What the model of an ESPnet ASR training config takes, as ESPnet's ASRTask.build_model
     decides it: an ``input_size`` means features and no frontend, none means a frontend over
-    the waveform. (``espnet_probe.layers.model_input`` says the same of a built model.)"""
-    with open(asr_config, encoding="utf-8") as f:
-        conf = yaml.safe_load(f) or {}
+    the waveform; a waveform encoder takes the waveform either way.
+    (``espnet_probe.layers.model_input`` says the same of a built model.)"""
+    if conf.get("encoder") in WAVEFORM_ENCODERS:
+        return "wave"
     return "feats" if conf.get("input_size") is not None else "wave"
+
+
+def config_input_kind(asr_config: str | Path) -> str:
+    """``input_kind`` of a config.yaml."""
+    with open(asr_config, encoding="utf-8") as f:
+        return input_kind(yaml.safe_load(f) or {})
 
 
 class ModelInputError(ValueError):

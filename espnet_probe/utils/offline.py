@@ -19,6 +19,10 @@
   ESPnet 202511's encoder also imports ``whisper.audio.N_MELS``, which openai-whisper 20250625 no
   longer defines: it is set to 80, the mel count of every Whisper model but large-v3 (ESPnet's
   encoder computes 80 bins whatever the model, as its frontend already falls back to).
+* ESPnet's Whisper tokenizer works: its text classes call the transformers tokenizer that
+  openai-whisper dropped for tiktoken in 2023; ``whisper.tokenizer.get_tokenizer`` returns
+  tokenizers that carry one (espnet_probe.asr.whisper_tokens), so ``token_type: whisper_en``
+  trains, decodes and exports its token list with PyPI's openai-whisper.
 
 The hooks cost nothing until their module is imported.
 """
@@ -127,6 +131,10 @@ def _use_local_weights(whisper) -> None:
         whisper.load_model = _load_model_locally(whisper.load_model)
     if not hasattr(whisper.audio, "N_MELS"):
         whisper.audio.N_MELS = 80
+    if not getattr(whisper.tokenizer.get_tokenizer, "transformers_view", False):
+        from espnet_probe.asr.whisper_tokens import with_transformers_view
+
+        whisper.tokenizer.get_tokenizer = with_transformers_view(whisper.tokenizer.get_tokenizer)
 
 
 def _exec_with_local_weights(exec_module, module) -> None:
