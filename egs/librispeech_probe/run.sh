@@ -8,6 +8,9 @@
 #   ./run.sh --musan_dir ../../../shared/data/musan_mini --local_data_opts \
 #     "--librispeech_dir ../../../shared/data/LibriSpeech --subsets train-clean-5 --split_by_speaker 14,2,4"
 # Either way the sets are data/{train,dev,test}.
+# Whisper tiny.en instead of the trained models (docs/results/whisper_tiny_en, the run of record):
+#   ./run.sh --asr_configs "" --asr_exps whisper:tiny.en --musan_dir ../../../shared/data/musan_mini \
+#     --local_data_opts "<as above>" --test_snrs 0
 # This recipe's own configs (the embedded default's are sized for its 15-minute budget); every
 # test utterance vocoded and scored, as the paper scores all of test-clean, and every trial the
 # test speakers allow (--vocode_max_utts N / --n_trials N cut them); the paper's SNRs. Options
