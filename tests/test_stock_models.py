@@ -55,7 +55,8 @@ def _config(recipe: StockRecipe, kind: str) -> dict:
 
 
 def test_training_times_are_recorded(recipe):
-    assert set(recipe.train_seconds) == set(STOCK_KINDS)
+    # the session's recipe: other tests may have added kinds (test_bring_recipe's Whisper)
+    assert set(STOCK_KINDS) <= set(recipe.train_seconds)
     for kind in STOCK_KINDS:
         print(f"stock model {kind}: {recipe.train_seconds[kind]:.1f} s "
               "(collect stats when needed + training)")
