@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from espnet_probe.asr.whisper import WINDOW_FRAMES
 from espnet_probe.data.model_inputs import InputSet
 from espnet_probe.utils.device import model_device
 
@@ -120,7 +121,7 @@ def joint_decode(asr_config: str | Path, model, inputs: InputSet,
         # positions of Whisper's decoder; Whisper's own decoding allows half of them (224 tokens)
         # per 30-s window of 1,500 frames: that ratio, which also bounds the cost (any ratio but
         # 0 turns ESPnet's end detection off, so every hypothesis runs to it)
-        speech2text.maxlenratio = positions // 2 / WHISPER_WINDOW_FRAMES
+        speech2text.maxlenratio = positions // 2 / (WINDOW_FRAMES // 2)
     cross_attention = WhisperCrossAttentionCache.attach(speech2text.asr_model.decoder)
     hyps = {}
     for utt in tqdm(sorted(inputs.entries), desc=f"beam {beam_size}", file=sys.stderr, mininterval=5):
@@ -129,9 +130,6 @@ def joint_decode(asr_config: str | Path, model, inputs: InputSet,
         results = speech2text(inputs.read(utt))
         hyps[utt] = results[0][0] if results and results[0][0] is not None else ""
     return hyps
-
-
-WHISPER_WINDOW_FRAMES = 1500  # encoder frames of Whisper's 30-s window
 
 
 class WhisperCrossAttentionCache:
@@ -163,20 +161,16 @@ class WhisperCrossAttentionCache:
 
     def reset(self) -> None:
         """Forget the projections (call before each utterance)."""
-        self.memory_key, self.projections = None, {}
+        self.projections = {}
 
     def batch_score(self, ys: torch.Tensor, states, xs: torch.Tensor):
         whisper_decoder = self.decoder.decoders
-        # the beam search passes one encoder output expanded over the running hypotheses
-        key = (xs.data_ptr(), tuple(xs.shape[1:]))
-        if key != self.memory_key:
+        if not self.projections:  # the beam search passes one encoder output, expanded
             one = xs[:1]
-            self.projections = {}
             for block in whisper_decoder.blocks:
                 attention = block.cross_attn
                 self.projections[attention.key] = attention.key(one)
                 self.projections[attention.value] = attention.value(one)
-            self.memory_key = key
         kv_cache = {m: t.expand(xs.size(0), -1, -1) for m, t in self.projections.items()}
         x = whisper_decoder.token_embedding(ys) + whisper_decoder.positional_embedding[: ys.size(1)]
         x = self.decoder.dropout(x).to(xs.dtype)
