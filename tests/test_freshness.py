@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from conftest import REPO
-from espnet_probe.utils.freshness import Stamp
+from espnet_probe.utils.freshness import Stamp, fingerprint
 
 
 def test_stamp_skips_resumes_or_redoes_and_keeps_the_records(tmp_path):
@@ -25,7 +25,9 @@ def test_stamp_skips_resumes_or_redoes_and_keeps_the_records(tmp_path):
     assert stamp.begin({"a": 2}) == "changed"
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
         ".started", "experiment.yaml", "inner", "inner/experiment.yaml"]
+    assert not stamp.is_done()
     stamp.finish({"a": 2}, utterances=3)
+    assert stamp.is_done()
     assert not stamp.started.exists() and stamp.summary() == {"utterances": 3}
     assert stamp.state({"a": 2}) == "done" and stamp.begin({"a": 2}) == "done"
     assert stamp.state({"a": 3}) == "changed"
@@ -54,12 +56,32 @@ def test_named_stamps_share_a_dir_and_own_only_their_files(tmp_path):
 def test_stamp_command_line(tmp_path):
     run = lambda *a: subprocess.run([sys.executable, "-m", "espnet_probe.bin.stamp", *a],  # noqa: E731
                                     cwd=REPO, capture_output=True, text=True)
-    out = tmp_path / "set"
-    assert run("begin", str(out), "seed=1").stdout == "new\n"
-    assert run("finish", str(out), "seed=1").returncode == 0
-    assert json.loads((out / ".done").read_text())["settings"] == "seed=1"
-    assert run("begin", str(out), "seed=1").stdout == "done\n"
+    out, conf = tmp_path / "set", tmp_path / "train.yaml"
+    conf.write_text("lr: 1\n")
+    settings = ["--inputs", str(conf), "--options", "--seed 1"]
+    assert run("is_done", str(out)).returncode == 1
+    assert run("begin", str(out), *settings).stdout == "new\n"
+    assert run("is_done", str(out)).returncode == 1
+    assert run("finish", str(out), *settings).returncode == 0
+    assert json.loads((out / ".done").read_text())["settings"] == {
+        "inputs": {str(conf): fingerprint(conf)}, "options": "--seed 1"}
+    assert run("begin", str(out), *settings).stdout == "done\n"
+    is_done = run("is_done", str(out))
+    assert is_done.returncode == 0 and is_done.stdout == ""
     (out / "wav").mkdir()
     (out / "wav" / "a.wav").write_text("x")
-    assert run("begin", str(out), "seed=2", "--owned", str(out / "wav")).stdout == "changed\n"
+    conf.write_text("lr: 2\n")  # an input's content is part of the settings
+    assert run("begin", str(out), *settings, "--owned", str(out / "wav")).stdout == "changed\n"
     assert not (out / "wav").exists()
+    # an input changed while the output was made: it is recorded as made from what it began with
+    conf.write_text("lr: 3\n")
+    assert run("finish", str(out), *settings).returncode == 0
+    assert run("begin", str(out), *settings).stdout == "changed\n"
+    # named parts, unfinished work made again
+    assert run("begin", str(out), "--name", "job1", "--options", "a").stdout == "new\n"
+    assert run("begin", str(out), "--name", "job1", "--options", "a").stdout == "resume\n"
+    assert run("begin", str(out), "--name", "job1", "--options", "a", "--no_resume").stdout == "changed\n"
+    assert run("is_done", str(out), "--name", "job1").returncode == 1
+    missing = run("begin", str(out), "--inputs", str(tmp_path / "nope"))
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1
+    assert str(tmp_path / "nope") in missing.stderr and "not found" in missing.stderr

@@ -193,6 +193,10 @@ class Stamp:
             json.dump({"settings": settings, **summary}, f, indent=1)
         self.started.unlink(missing_ok=True)
 
+    def is_done(self) -> bool:
+        """Finished, with whatever settings (an input another output reads must be complete)."""
+        return self.finished.is_file()
+
     def begun_with(self) -> Any:
         """The settings it was begun with (None: not begun, or already finished)."""
         return self._settings_of(self.started)
