@@ -34,21 +34,17 @@ help_message=$(sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//')
 [ -d "$musan_dir" ] || { echo "$0: --musan_dir $musan_dir: not a directory" >&2; exit 1; }
 [ -f "$config" ] || { echo "$0: --config $config: file not found" >&2; exit 1; }
 
-# What an output depends on: the source data dir (tables and its audio files), the noise files,
-# the config, the options (espnet_probe.utils.freshness).
-fingerprint() { python -m espnet_probe.bin.fingerprint "$@"; }
-musan_sum=$(fingerprint "$musan_dir")
-config_sum=$(fingerprint "$config")
-src_sum() { fingerprint "$1"; }
-
-# make_set NAME SETTINGS -- COMMAND...: run COMMAND unless data/NAME is complete with SETTINGS.
+# make_set NAME SRC OPTIONS -- COMMAND...: run COMMAND unless data/NAME is complete with the
+# same settings: what it depends on (the source data dir with its audio files, the noise files,
+# the config; espnet_probe.utils.freshness) and OPTIONS.
 make_set() {
-  local name=$1 settings=$2; shift 3
+  local name=$1 src=$2 options=$3; shift 4
   local dst=${data}/${name} wav_dir=${audio_dir}/${name}
   local logfile=${audio_dir}/log/augment_${name}.log
+  local settings=(--inputs "$src" "$musan_dir" "$config" --options "$options")
   local state
-  state=$(python -m espnet_probe.bin.stamp begin "$dst" "$settings" --owned "$dst" "$wav_dir" \
-    --no_resume) || exit 1
+  state=$(python -m espnet_probe.bin.stamp begin "$dst" "${settings[@]}" \
+    --owned "$dst" "$wav_dir" --no_resume) || exit 1
   if [ "$state" = done ]; then
     log "${dst} is complete with these settings; skipping"
     return 0
@@ -67,15 +63,13 @@ make_set() {
     exit 1
   fi
   grep -E '^(augment_data_dir|make_noisy_set):' "$logfile" | tail -n 1 >&2 || true
-  python -m espnet_probe.bin.stamp finish "$dst" "$settings" || exit 1
+  python -m espnet_probe.bin.stamp finish "$dst" "${settings[@]}" || exit 1
 }
-
-common="musan_dir=$(cd "$musan_dir" && pwd) musan=${musan_sum} config=${config_sum} seed=${seed}"
 
 if [ -n "$train_set" ]; then
   src=${data}/${train_set}
   [ -d "$src" ] || { echo "$0: training data dir ${src} not found" >&2; exit 1; }
-  make_set "${train_set}_aug" "augment src=${src} $(src_sum "$src") ${common}" -- \
+  make_set "${train_set}_aug" "$src" "augment seed=${seed}" -- \
     python -m espnet_probe.bin.augment_data_dir --src "$src" --musan_dir "$musan_dir" \
       --config "$config" --seed "$seed" --nj "$nj"
 fi
@@ -84,8 +78,7 @@ for test_set in $test_sets; do
   src=${data}/${test_set}
   [ -d "$src" ] || { echo "$0: test data dir ${src} not found" >&2; exit 1; }
   for snr in $snrs; do
-    make_set "${test_set}_snr${snr}" \
-      "noisy_set src=${src} $(src_sum "$src") snr=${snr} types=${types} ${common}" -- \
+    make_set "${test_set}_snr${snr}" "$src" "noisy_set snr=${snr} types=${types} seed=${seed}" -- \
       python -m espnet_probe.bin.make_noisy_set --src "$src" --snr "$snr" --types "$types" \
         --musan_dir "$musan_dir" --config "$config" --seed "$seed" --nj "$nj"
   done

@@ -1,6 +1,7 @@
 """Feature stage on real speech: outputs, targets of noisy copies, resume after a kill."""
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -12,9 +13,11 @@ import pytest
 import soundfile as sf
 
 from conftest import REPO
-from espnet_probe.audio.feature_dump import FeatureError, extract_job, merge_jobs
+from espnet_probe.audio.feature_dump import (FeatureError, combine_feature_dirs, extract_job,
+                                             merge_jobs)
 from espnet_probe.audio.features import FbankConfig
 from espnet_probe.data.kaldi_dir import KaldiDataDir, write_data_dir
+from espnet_probe.data.model_inputs import ModelInputError, dump_waves
 
 CFG = FbankConfig.from_yaml(REPO / "conf" / "fbank.yaml")
 
@@ -88,6 +91,49 @@ def test_merge_refuses_missing_job(tmp_path, librispeech_dir):
     extract_job(tmp_path / "data" / "x", tmp_path / "fb", CFG, 2, 1)
     with pytest.raises(FeatureError, match="job 2 of 2 did not finish"):
         merge_jobs(tmp_path / "data" / "x", tmp_path / "fb", CFG, 2)
+    with pytest.raises(FeatureError, match="job 1 of 2 did not finish with --stats"):
+        merge_jobs(tmp_path / "data" / "x", tmp_path / "fb", CFG, 2, with_stats=True)
+
+
+def test_a_job_is_skipped_only_once_stamped_with_its_options(tmp_path, librispeech_dir, capsys):
+    _real_dir(librispeech_dir, tmp_path / "data" / "x", 2)
+    data, out = tmp_path / "data" / "x", tmp_path / "fb"
+    assert extract_job(data, out, CFG, 1, 1) == 2
+    assert extract_job(data, out, CFG, 1, 1) == 0 and "already complete" in capsys.readouterr().err
+    assert extract_job(data, out, CFG, 1, 1, with_stats=True) == 2  # statistics were not made
+    assert (out / "data" / "stats.1.npz").is_file()
+    # killed after its files appeared but before its stamp: the job is made again
+    (out / "data" / ".job1.done").unlink()
+    assert extract_job(data, out, CFG, 1, 1, with_stats=True) == 2
+
+
+def test_combine_refuses_an_unfinished_source(tmp_path, librispeech_dir):
+    _real_dir(librispeech_dir, tmp_path / "data" / "x", 1)
+    extract_job(tmp_path / "data" / "x", tmp_path / "fb" / "x", CFG, 1, 1)
+    with pytest.raises(FeatureError, match="features are incomplete"):
+        combine_feature_dirs(tmp_path / "fb" / "both", [tmp_path / "fb" / "x"])
+    merge_jobs(tmp_path / "data" / "x", tmp_path / "fb" / "x", CFG, 1)
+    summary = combine_feature_dirs(tmp_path / "fb" / "both", [tmp_path / "fb" / "x"])
+    assert summary["utterances"] == 1
+
+
+def test_waves_follow_finished_features_and_their_audio(tmp_path, librispeech_dir):
+    flacs = sorted((librispeech_dir / "train-clean-5").glob("*/*/*.flac"))[:2]
+    (tmp_path / "audio").mkdir()
+    wavs = {f.stem: shutil.copy(f, tmp_path / "audio") for f in flacs}
+    data, out = tmp_path / "data" / "x", tmp_path / "fb" / "x"
+    write_data_dir(data, KaldiDataDir(wav_scp={u: str(w) for u, w in wavs.items()},
+                                      utt2spk={u: u.split("-")[0] for u in wavs}))
+    extract_job(data, out, CFG, 1, 1)
+    with pytest.raises(ModelInputError, match="features are incomplete"):
+        dump_waves(data, out)
+    merge_jobs(data, out, CFG, 1)
+    assert dump_waves(data, out) == 2 and dump_waves(data, out) == 0
+    first = sorted(wavs)[0]
+    os.utime(wavs[first], ns=(time.time_ns(), time.time_ns()))  # audio rewritten in place
+    assert dump_waves(data, out) == 2
+    wave = kaldiio.load_scp(str(out / "wave.scp"))[first]
+    np.testing.assert_array_equal(wave, sf.read(wavs[first], dtype="float32")[0])
 
 
 @pytest.mark.integration

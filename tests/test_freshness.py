@@ -78,9 +78,10 @@ def test_stamp_command_line(tmp_path):
     assert run("finish", str(out), *settings).returncode == 0
     assert run("begin", str(out), *settings).stdout == "changed\n"
     # named parts, unfinished work made again
-    assert run("begin", str(out), "--name", "job1", "--options", "a").stdout == "new\n"
-    assert run("begin", str(out), "--name", "job1", "--options", "a").stdout == "resume\n"
-    assert run("begin", str(out), "--name", "job1", "--options", "a", "--no_resume").stdout == "changed\n"
+    job = ("--name", "job1", "--options", "a")
+    assert run("begin", str(out), *job).stdout == "new\n"
+    assert run("begin", str(out), *job).stdout == "resume\n"
+    assert run("begin", str(out), *job, "--no_resume").stdout == "changed\n"
     assert run("is_done", str(out), "--name", "job1").returncode == 1
     missing = run("begin", str(out), "--inputs", str(tmp_path / "nope"))
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1

@@ -21,6 +21,7 @@ from espnet_probe.data.kaldi_dir import load_data_dir
 from espnet_probe.data.librispeech import (LibriSpeechError, _part_sizes, download,
                                            download_subsets, parse_split_spec, prepare,
                                            read_speakers, safe_extract, split_speakers)
+from espnet_probe.utils.freshness import Stamp
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -240,7 +241,10 @@ def test_download_resumes_with_range_after_a_dropped_connection(tmp_path):
         assert srv.requests == [("/res/dev-clean.tar.gz", None),
                                 ("/res/dev-clean.tar.gz", f"bytes={len(body) // 3}-")]
         assert root == tmp_path / "dl" / "LibriSpeech"
-        assert (root / "dev-clean" / ".complete").is_file()
+        done = Stamp(root / "dev-clean")
+        assert done.state({"archive": "dev-clean.tar.gz"}) == "done"
+        assert done.summary() == {"url": srv.url + "/res/dev-clean.tar.gz", "bytes": len(body),
+                                  "members": 7}
         assert (root / "SPEAKERS.TXT").is_file()
         assert not list((tmp_path / "dl").glob("*.tar.gz*"))  # archive removed after extraction
         assert not list((tmp_path / "dl").glob(".extract.*"))
@@ -251,6 +255,22 @@ def test_download_resumes_with_range_after_a_dropped_connection(tmp_path):
     assert s.data.utt_ids == ["19-198-0000", "19-198-0001", "26-495-0000", "26-495-0001"]
     assert s.data.extra["utt2gender"]["26-495-0001"] == "m"
     assert s.data.text["19-198-0001"] == "HELLO NUMBER 1"
+
+
+def test_a_subset_marked_complete_by_an_earlier_version_is_checked_once(tmp_path):
+    (tmp_path / "dev-clean.tar.gz").write_bytes(build_subset_tar("dev-clean"))
+    safe_extract(tmp_path / "dev-clean.tar.gz", tmp_path / "dl")
+    root = tmp_path / "dl" / "LibriSpeech"
+    (root / "dev-clean" / ".complete").write_text("https://example.org/dev-clean.tar.gz\n")
+    (root / "test-clean").mkdir()  # a broken tree under the old marker: downloaded again
+    (root / "test-clean" / ".complete").write_text("https://example.org/test-clean.tar.gz\n")
+    with Server({"/test-clean.tar.gz": build_subset_tar("test-clean")}) as srv:
+        download_subsets(tmp_path / "dl", ["dev-clean", "test-clean"], url_base=srv.url)
+        assert [path for path, _ in srv.requests] == ["/test-clean.tar.gz"]
+    for subset in ("dev-clean", "test-clean"):
+        assert Stamp(root / subset).state({"archive": f"{subset}.tar.gz"}) == "done"
+        assert not (root / subset / ".complete").exists()
+    assert Stamp(root / "dev-clean").summary() == {"url": "https://example.org/dev-clean.tar.gz"}
 
 
 def test_download_finishes_a_part_file_that_is_already_whole(tmp_path):
@@ -285,7 +305,7 @@ def test_data_sh_downloads_through_url_base(tmp_path):
         proc = subprocess.run(cmd + ["--url_base", srv.url + "/12", "--split_by_speaker", "1,1,1"],
                               cwd=recipe, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
-        assert len(srv.requests) == 1  # subset already .complete: not fetched again
+        assert len(srv.requests) == 1  # subset already stamped done: not fetched again
     got = {p: sorted(load_data_dir(tmp_path / "data" / p).spk2utt) for p in "abc"}
     assert sorted(s for v in got.values() for s in v) == ["19", "26", "32"]
     assert all(len(v) == 1 for v in got.values())

@@ -9,9 +9,11 @@ Layout of ``dump/fbank/<set>/`` (ESPnet's dump/ convention):
                  asked for: espnet_probe.data.model_inputs.dump_waves), wave_shape
   fbank.yaml     the settings used; .done (espnet_probe.utils.freshness.Stamp: the settings of
                  ``feature_settings`` and a summary) once the set is complete and merged
-  data/          per-job arks and scps; split/ and log/ are job bookkeeping
-Each job writes its ark and scp under temporary names and renames them when it finishes, so a
-killed job leaves nothing that looks complete, and a re-run only redoes the missing jobs.
+  data/          per-job arks and scps and their stamps (.job<N>.done); split/ and log/ are job
+                 bookkeeping
+Each job writes its ark and scp under temporary names, renames them when it finishes and then
+stamps itself, so a killed job leaves nothing that looks complete, and a re-run of the set (the
+set's stamp says ``resume``) only redoes the unstamped jobs.
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ def _job_paths(out_dir: Path, job: int) -> dict[str, Path]:
             "stats": d / f"stats.{job}.npz"}
 
 
+def _job_stamp(out_dir: Path, job: int) -> Stamp:
+    """A job's part of the set: the set's stamp decides whether finished jobs may be kept at all
+    (same inputs and options), this one whether the job finished (with or without statistics)."""
+    return Stamp(out_dir / "data", f"job{job}")
+
+
 def load_pair(data_dir: Path, clean_dir: Path | None) -> tuple[KaldiDataDir, KaldiDataDir | None, dict]:
     """The data dir, its clean counterpart and the noisy -> clean utterance map."""
     data = load_data_dir(data_dir, require_text=False, extra_files=("utt2clean",))
@@ -65,7 +73,8 @@ def extract_job(data_dir: str | Path, out_dir: str | Path, cfg: FbankConfig, nj:
     """Compute features for the job-th shard. Returns the number of utterances written."""
     out_dir = Path(out_dir)
     paths = _job_paths(out_dir, job)
-    if all(p.exists() for name, p in paths.items() if with_stats or name != "stats"):
+    stamp, settings = _job_stamp(out_dir, job), {"stats": with_stats}
+    if stamp.begin(settings, owned=paths.values(), resumable=False) == "done":
         print(f"job {job}: already complete, skipped", file=sys.stderr)
         return 0
     data, clean, utt2clean = load_pair(Path(data_dir), Path(clean_dir) if clean_dir else None)
@@ -109,6 +118,7 @@ def extract_job(data_dir: str | Path, out_dir: str | Path, cfg: FbankConfig, nj:
     for name in ("feats_ark", "target_ark", "stats", "feats_scp", "target_scp"):
         if tmp[name].exists():
             tmp[name].replace(paths[name])
+    stamp.finish(settings, utterances=len(utts))
     print(f"job {job}: {len(utts)} utterances", file=sys.stderr)
     return len(utts)
 
@@ -129,12 +139,12 @@ def merge_jobs(data_dir: str | Path, out_dir: str | Path, cfg: FbankConfig, nj: 
     merged: dict[str, dict[str, str]] = {"feats": {}, "target": {}}
     for job in range(1, nj + 1):
         paths = _job_paths(out_dir, job)
+        if _job_stamp(out_dir, job).state({"stats": with_stats}) != "done":
+            raise FeatureError(f"{out_dir}: job {job} of {nj} did not finish"
+                               f"{' with --stats' if with_stats else ''} "
+                               f"(see {out_dir / 'log'}/fbank.{job}.log)")
         for kind in merged:
-            scp = paths[f"{kind}_scp"]
-            if not scp.exists():
-                raise FeatureError(f"{scp}: missing; job {job} of {nj} did not finish "
-                                   f"(see {out_dir / 'log'}/fbank.{job}.log)")
-            for line in scp.read_text(encoding="utf-8").splitlines():
+            for line in paths[f"{kind}_scp"].read_text(encoding="utf-8").splitlines():
                 utt, loc = line.split(maxsplit=1)
                 merged[kind][utt] = loc
     missing = sorted(set(data.utt2spk) - set(merged["feats"]))
@@ -181,8 +191,9 @@ def combine_feature_dirs(out_dir: str | Path, sources: list[str | Path]) -> dict
     tables: dict[str, dict[str, str]] = {}
     count, total, total_sq = 0, 0.0, 0.0
     for src in map(Path, sources):
-        if not (src / ".done").exists():
-            raise FeatureError(f"{src}: features are incomplete (no .done); run that set first")
+        if not Stamp(src).is_done():
+            raise FeatureError(f"{src}: features are incomplete (not stamped done); "
+                               "run that set first")
         for name in ("feats.scp", "target.scp", "feats_shape", "utt2num_frames", "text",
                      "utt2spk", "utt2clean"):
             table = tables.setdefault(name, {})
@@ -202,7 +213,7 @@ def combine_feature_dirs(out_dir: str | Path, sources: list[str | Path]) -> dict
                 total = total + st["sum"]
                 total_sq = total_sq + st["sum_square"]
     # waveforms (dump_waves) join the union when every source has them
-    if all(Stamp(src, "wave").finished.is_file() for src in sources):
+    if all(Stamp(src, "wave").is_done() for src in sources):
         for name in ("wave.scp", "wave_shape"):
             tables[name] = {}
             for src in map(Path, sources):

@@ -4,7 +4,7 @@ Examples:
   # full corpus, one data dir per subset
   python -m espnet_probe.bin.prepare_librispeech --librispeech_dir /corpora/LibriSpeech \\
       --subsets train-clean-100 dev-clean test-clean --names train dev test --out data
-  # download first (resumable; skips subsets marked .complete)
+  # download first (resumable; skips subsets already downloaded, by their stamp)
   python -m espnet_probe.bin.prepare_librispeech --download_dir downloads \\
       --subsets dev-clean --out data
   # one small subset split into unseen-speaker parts

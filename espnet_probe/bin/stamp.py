@@ -45,16 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     stamp = Stamp(args.dir, args.name)
     if args.action == "is_done":
         return 0 if stamp.is_done() else 1
-    try:
-        settings = settings_of(args.inputs, args.options)
-    except ValueError as e:
-        print(f"stamp {args.action} {args.dir}: {e}", file=sys.stderr)
-        return 1
+    # finish records the settings it was begun with: had an input changed meanwhile, the next
+    # begin sees the change and makes the output again
+    settings = stamp.begun_with() if args.action == "finish" else None
+    if settings is None:
+        try:
+            settings = settings_of(args.inputs, args.options)
+        except ValueError as e:
+            print(f"stamp {args.action} {args.dir}: {e}", file=sys.stderr)
+            return 1
     if args.action == "finish":
-        # an input changed while the output was made: it records what it was begun with, so the
-        # next begin sees the change and makes it again
-        begun = stamp.begun_with()
-        stamp.finish(settings if begun is None else begun)
+        stamp.finish(settings)
         return 0
     print(stamp.begin(settings, args.owned, resumable=not args.no_resume))
     return 0

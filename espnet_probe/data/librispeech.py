@@ -30,7 +30,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from espnet_probe.data.kaldi_dir import DataDirError, KaldiDataDir
-from espnet_probe.utils.fileio import atomic_open
+from espnet_probe.utils.freshness import Stamp
 
 URL_BASE = "https://www.openslr.org/resources/12"
 SUBSETS = ("dev-clean", "dev-other", "test-clean", "test-other", "train-clean-100",
@@ -403,9 +403,10 @@ def download_subsets(download_dir: str | Path, subsets: list[str], *,
                      retry_wait: float = 2.0) -> Path:
     """Download and extract subsets into ``download_dir/LibriSpeech``; returns that root.
 
-    Each finished subset gets ``LibriSpeech/<subset>/.complete``; a subset with it is skipped.
-    Extraction happens in a scratch folder and is moved into place, so an interrupted run
-    never leaves a half subset that looks complete.
+    Each finished subset is stamped (``LibriSpeech/<subset>/.done``, espnet_probe.utils.freshness:
+    made from its archive, by name, so a mirror serves the same subset); a stamped subset is
+    skipped. Extraction happens in a scratch folder and is moved into place, so an interrupted
+    run never leaves a half subset that looks complete.
     """
     download_dir = Path(download_dir)
     root = download_dir / "LibriSpeech"
@@ -413,17 +414,26 @@ def download_subsets(download_dir: str | Path, subsets: list[str], *,
         if subset not in SUBSETS:
             print(f"warning: '{subset}' is not a standard LibriSpeech subset name; trying it",
                   file=sys.stderr)
-        done = root / subset / ".complete"
-        if done.is_file():
+        stamp, settings = Stamp(root / subset), {"archive": f"{subset}.tar.gz"}
+        legacy = root / subset / ".complete"
+        if legacy.is_file():  # marked by an earlier version: checked once, then stamped or redone
+            try:
+                read_subset(root / subset, check_audio=False)
+                stamp.finish(settings, url=legacy.read_text(encoding="utf-8").strip())
+            except LibriSpeechError as e:
+                print(f"warning: {e}\n{subset}: downloading it again", file=sys.stderr)
+            legacy.unlink()
+        if stamp.state(settings) == "done":
             print(f"{subset}: already complete in {root / subset}", file=sys.stderr)
             continue
         t0 = time.time()
-        archive = download(f"{url_base.rstrip('/')}/{subset}.tar.gz",
-                           download_dir / f"{subset}.tar.gz", retry_wait=retry_wait)
+        url = f"{url_base.rstrip('/')}/{subset}.tar.gz"
+        archive = download(url, download_dir / settings["archive"], retry_wait=retry_wait)
+        size = archive.stat().st_size
         scratch = download_dir / f".extract.{subset}.tmp"
         shutil.rmtree(scratch, ignore_errors=True)
         try:
-            safe_extract(archive, scratch)
+            members = safe_extract(archive, scratch)
         except LibriSpeechError:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
@@ -438,8 +448,7 @@ def download_subsets(download_dir: str | Path, subsets: list[str], *,
         shutil.rmtree(root / subset, ignore_errors=True)
         os.replace(got, root / subset)
         shutil.rmtree(scratch, ignore_errors=True)
-        with atomic_open(done) as f:
-            f.write(f"{url_base.rstrip('/')}/{subset}.tar.gz\n")
+        stamp.finish(settings, url=url, bytes=size, members=members)
         if not keep_archives:
             archive.unlink()
         print(f"{subset}: downloaded and extracted in {time.time() - t0:.1f} s", file=sys.stderr)

@@ -15,7 +15,6 @@ time axis and the target log-mel's describe the same samples.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import yaml
 
 from espnet_probe.data.kaldi_dir import load_data_dir, read_table, write_table
 from espnet_probe.utils.fileio import atomic_open, atomic_path
-from espnet_probe.utils.freshness import Stamp
+from espnet_probe.utils.freshness import Stamp, fingerprint
 
 INPUT_FILES = {"feats": ("feats.scp", "feats_shape"), "wave": ("wave.scp", "wave_shape")}
 
@@ -115,15 +114,6 @@ def open_inputs(dump_dir: str | Path, kind: str) -> InputSet:
     return InputSet(kind, scp, entries, lengths)
 
 
-def _digest(data_dir: Path, dump_dir: Path, hop: int) -> str:
-    """Changes when the audio list or the features (re-dumped: new offsets) change."""
-    h = hashlib.sha1(f"hop={hop}".encode())
-    for path in (data_dir / "wav.scp", data_dir / "segments", dump_dir / "feats.scp"):
-        if path.is_file():
-            h.update(path.name.encode() + path.read_bytes())
-    return h.hexdigest()
-
-
 def dump_waves(data_dir: str | Path, dump_dir: str | Path, hop: int = 160,
                sample_rate: int = 16000) -> int:
     """Write ``wave.{ark,scp}`` and ``wave_shape`` of a featurised set; returns utterances written
@@ -131,9 +121,13 @@ def dump_waves(data_dir: str | Path, dump_dir: str | Path, hop: int = 160,
     from espnet_probe.audio.io import load_utterance
 
     data_dir, dump_dir = Path(data_dir), Path(dump_dir)
-    if not (dump_dir / ".done").is_file():
-        raise ModelInputError(f"{dump_dir}: features are incomplete (no .done); run stage 3 first")
-    stamp, settings = Stamp(dump_dir, "wave"), {"digest": _digest(data_dir, dump_dir, hop)}
+    if not Stamp(dump_dir).is_done():
+        raise ModelInputError(f"{dump_dir}: features are incomplete (not stamped done); "
+                              "run stage 3 first")
+    # the features' scp too: re-dumped features may cut the audio into other frames
+    stamp = Stamp(dump_dir, "wave")
+    settings = {"hop": hop, "sample_rate": sample_rate, "data": fingerprint(data_dir),
+                "features": fingerprint(dump_dir / "feats.scp")}
     owned = [dump_dir / name for name in ("wave.ark", "wave.scp", "wave_shape")]
     if stamp.begin(settings, owned, resumable=False) == "done":
         return 0

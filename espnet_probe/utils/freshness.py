@@ -10,8 +10,9 @@ fingerprints of its inputs and the options) in ``.started`` while it is being ma
   removed (every file but the experiment records, or the files the caller names) and it is
   made from scratch.
 ``Stamp.finish`` writes ``.done`` last, atomically, so a killed job never leaves a stamp that
-claims more than is there. Shell scripts use it through ``python -m espnet_probe.bin.stamp``
-(scripts/exp_guard.sh, local/augment.sh, local/make_features.sh).
+claims more than is there; ``Stamp.is_done`` asks only that (a reader of a finished input).
+Shell scripts use it through ``python -m espnet_probe.bin.stamp`` (local/train.sh,
+local/augment.sh).
 
 Inputs are fingerprinted by kind:
 - a Kaldi data dir or feature dir (``wav.scp`` / ``feats.scp``): its tables, its statistics
