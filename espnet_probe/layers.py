@@ -1,7 +1,8 @@
 """One interface to every named hidden layer of an ESPnet ASR model, ours or stock.
 
-``extract_layers(model, speech, lengths)`` returns, in order, ``Layer`` records with the
-hidden states (B, T_l, D_l) (zero beyond ``lengths``) and *where in time* each frame sits:
+``extract_layers(model, speech, lengths)`` returns, in order, each layer's hidden states
+(B, T_l, D_l) (zero beyond ``lengths``) beside its record (espnet_probe.layer_record.Layer),
+which says *where in time* each frame sits:
 ``period`` (seconds per frame) and ``offset`` (the time at which frame 0's span starts; frame
 j spans ``[offset + j * period, offset + (j + 1) * period)``), like s3prl's hidden_states +
 downsample rates but in seconds, so models with different frontends (our 10 ms features,
@@ -44,26 +45,25 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Tuple, Union
+from typing import List, NamedTuple, Tuple, Union
 
 import numpy as np
 import torch
 
-from espnet_probe.asr.blstm import LayerOutput, zero_padding
+from espnet_probe.asr.blstm import EncoderLayer, zero_padding
 from espnet_probe.asr.register import register_encoders
+from espnet_probe.layer_record import Layer
 from espnet_probe.utils.checkpoint import CheckpointError, check_fits, load_state_dict
 
 log = logging.getLogger(__name__)
 
-@dataclass(frozen=True)
-class Layer:
-    name: str
-    index: int
+
+class LayerStates(NamedTuple):
+    """A layer's hidden states for a batch, beside its record."""
+
+    layer: Layer
     hidden: torch.Tensor  # (B, T_l, D_l), zero beyond lengths
     lengths: torch.Tensor  # (B,) int64
-    frame_rate: int  # the model's input frames per frame of this layer
-    period: float  # seconds per frame
-    offset: float  # seconds: frame j spans [offset + j * period, offset + (j + 1) * period)
 
 
 class InputMismatchError(ValueError):
@@ -226,7 +226,7 @@ def _stand_in_stats(conf: dict, state: dict, config: Path, tmp: Path) -> None:
 def extract_layers(
     model: torch.nn.Module, speech: torch.Tensor, lengths: torch.Tensor,
     feature_period: float = 0.01,
-) -> List[Layer]:
+) -> List[LayerStates]:
     """Every hidden layer of ``model``'s encoder for a padded batch of what it was trained on.
 
     ``speech``: waveforms (B, N) for a model with a frontend, features (B, T, D) as stored in
@@ -258,21 +258,19 @@ def extract_layers(
         else:
             outs = _espnet_layer_outputs(model, feats, lengths)
         layers = []
-        for out in outs:
-            hidden = zero_padding(out.hidden, out.lengths)
+        for name, hidden, out_lengths, rate, start in outs:
+            hidden = zero_padding(hidden, out_lengths)
             if not in_order:  # ESPnet's batches come longest first: usually nothing to undo
-                hidden, out_lengths = hidden[restore], out.lengths[restore]
-            else:
-                out_lengths = out.lengths
-            layers.append(Layer(
-                out.name, len(layers), hidden, out_lengths, int(out.rate),
-                period=spec.period * out.rate, offset=spec.offset + spec.period * out.start))
+                hidden, out_lengths = hidden[restore], out_lengths[restore]
+            layer = Layer(name, len(layers), int(hidden.size(-1)), int(rate),
+                          period=spec.period * rate, offset=spec.offset + spec.period * start)
+            layers.append(LayerStates(layer, hidden, out_lengths))
         return layers
     finally:
         model.train(was_training)
 
 
-def _espnet_layer_outputs(model, feats: torch.Tensor, lengths: torch.Tensor) -> List[LayerOutput]:
+def _espnet_layer_outputs(model, feats: torch.Tensor, lengths: torch.Tensor) -> List[EncoderLayer]:
     """An ESPnet ASR model's layers: its frontend and normalisation (``input``), pre-encoder,
     then the encoder's; ESPnet's Whisper encoder computes its own input from the waveform."""
     if _is_espnet_whisper(model.encoder):
@@ -288,19 +286,19 @@ def _espnet_layer_outputs(model, feats: torch.Tensor, lengths: torch.Tensor) -> 
     if getattr(model, "normalize", None) is not None:
         feats, lengths = model.normalize(feats, lengths)
     feats = zero_padding(feats, lengths)
-    outs = [LayerOutput("input", feats, lengths, 1)]
+    outs = [("input", feats, lengths, 1, 0.0)]
     if getattr(model, "preencoder", None) is not None:
         pre, new_lengths = model.preencoder(feats, lengths)
         if not torch.equal(new_lengths, lengths):
             raise NotImplementedError("a pre-encoder that changes the frame rate")
-        outs.append(LayerOutput("preencoder", pre, lengths, 1))
+        outs.append(("preencoder", pre, lengths, 1, 0.0))
         feats = pre
     return outs + encoder_layers(model.encoder, feats, lengths)
 
 
 def encoder_layers(
     encoder: torch.nn.Module, feats: torch.Tensor, lengths: torch.Tensor
-) -> List[LayerOutput]:
+) -> List[EncoderLayer]:
     """Every layer of an encoder given normalised features (no ``input`` layer).
 
     Stock encoders may leave junk beyond ``lengths``; ``extract_layers`` zeroes it.
@@ -336,7 +334,7 @@ def _mask_lengths(mask: torch.Tensor) -> torch.Tensor:
     return mask.reshape(mask.size(0), -1).sum(-1).long()
 
 
-def _block_layers(encoder, feats, lengths) -> List[LayerOutput]:
+def _block_layers(encoder, feats, lengths) -> List[EncoderLayer]:
     captured = []
 
     def hook(name):
@@ -363,12 +361,12 @@ def _block_layers(encoder, feats, lengths) -> List[LayerOutput]:
     if embed is not None and captured:
         embed_rate, embed_start = embed_timing(embed, feats.size(-1), feats.device)
 
-    layers: List[LayerOutput] = []
+    layers: List[EncoderLayer] = []
     cur_lengths = lengths
     for name, (x, mask) in captured:
         if mask is not None:
             cur_lengths = _mask_lengths(mask)
-        layers.append(LayerOutput(name, x, cur_lengths, embed_rate, embed_start))
+        layers.append((name, x, cur_lengths, embed_rate, embed_start))
     expected = len(encoder.encoders) + (embed is not None)
     if len(captured) != expected:
         raise RuntimeError(
@@ -377,7 +375,7 @@ def _block_layers(encoder, feats, lengths) -> List[LayerOutput]:
     # the final LayerNorm: conformer/transformer only with normalize_before, e_branchformer and
     # branchformer always
     if hasattr(encoder, "after_norm") and getattr(encoder, "normalize_before", True):
-        layers.append(LayerOutput("output", out, olens.long(), embed_rate, embed_start))
+        layers.append(("output", out, olens.long(), embed_rate, embed_start))
     return layers
 
 
@@ -422,16 +420,16 @@ def embed_timing(embed: torch.nn.Module, dim: int, device=None, frames: int = 96
     return timing
 
 
-def _rnn_layers(encoder, feats, lengths) -> List[LayerOutput]:
+def _rnn_layers(encoder, feats, lengths) -> List[EncoderLayer]:
     """ESPnet's RNNEncoder / VGGRNNEncoder: [VGG2L,] RNNP (projection per layer) or RNN."""
     modules = list(encoder.enc)
-    layers: List[LayerOutput] = []
+    layers: List[EncoderLayer] = []
     rate = 1
     if modules and type(modules[0]).__name__ == "VGG2L":
         x, lengths, _ = modules[0](feats, lengths)
         lengths = torch.as_tensor(lengths, dtype=torch.long, device=feats.device)
         rate = 4  # two ceil-mode 2x2 max-pools
-        layers.append(LayerOutput("vgg", x, lengths, rate))
+        layers.append(("vgg", x, lengths, rate, 0.0))
         feats, modules = x, modules[1:]
     if len(modules) != 1:
         raise NotImplementedError(f"{type(encoder).__name__} with {len(encoder.enc)} enc modules")
@@ -441,7 +439,7 @@ def _rnn_layers(encoder, feats, lengths) -> List[LayerOutput]:
     return layers + _rnn_stack_layers(module, feats, lengths, rate)
 
 
-def _rnnp_layers(rnnp, feats, lengths, rate) -> List[LayerOutput]:
+def _rnnp_layers(rnnp, feats, lengths, rate) -> List[EncoderLayer]:
     projected = []
     handles = [
         getattr(rnnp, f"bt{i}").register_forward_hook(lambda m, i, o: projected.append(o))
@@ -452,7 +450,7 @@ def _rnnp_layers(rnnp, feats, lengths, rate) -> List[LayerOutput]:
     finally:
         for h in handles:
             h.remove()
-    layers: List[LayerOutput] = []
+    layers: List[EncoderLayer] = []
     b = feats.size(0)
     for i, flat in enumerate(projected):
         sub = int(rnnp.subsample[i + 1])
@@ -463,16 +461,16 @@ def _rnnp_layers(rnnp, feats, lengths, rate) -> List[LayerOutput]:
         x = flat.view(b, -1, flat.size(-1))
         if i < rnnp.elayers - 1:
             x = torch.tanh(x)  # RNNP applies tanh (and dropout) before the next layer
-        layers.append(LayerOutput(f"{rnnp.typ}{i + 1}", x, lengths, rate))
+        layers.append((f"{rnnp.typ}{i + 1}", x, lengths, rate, 0.0))
     return layers
 
 
-def _rnn_stack_layers(rnn, feats, lengths, rate) -> List[LayerOutput]:
+def _rnn_stack_layers(rnn, feats, lengths, rate) -> List[EncoderLayer]:
     """Re-run a multi-layer torch RNN one layer at a time with its own weights."""
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
     full = rnn.nbrnn
-    layers: List[LayerOutput] = []
+    layers: List[EncoderLayer] = []
     x = feats
     for k in range(full.num_layers):
         single = type(full)(
@@ -486,19 +484,19 @@ def _rnn_stack_layers(rnn, feats, lengths, rate) -> List[LayerOutput]:
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         ys, _ = single(packed)
         x, _ = pad_packed_sequence(ys, batch_first=True, total_length=x.size(1))
-        layers.append(LayerOutput(f"{rnn.typ}{k + 1}", x, lengths, rate))
+        layers.append((f"{rnn.typ}{k + 1}", x, lengths, rate, 0.0))
     out = torch.tanh(rnn.l_last(x))
-    layers.append(LayerOutput("output", out, lengths, rate))
+    layers.append(("output", out, lengths, rate, 0.0))
     return layers
 
 
-def layer_table(layers: List[Layer]) -> str:
-    """Human-readable summary, one line per layer."""
+def layer_table(layers: List[LayerStates]) -> str:
+    """Human-readable summary, one line per layer (frames: of the batch's first utterance)."""
     rows = [f"{'idx':>3} {'name':<12} {'frames':>7} {'dim':>6} {'rate':>4} {'period_ms':>9} {'offset_ms':>9}"]
-    for layer in layers:
+    for layer, hidden, _ in layers:
         rows.append(
-            f"{layer.index:>3} {layer.name:<12} {layer.hidden.size(1):>7} "
-            f"{layer.hidden.size(2):>6} {layer.frame_rate:>4} {layer.period * 1e3:>9.3g} "
+            f"{layer.index:>3} {layer.name:<12} {hidden.size(1):>7} "
+            f"{layer.dim:>6} {layer.frame_rate:>4} {layer.period * 1e3:>9.3g} "
             f"{layer.offset * 1e3:>9.3g}"
         )
     return "\n".join(rows)

@@ -4,7 +4,6 @@ waitress server on a free loopback port in a thread, and a scripted rater over r
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 import threading
@@ -20,6 +19,7 @@ import soundfile as sf
 from espnet_probe.listening.app import create_app, make_server
 from espnet_probe.listening.store import build_db
 from espnet_probe.listening.triplets import build_test
+from summary_support import write_decode_summary
 
 TRIAL_FIELD = re.compile(r'name="trial" value="(\d+)"')
 CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
@@ -38,7 +38,7 @@ def make_experiment(root: Path, exp_name: str = "probe_toy_baseline", speakers=(
         (data / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s in utts))
         decode = exp / f"decode_{set_name}"
         decode.mkdir(parents=True, exist_ok=True)
-        (decode / "summary.json").write_text(json.dumps({"set": set_name, "layers": {l: {} for l in layers}}))
+        write_decode_summary(decode, layers)
         for layer in layers:
             wav_dir = decode / layer / "wav"
             wav_dir.mkdir(parents=True, exist_ok=True)

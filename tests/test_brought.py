@@ -17,7 +17,7 @@ import yaml
 from espnet_probe.asr.brought import BringError, best_checkpoint, bring, default_name
 from espnet_probe.asr.decode import DecodeRefused, check_decode, ctc_min_frames
 from espnet_probe.layers import InputMismatchError, extract_layers, model_input
-from espnet_probe.probe.model import ProbeModel, probe_layer_specs
+from espnet_probe.probe.model import ProbeModel, probed_layers
 from test_layers import build_model, feats_batch
 
 TOKENS = ["<blank>", "<unk>", "a", "b", "c", "<sos/eos>"]
@@ -54,13 +54,13 @@ def test_stock_wave_models_layers_are_timed_in_seconds(tmp_path, encoder, input_
     assert spec.period == pytest.approx(0.008) and spec.offset == pytest.approx(-0.004)
     wav = torch.randn(2, 16000)
     layers = extract_layers(model, wav, torch.tensor([16000, 12000]))
-    assert layers[0].name == "input" and layers[0].hidden.shape[-1] == 80
+    assert layers[0].layer.name == "input" and layers[0].hidden.shape[-1] == 80
     assert layers[0].lengths.tolist() == [126, 94]  # 1 + samples // 128
-    sub = layers[1]
+    sub = layers[1].layer
     assert sub.name == "subsample" and sub.period == pytest.approx(rate * 0.008)
     # frame j spans one period around its centre: offset = centre time of frame 0 - period / 2
     assert sub.offset == pytest.approx(-0.004 + 0.008 * (centre + 0.5) - rate * 0.008 / 2)
-    assert all(layer.period == sub.period and layer.offset == sub.offset for layer in layers[2:])
+    assert all(s.layer.period == sub.period and s.layer.offset == sub.offset for s in layers[2:])
 
 
 def test_a_model_given_the_other_kind_of_input_is_refused(tmp_path):
@@ -74,14 +74,14 @@ def test_a_model_given_the_other_kind_of_input_is_refused(tmp_path):
     with pytest.raises(InputMismatchError, match="takes 240-dim features.*not the waveform"):
         extract_layers(ours, torch.randn(2, 8000), torch.tensor([8000, 6000]))
     # the probes take the same path: a waveform model's probe refuses features too
-    probe = ProbeModel(wave_model, probe_layer_specs(wave_model, ["input", "block1"]), hidden_size=8)
+    probe = ProbeModel(wave_model, probed_layers(wave_model, ["input", "block1"]), hidden_size=8)
     with pytest.raises(InputMismatchError):
         probe(speech=feats, speech_lengths=lens, mel=feats, mel_lengths=lens)
 
 
 def test_waveform_model_probes_predict_on_the_10ms_target_grid(tmp_path):
     model = stock_model(tmp_path, "conformer", small_transformer("conv2d"))
-    probe = ProbeModel(model, probe_layer_specs(model), hidden_size=8)
+    probe = ProbeModel(model, probed_layers(model), hidden_size=8)
     n = torch.tensor([16000, 9000])
     frames = 1 + n // 160  # the project's centred 10 ms frames
     wav = torch.randn(2, 16000) * 0.1
@@ -105,12 +105,12 @@ def test_stock_rnn_encoder_runs_batches_in_any_length_order(tmp_path):
     wav = torch.randn(3, 12000) * 0.1
     lens = torch.tensor([6000, 12000, 9000])  # not descending
     layers = extract_layers(model, wav, lens)
-    assert [l.name for l in layers] == ["input", "blstm1", "blstm2"]
+    assert [s.layer.name for s in layers] == ["input", "blstm1", "blstm2"]
     order = torch.tensor([1, 2, 0])  # descending: what the encoder itself accepts
     direct = extract_layers(model, wav[order], lens[order])
     for layer, sorted_layer in zip(layers, direct):
         assert torch.equal(layer.lengths[order], sorted_layer.lengths)
-        assert torch.allclose(layer.hidden[order], sorted_layer.hidden, atol=1e-6), layer.name
+        assert torch.allclose(layer.hidden[order], sorted_layer.hidden, atol=1e-6), layer.layer.name
     assert layers[-1].lengths.tolist() == [24, 47, 36]  # hop 128 frames, then halved
 
 
@@ -233,12 +233,12 @@ def test_every_stock_encoder_family_lists_and_times_its_layers(tmp_path, encoder
     wav = torch.randn(2, 16000) * 0.1
     lens = torch.tensor([16000, 16000])
     layers = extract_layers(model, wav, lens)
-    assert [l.name for l in layers] == names
+    assert [s.layer.name for s in layers] == names
     with torch.no_grad():
         out, olens = model.encode(wav.clone(), lens)
     last = layers[-1]
     assert last.lengths.tolist() == olens.tolist()
-    assert last.period == pytest.approx(0.032)  # 4x subsampling (conv2d or VGG's two pools) of 8 ms
+    assert last.layer.period == pytest.approx(0.032)  # 4x subsampling (conv2d or VGG's two pools) of 8 ms
     assert torch.allclose(last.hidden, out, atol=1e-5)
     # mixed lengths: the lengths ESPnet's own batched encode gives (padding is zeroed here, where
     # ESPnet leaves utterance_mvn offsets that e_branchformer's convolutions then read)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from html.parser import HTMLParser
 from pathlib import Path
@@ -15,6 +14,7 @@ from matplotlib.image import imread
 from espnet_probe.audio.io import write_wav
 from espnet_probe.bin import make_demo
 from tests.conftest import REPO
+from tests.summary_support import write_decode_summary
 
 SPEAKERS = ("a&b", "c<d>")          # speaker ids that must be escaped on the page
 UTTS = [f"{s}-{k}" for s in SPEAKERS for k in (1, 2)]
@@ -42,7 +42,7 @@ def _decode_dir(decode: Path, layers, seed: int) -> None:
         for k, utt in enumerate(UTTS):
             write_wav(d / "wav" / f"{utt}.wav", _tone(seed + k))
         (d / "wav.scp").write_text("".join(f"{u} {d / 'wav' / f'{u}.wav'}\n" for u in UTTS))
-    (decode / "summary.json").write_text(json.dumps({"layers": {name: {} for name in layers}}))
+    write_decode_summary(decode, layers)
     (decode / "vocoded_utts").write_text("".join(f"{u}\n" for u in UTTS))
 
 

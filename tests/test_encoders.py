@@ -48,7 +48,7 @@ def test_vgg_blstm_layers_names_shapes_rates():
     x, lens = batch([37, 20, 5])
     with torch.no_grad():
         layers = enc.forward_layers(x, lens)
-    names = [layer.name for layer in layers]
+    names = [name for name, *_ in layers]
     assert names == ["cnn1", "cnn2", "pool1", "cnn3", "cnn4", "pool2"] + [
         f"blstm{k}" for k in range(1, 6)
     ]
@@ -57,11 +57,10 @@ def test_vgg_blstm_layers_names_shapes_rates():
         "cnn3": (2, 6 * 40), "cnn4": (2, 6 * 40), "pool2": (4, 6 * 20),
     }
     expect.update({f"blstm{k}": (4, 16) for k in range(1, 6)})
-    for layer in layers:
-        rate, dim = expect[layer.name]
-        assert layer.rate == rate, layer.name
-        assert layer.hidden.shape == (3, ceil_div(37, rate), dim), layer.name
-        assert layer.lengths.tolist() == [ceil_div(n, rate) for n in (37, 20, 5)], layer.name
+    for name, hidden, lengths, rate, start in layers:
+        assert (rate, start) == (expect[name][0], 0.0), name  # pools and convs keep the span start
+        assert hidden.shape == (3, ceil_div(37, rate), expect[name][1]), name
+        assert lengths.tolist() == [ceil_div(n, rate) for n in (37, 20, 5)], name
     assert enc.output_size() == 16
 
 
@@ -69,7 +68,7 @@ def test_vgg_cnn_layer_is_conv_relu_output_channel_major():
     enc = tiny_vgg()
     x, lens = batch([12])
     with torch.no_grad():
-        cnn1 = enc.forward_layers(x, lens)[0].hidden
+        _, cnn1, *_ = enc.forward_layers(x, lens)[0]
         image = x.reshape(1, 12, 3, 80).transpose(1, 2)  # static | delta | accel channels
         ref = torch.relu(enc.convs[0](image))  # (1, 4, 12, 80)
     assert torch.allclose(cnn1[0, :, 80:160], ref[0, 1], atol=1e-6)  # channel 1 = dims 80..159
@@ -87,18 +86,19 @@ def test_blstm_rates_1_1_2_4_8_and_downsampling_after_layers_2_3_4():
         layers = enc.forward_layers(x, lens)
     for h in hooks:
         h.remove()
-    assert [layer.name for layer in layers] == [f"blstm{k}" for k in range(1, 6)]
-    assert [layer.rate for layer in layers] == [1, 1, 2, 4, 8]
-    for layer in layers:
-        assert layer.hidden.shape == (3, ceil_div(37, layer.rate), 6)
-        assert layer.lengths.tolist() == [ceil_div(n, layer.rate) for n in (37, 20, 5)]
+    names, hiddens, lengths, rates, starts = zip(*layers)
+    assert list(names) == [f"blstm{k}" for k in range(1, 6)]
+    assert list(rates) == [1, 1, 2, 4, 8] and set(starts) == {0.0}
+    for hidden, lens_l, rate in zip(hiddens, lengths, rates):
+        assert hidden.shape == (3, ceil_div(37, rate), 6)
+        assert lens_l.tolist() == [ceil_div(n, rate) for n in (37, 20, 5)]
     # layer k+1 reads layer k's output: unchanged after layer 1, every 2nd frame after 2, 3, 4
-    assert torch.equal(seen_inputs[1], layers[0].hidden)
+    assert torch.equal(seen_inputs[1], hiddens[0])
     for k in (1, 2, 3):
-        assert torch.equal(seen_inputs[k + 1], layers[k].hidden[:, ::2])
+        assert torch.equal(seen_inputs[k + 1], hiddens[k][:, ::2])
     out, olens, _ = enc(x, lens)
-    assert torch.allclose(out, layers[-1].hidden, atol=1e-6)  # autograd on vs off: last-bit differences
-    assert torch.equal(olens, layers[-1].lengths)
+    assert torch.allclose(out, hiddens[-1], atol=1e-6)  # autograd on vs off: last-bit differences
+    assert torch.equal(olens, lengths[-1])
 
 
 @pytest.mark.parametrize("make", [tiny_vgg, tiny_blstm], ids=["vgg_blstm", "blstm"])
@@ -111,12 +111,12 @@ def test_padded_batch_gives_same_hidden_states_as_alone(make):
         together = enc.forward_layers(x, lens)
         for b, n in enumerate(lengths):
             alone = enc.forward_layers(x[b : b + 1, :n], lens[b : b + 1])
-            for lt, la in zip(together, alone):
-                m = int(la.lengths[0])
-                assert int(lt.lengths[b]) == m, lt.name
-                assert la.hidden.size(1) == m, lt.name
-                assert torch.allclose(lt.hidden[b, :m], la.hidden[0], atol=1e-5), (lt.name, b)
-                assert not lt.hidden[b, m:].any(), f"{lt.name}: padding not zero"
+            for (name, ht, lens_t, *_), (_, ha, lens_a, *_) in zip(together, alone):
+                m = int(lens_a[0])
+                assert int(lens_t[b]) == m, name
+                assert ha.size(1) == m, name
+                assert torch.allclose(ht[b, :m], ha[0], atol=1e-5), (name, b)
+                assert not ht[b, m:].any(), f"{name}: padding not zero"
 
 
 def test_forward_output_is_last_layer_and_trimmed():
@@ -125,10 +125,10 @@ def test_forward_output_is_last_layer_and_trimmed():
     x = torch.cat([x, torch.zeros(2, 7, 240)], dim=1)  # extra padding beyond max length
     with torch.no_grad():
         out, olens, states = enc(x, lens)
-        last = enc.forward_layers(x, lens)[-1]
+        _, last, *_ = enc.forward_layers(x, lens)[-1]
     assert states is None
     assert out.shape == (2, 4, 16) and olens.tolist() == [4, 3]
-    assert torch.equal(out, last.hidden)
+    assert torch.equal(out, last)
 
 
 def test_bilstm_equals_torch_packed_bidirectional_lstm():

@@ -9,7 +9,6 @@ the original audio; ``deep`` scores clearly worse on every metric.
 from __future__ import annotations
 
 import csv
-import json
 
 import kaldiio
 import numpy as np
@@ -22,6 +21,7 @@ from espnet_probe.bin import make_report, make_trials, score_layers
 from espnet_probe.metrics.layer_scores import SCORE_COLUMNS, split_condition
 from espnet_probe.report.results import REPORT_COLUMNS, conditions_in
 from tests.conftest import REPO
+from tests.summary_support import write_decode_summary
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +83,7 @@ def experiment(tmp_path_factory, librispeech_dir):
                     w(u, t[mel][u])
             (dec / layer / "wav.scp").write_text(
                 "".join(f"{u} {root / 'audio' / audio / f'{u}.wav'}\n" for u in utts))
-        (dec / "summary.json").write_text(json.dumps({"layers": {"input": {}, "deep": {}}}))
+        write_decode_summary(dec, ["input", "deep"])
         (dec / "vocoded_utts").write_text("\n".join(utts) + "\n")
     trials = root / "exp" / "trials" / "test" / "trials"
     assert make_trials.main(["--data_dir", str(root / "data" / "test"), "--utt_list",
@@ -174,7 +174,7 @@ def test_scoring_errors_name_the_problem(experiment, tmp_path, capsys):
     lines = (exp / "decode_test" / "input" / "wav.scp").read_text().splitlines()
     (dec / "wav.scp").write_text("\n".join(lines[1:]) + "\n")
     (dec / "mel.scp").write_text((exp / "decode_test" / "input" / "mel.scp").read_text())
-    (broken / "decode_test" / "summary.json").write_text(json.dumps({"layers": {"input": {}}}))
+    write_decode_summary(broken / "decode_test", ["input"])
     assert score_layers.main(["--exp", str(broken), "--trials_dir", str(root / "exp" / "trials")]
                              + common) == 1
     err = capsys.readouterr().err

@@ -68,13 +68,17 @@ def test_vgg_blstm_model_layers_start_with_normalised_input(tmp_path):
     before = x.clone()
     layers = extract_layers(model, x, lens)
     assert torch.equal(x, before), "extract_layers must not modify the caller's features"
-    assert [(l.index, l.name) for l in layers][:2] == [(0, "input"), (1, "cnn1")]
-    assert [l.index for l in layers] == list(range(len(layers)))
-    assert layers[0].frame_rate == 1 and layers[0].hidden.shape == (2, 30, 240)
+    records = [s.layer for s in layers]
+    assert [(r.index, r.name) for r in records][:2] == [(0, "input"), (1, "cnn1")]
+    assert [r.index for r in records] == list(range(len(layers)))
+    assert all(s.layer.dim == s.hidden.size(-1) for s in layers)
+    assert records[0].frame_rate == 1 and layers[0].hidden.shape == (2, 30, 240)
+    assert (records[0].period, records[0].offset) == (0.01, -0.005)  # centred 10 ms features
     # global_mvn with mean 1, std 2
     assert torch.allclose(layers[0].hidden[0], (x[0] - 1.0) / 2.0, atol=1e-5)
     assert not layers[0].hidden[1, 17:].any()
-    assert [l.frame_rate for l in layers[1:]] == [1, 1, 2, 2, 2, 4] + [4] * 5
+    assert [r.frame_rate for r in records[1:]] == [1, 1, 2, 2, 2, 4] + [4] * 5
+    assert [r.period for r in records[1:]] == [0.01 * r.frame_rate for r in records[1:]]
     out, olens = espnet_encode(model, x, lens)
     assert torch.equal(layers[-1].lengths, olens)
     assert torch.allclose(layers[-1].hidden, out, atol=1e-6)
@@ -89,7 +93,7 @@ def test_blstm_model_layers(tmp_path):
     )
     x, lens = feats_batch([33, 20])
     layers = extract_layers(model, x, lens)
-    assert [(l.name, l.frame_rate, l.hidden.size(1)) for l in layers] == [
+    assert [(s.layer.name, s.layer.frame_rate, s.hidden.size(1)) for s in layers] == [
         ("input", 1, 33), ("blstm1", 1, 33), ("blstm2", 1, 33), ("blstm3", 2, 17),
         ("blstm4", 4, 9), ("blstm5", 8, 5),
     ]
@@ -104,8 +108,8 @@ def test_stock_conformer_layers(tmp_path):
     )
     x, lens = feats_batch([50, 31])
     layers = extract_layers(model, x, lens)
-    assert [l.name for l in layers] == ["input", "subsample", "block1", "block2", "block3", "output"]
-    assert [l.frame_rate for l in layers] == [1, 4, 4, 4, 4, 4]
+    assert [s.layer.name for s in layers] == ["input", "subsample", "block1", "block2", "block3", "output"]
+    assert [s.layer.frame_rate for s in layers] == [1, 4, 4, 4, 4, 4]
     out, olens = espnet_encode(model, x, lens)
     for layer in layers[1:]:
         assert layer.hidden.shape == (2, out.size(1), 16)
@@ -138,12 +142,12 @@ def test_stock_transformer_and_rnn_encoders():
         with torch.no_grad():
             layers = encoder_layers(enc, x, lens)
             out, olens, _ = enc(x, lens)
-        assert [l.name for l in layers] == names
-        assert [l.rate for l in layers] == rates
-        last = layers[-1]
-        assert last.lengths.tolist() == olens.tolist()
+        assert [name for name, *_ in layers] == names
+        assert [rate for *_, rate, _ in layers] == rates
+        _, last, last_lengths, *_ = layers[-1]
+        assert last_lengths.tolist() == olens.tolist()
         for b, n in enumerate(olens.tolist()):
-            assert torch.allclose(last.hidden[b, :n], out[b, :n], atol=1e-5), type(enc).__name__
+            assert torch.allclose(last[b, :n], out[b, :n], atol=1e-5), type(enc).__name__
 
 
 def test_unsupported_encoder_is_named():
@@ -274,8 +278,8 @@ def test_train_one_epoch_save_and_reload(tmp_path):
     lens = torch.tensor([len(a) for a in arrays])
     x = torch.nn.utils.rnn.pad_sequence(arrays, batch_first=True)
     layers = extract_layers(model, x, lens)
-    assert [l.name for l in layers] == ["input", "cnn1", "cnn2", "pool1", "cnn3", "cnn4",
-                                        "pool2"] + [f"blstm{k}" for k in range(1, 6)]
+    assert [s.layer.name for s in layers] == ["input", "cnn1", "cnn2", "pool1", "cnn3", "cnn4",
+                                              "pool2"] + [f"blstm{k}" for k in range(1, 6)]
     # input layer = features normalised with the collected stats
     with np.load(stats) as st:
         mean = st["sum"] / st["count"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -15,15 +16,16 @@ import torch
 from conftest import LIBRISPEECH, need
 from espnet_probe.asr.pretraining import espnet_config
 from espnet_probe.audio.features import FbankConfig, LogMelExtractor
+from espnet_probe.probe.summary import read_summary
 from espnet_probe.probe.model import (
     FrameDealer,
     LayerProbe,
     ProbeModel,
     SampledFrames,
     masked_l1,
-    probe_layer_specs,
+    probed_layers,
 )
-from test_layers import build_model, write_stats
+from test_layers import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -73,24 +75,29 @@ def test_masked_l1_ignores_padding():
 def test_probe_model_freezes_asr_and_reports_every_layer(tmp_path):
     asr = build_model(tmp_path, "blstm_small.yaml", "--encoder_conf", "hidden_size=8",
                       "--encoder_conf", "projection_size=8")
-    specs = probe_layer_specs(asr)
-    assert [s.name for s in specs] == ["input"] + [f"blstm{k}" for k in range(1, 6)]
-    assert [round(s.period * 1000) for s in specs] == [10, 10, 10, 20, 40, 40]
-    assert all(s.offset == pytest.approx(-0.005) for s in specs)
-    model = ProbeModel(asr, specs, hidden_size=16).train()
+    layers = probed_layers(asr)
+    assert [layer.name for layer in layers] == ["input"] + [f"blstm{k}" for k in range(1, 6)]
+    assert [layer.index for layer in layers] == list(range(6))
+    assert [round(layer.period * 1000) for layer in layers] == [10, 10, 10, 20, 40, 40]
+    assert all(layer.offset == pytest.approx(-0.005) for layer in layers)
+    # asked in any order, layers come in encoder order, each probe sized from its record
+    assert probed_layers(asr, ["blstm5", "input"]) == [layers[0], layers[5]]
+    model = ProbeModel(asr, layers, hidden_size=16).train()
+    assert model.layers == tuple(layers)
+    assert [model.probes[layer.name].upsample.in_features for layer in layers] == [240] + [8] * 5
     assert not asr.training and all(not p.requires_grad for p in asr.parameters())
     x = 1.0 + 2.0 * torch.randn(2, 50, 240)
     lens = torch.tensor([50, 33])
     loss, stats, weight = model(speech=x, speech_lengths=lens)
-    assert set(stats) == {"loss"} | {f"l1_{s.name}" for s in specs}
-    assert loss.item() == pytest.approx(sum(stats[f"l1_{s.name}"].item() for s in specs), rel=1e-5)
+    assert set(stats) == {"loss"} | {f"l1_{layer.name}" for layer in layers}
+    assert loss.item() == pytest.approx(sum(stats[f"l1_{layer.name}"].item() for layer in layers), rel=1e-5)
     loss.backward()
     assert all(p.grad is None for p in asr.parameters())
     assert all(p.grad is not None for p in model.probes.parameters())
     preds = model.predict(x, lens)
     assert all(p.shape == (2, 50, 80) and p[1, 33:].abs().sum() == 0 for p in preds.values())
     # frame sampling: training takes the loss over 30 random valid frames, validation all
-    sampled = ProbeModel(asr, specs, hidden_size=16, sample_frames=30)
+    sampled = ProbeModel(asr, layers, hidden_size=16, sample_frames=30)
     sampled.load_state_dict(model.state_dict())
     loss_s, stats_s, _ = sampled.train()(speech=x, speech_lengths=lens)
     assert set(stats_s) == set(stats) and torch.isfinite(loss_s)
@@ -101,9 +108,9 @@ def test_probe_model_freezes_asr_and_reports_every_layer(tmp_path):
     assert sampled(speech=x, speech_lengths=lens)[0].item() == pytest.approx(
         model(speech=x, speech_lengths=lens)[0].item(), rel=1e-6)
     with pytest.raises(ValueError, match="unknown layer"):
-        probe_layer_specs(asr, ["blstm9"])
+        probed_layers(asr, ["blstm9"])
     with pytest.raises(ValueError, match="needs a 'target'"):
-        ProbeModel(asr, specs, target="clean")(speech=x, speech_lengths=lens)
+        ProbeModel(asr, layers, target="clean")(speech=x, speech_lengths=lens)
 
 
 def real_features(root: Path, n_utts: int = 24) -> Path:
@@ -123,6 +130,26 @@ def real_features(root: Path, n_utts: int = 24) -> Path:
     stats = np.concatenate(list(kaldiio.load_scp(str(root / "feats.scp")).values()))
     np.savez(root / "cmvn.npz", count=np.array(len(stats)), sum=stats.sum(0), sum_square=(stats**2).sum(0))
     return root
+
+
+def test_probe_task_options_are_probe_models_keyword_arguments(tmp_path):
+    from espnet_probe.tasks.probe import ProbeTask
+
+    parse = ProbeTask.get_parser().parse_args
+    args = parse([])
+    assert (args.target, args.n_mels, args.target_period) == ("heard", 80, 0.01)
+    assert args.probe_conf == {"hidden_size": 256, "highway_layers": 4, "sample_frames": 0,
+                               "mix_batches": 1}
+    # each argument of ProbeModel is reachable: a task option of its own or a --probe_conf key
+    given_by_task = {"asr_model", "layers", "target", "n_mels", "target_period"}
+    assert given_by_task | set(args.probe_conf) == set(inspect.signature(ProbeModel).parameters)
+    # --probe_conf adds to the defaults; an unknown key is refused before any ASR model loads
+    args = parse(["--probe_conf", "hidden_size=16", "--probe_conf", "hiden_layers=2",
+                  "--asr_train_config", str(tmp_path / "none.yaml"),
+                  "--asr_model_file", str(tmp_path / "none.pth")])
+    assert args.probe_conf["hidden_size"] == 16 and args.probe_conf["highway_layers"] == 4
+    with pytest.raises(ValueError, match=r"--probe_conf: unknown option\(s\) \['hiden_layers'\]"):
+        ProbeTask.build_model(args)
 
 
 @pytest.mark.integration
@@ -183,15 +210,16 @@ def test_probe_task_trains_through_espnet_and_decodes(tmp_path):
 
     out = exp / "decode_dump"
     assert probe_decode.main(["--probe_exp", str(exp), "--feats_dir", str(feats)]) == 0
-    summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["layers"]) == {"input", "blstm5"} and summary["utterances"] == 24
+    summary = read_summary(out)
+    assert summary.layer_names == ["input", "blstm5"] and summary.utterances == 24
+    assert [d.layer.index for d in summary.layers] == [0, 5] and summary.input == "feats"
 
     mels = {u: m[:, :80] for u, m in kaldiio.load_scp(str(feats / "feats.scp")).items()}
     pred = dict(kaldiio.load_scp(str(out / "input" / "mel.scp")))
     assert set(pred) == set(mels) and all(pred[u].shape == mels[u].shape for u in mels)
     allmel = np.concatenate(list(mels.values()))
     mean_l1 = float(np.abs(allmel - allmel.mean(0)).mean())
-    l1_input = summary["layers"]["input"]["l1_heard"]
+    l1_input = summary.layers[0].l1_heard
     assert l1_input == pytest.approx(
         float(np.mean(np.concatenate([np.abs(pred[u] - mels[u]) for u in mels]))), rel=1e-3)
     assert l1_input < 0.6 * mean_l1, (l1_input, mean_l1)
@@ -351,16 +379,16 @@ def test_mixed_batches_deal_each_sampled_frame_once_over_the_next_steps():
 def test_mixed_batches_train_on_several_utterances_per_step(tmp_path):
     asr = build_model(tmp_path, "blstm_small.yaml", "--encoder_conf", "hidden_size=8",
                       "--encoder_conf", "projection_size=8")
-    specs = probe_layer_specs(asr)
+    layers = probed_layers(asr)
     with pytest.raises(ValueError, match="mix_batches"):
-        ProbeModel(asr, specs, mix_batches=4)  # nothing to deal without a frame sample
-    model = ProbeModel(asr, specs, hidden_size=16, sample_frames=40, mix_batches=4).train()
+        ProbeModel(asr, layers, mix_batches=4)  # nothing to deal without a frame sample
+    model = ProbeModel(asr, layers, hidden_size=16, sample_frames=40, mix_batches=4).train()
     torch.manual_seed(0)
     for step in range(6):
         x = 1.0 + 2.0 * torch.randn(1, 50, 240)
         loss, stats, _ = model(speech=x, speech_lengths=torch.tensor([50]))
         loss.backward()
-        assert torch.isfinite(loss) and set(stats) == {"loss"} | {f"l1_{s.name}" for s in specs}
+        assert torch.isfinite(loss) and set(stats) == {"loss"} | {f"l1_{layer.name}" for layer in layers}
         assert len(model.dealer.pending) == min(step + 1, 3)  # the oldest is used up
     assert all(p.grad is not None for p in model.probes.parameters())
     model.eval()  # validation reads whole batches, nothing dealt

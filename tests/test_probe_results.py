@@ -1,17 +1,14 @@
 """Probe L1 tables: per-experiment RESULTS.md, the combined CSV/Markdown, and a missing decode."""
 
 import csv
-import json
 
 from espnet_probe.bin import probe_results
+from summary_support import write_decode_summary
 
 
 def write_summary(exp, condition, layers):
-    d = exp / f"decode_{condition}"
-    d.mkdir(parents=True)
-    (d / "summary.json").write_text(json.dumps({
-        "set": condition, "utterances": 3, "frames": 300,
-        "layers": {name: {"l1_heard": v, "l1_clean": v + 0.5} for name, v in layers.items()}}))
+    write_decode_summary(exp / f"decode_{condition}", list(layers), layers,
+                         {name: v + 0.5 for name, v in layers.items()})
 
 
 def test_tables_hold_every_layer_and_condition(tmp_path):
@@ -35,3 +32,10 @@ def test_missing_decoding_is_an_error(tmp_path, capsys):
     (tmp_path / "probe_x").mkdir()
     assert probe_results.main(["--exps", str(tmp_path / "probe_x"), "--out", str(tmp_path / "o")]) == 1
     assert "run probe decoding first" in capsys.readouterr().err
+    # a summary from before layers had records in it: one line naming the file
+    (tmp_path / "probe_x" / "decode_test").mkdir()
+    (tmp_path / "probe_x" / "decode_test" / "summary.json").write_text('{"layers": {"input": {}}}')
+    assert probe_results.main(["--exps", str(tmp_path / "probe_x"), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"probe_results: error: {tmp_path}/probe_x/decode_test/summary.json: not a "
+                          "decode summary") and err.count("\n") == 1

@@ -135,10 +135,12 @@ def test_one_encoder_pass_per_batch_and_batching_does_not_leak(tiny_model, tmp_p
     finally:
         handle.remove()
     assert len(calls) == 4  # 9 utterances of 30-89 frames, <= 200 padded frames: 4 batches
-    assert [layer.name for layer in batched] == TINY_LAYERS
+    assert [pooled.layer.name for pooled in batched] == TINY_LAYERS
+    assert [pooled.layer.index for pooled in batched] == list(range(len(TINY_LAYERS)))
     one_by_one = pooled_layers(tiny_model, dump / "feats.scp", utts, batch_frames=1)
     for a, b in zip(batched, one_by_one):
-        np.testing.assert_allclose(a.features, b.features, rtol=1e-4, atol=1e-5, err_msg=a.name)
+        assert a.layer == b.layer
+        np.testing.assert_allclose(a.features, b.features, rtol=1e-4, atol=1e-5, err_msg=a.layer.name)
 
 
 def test_bad_input_names_the_utterance_and_file(tiny_model, tmp_path):

@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from espnet_probe.audio.features import FbankConfig, LogMelExtractor, mel_filterbank
-from espnet_probe.audio.io import load_audio
+from espnet_probe.audio.io import load_audio, write_wav
 from espnet_probe.audio.vocoder import (MAGNITUDE_FLOOR, SampleCounts, VocodeError, VocoderConfig,
                                         _BatchFraming, griffin_lim, length_batches, mel_pinv,
                                         mel_shape, mel_to_magnitude, parallel_map,
@@ -408,3 +408,36 @@ def test_wavs_older_than_their_mels_are_vocoded_again(tmp_path, mel_set, log_mel
             w(u, log_mels[u] - 1.0)
     assert run_cli(*common) == 0
     assert all((out / "wav" / f"{u}.wav").read_bytes() != before[u] for u in utts)
+
+
+def test_vocode_layers_takes_the_layers_and_their_order_from_the_decode_summary(tmp_path, capsys):
+    from espnet_probe.bin import vocode_layers
+    from summary_support import write_decode_summary
+
+    data = tmp_path / "data" / "test"
+    data.mkdir(parents=True)
+    utts = {"s1-a": "s1", "s2-b": "s2"}
+    for utt in utts:
+        write_wav(data / f"{utt}.wav", noise_wav(3200))
+    (data / "wav.scp").write_text("".join(f"{u} {data / u}.wav\n" for u in utts))
+    (data / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s in utts.items()))
+    decode = tmp_path / "probe_x" / "decode_test"
+    layers = ["input", "deep", "blstm1"]  # encoder order, not alphabetical
+    for name in layers + ["stray"]:  # a dir the summary does not list is no layer
+        (decode / name).mkdir(parents=True)
+        with kaldiio.WriteHelper(f"ark,scp:{decode / name}/mel.ark,{decode / name}/mel.scp") as w:
+            for utt in utts:
+                w(utt, np.full((21, 80), -5.0, dtype=np.float32))
+    args = ["--decode_dirs", str(decode), "--data", str(tmp_path / "data"), "--fbank_config",
+            str(REPO / "conf" / "fbank.yaml"), "--config", str(REPO / "conf" / "vocoder.yaml")]
+    assert vocode_layers.main(args) == 1  # not decoded yet: no summary
+    assert f"vocode_layers: error: {decode / 'summary.json'}: not found" in capsys.readouterr().err
+    write_decode_summary(decode, layers)
+    assert vocode_layers.main(args) == 0
+    done = [line.split()[1][:-1] for line in capsys.readouterr().err.splitlines()
+            if line.startswith("vocode_layers ") and "wavs in" not in line]
+    assert done == [str(decode / name) for name in layers]
+    for name in layers:
+        assert sorted(line.split()[0] for line in (decode / name / "wav.scp").read_text().splitlines()) \
+            == sorted(utts)
+    assert not (decode / "stray" / "wav.scp").exists()

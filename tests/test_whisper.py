@@ -101,7 +101,7 @@ def test_an_openai_checkpoint_of_the_same_weights_gives_the_same_layers(tiny, tm
     (_, wave, _), = librispeech(1)
     speech, lengths = torch.from_numpy(wave[None, :48000]), torch.tensor([48000])
     a, b = extract_layers(tiny, speech, lengths), extract_layers(other, speech, lengths)
-    assert [l.name for l in a] == [l.name for l in b]
+    assert [x.layer for x in a] == [y.layer for y in b]
     assert all(torch.equal(x.hidden, y.hidden) for x, y in zip(a, b))
 
 
@@ -113,11 +113,11 @@ def test_layers_keep_the_utterance_frames_of_each_30s_window(tiny):
     batch = torch.zeros(2, long.size)
     batch[0, : short.size], batch[1] = torch.from_numpy(short), torch.from_numpy(long)
     lengths = torch.tensor([short.size, long.size])
-    layers = {l.name: l for l in extract_layers(tiny, batch, lengths)}
+    layers = {s.layer.name: s for s in extract_layers(tiny, batch, lengths)}
     n_short, n_long = short.size // 160, long.size // 160
     assert layers["input"].lengths.tolist() == [n_short, n_long]
     assert layers["block4"].lengths.tolist() == [math.ceil(n_short / 2), math.ceil(n_long / 2)]
-    alone = {l.name: l for l in extract_layers(tiny, batch[:1, : short.size], lengths[:1])}
+    alone = {s.layer.name: s for s in extract_layers(tiny, batch[:1, : short.size], lengths[:1])}
     for name, layer in alone.items():
         n = int(layer.lengths[0])
         assert torch.allclose(layers[name].hidden[0, :n], layer.hidden[0, :n], atol=1e-5), name
@@ -135,13 +135,16 @@ def test_layers_keep_the_utterance_frames_of_each_30s_window(tiny):
 
 
 def test_probe_task_trains_on_whisper_and_the_control_reinitialises_only_the_encoder(tiny):
-    from espnet_probe.probe.model import ProbeModel, probe_layer_specs, reinitialise_encoder
+    from espnet_probe.probe.model import ProbeModel, probed_layers, reinitialise_encoder
 
     import copy
 
-    specs = probe_layer_specs(tiny, "all", 0.01)
-    assert [s.name for s in specs][:3] == ["input", "conv1", "conv2"]
-    model = ProbeModel(copy.deepcopy(tiny), specs[:3], n_mels=80, hidden_size=16)
+    layers = probed_layers(tiny, "all", 0.01)
+    assert [layer.name for layer in layers][:3] == ["input", "conv1", "conv2"]
+    # conv2 frames are centred on every second input frame: they span [2j - 0.5, 2j + 1.5)
+    assert [(layer.frame_rate, layer.period, layer.offset) for layer in layers[1:3]] == [
+        (1, 0.01, -0.005), (2, 0.02, -0.01)]
+    model = ProbeModel(copy.deepcopy(tiny), layers[:3], n_mels=80, hidden_size=16)
     (_, wave, _), = librispeech(1)
     speech = torch.from_numpy(wave[None, :32000])
     from espnet_probe.audio.features import FbankConfig, LogMelExtractor
@@ -223,9 +226,9 @@ def test_the_layer_cache_computes_each_utterance_once_and_forgets_on_new_weights
     first = model.layer_outputs(speech, lengths)
     again = model.layer_outputs(speech, lengths)
     assert len(calls) == 1 and model._cache_bytes > 0
-    for e, a, b in zip(exact, first, again):
-        assert torch.equal(a.hidden, b.hidden) and torch.equal(a.lengths, e.lengths)
-        assert (a.hidden - e.hidden).abs().max() <= 1e-3 * e.hidden.abs().max()  # float16
+    for (_, e, e_lengths, *_), (_, a, a_lengths, *_), (_, b, *_) in zip(exact, first, again):
+        assert torch.equal(a, b) and torch.equal(a_lengths, e_lengths)
+        assert (a - e).abs().max() <= 1e-3 * e.abs().max()  # float16
     reinitialise_encoder(model, seed=0)  # the random control: the cached layers are stale
     model.layer_outputs(speech, lengths)
     assert len(calls) == 2
@@ -332,9 +335,9 @@ def test_espnets_whisper_encoder_layers_are_its_forward_one_utterance_at_a_time(
     lengths = torch.tensor([len(w) for w in waves])
     batch = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
     layers = extract_layers(model, batch, lengths)
-    assert [l.name for l in layers] == ["input", "conv1", "conv2", "block1", "block2", "block3",
-                                        "block4", "output"]
-    assert [l.period for l in layers] == [0.01, 0.01] + [0.02] * 6
+    assert [s.layer.name for s in layers] == ["input", "conv1", "conv2", "block1", "block2", "block3",
+                                              "block4", "output"]
+    assert [s.layer.period for s in layers] == [0.01, 0.01] + [0.02] * 6
     with torch.no_grad():
         for b, wave in enumerate(waves):
             out, olens, _ = model.encoder(wave[None], lengths[b:b + 1])

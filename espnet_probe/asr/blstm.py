@@ -21,22 +21,19 @@ the rates of blstm1..blstm5 are 1, 1, 2, 4, 8.
 
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
 
 
-class LayerOutput(NamedTuple):
-    """One hidden layer: ``hidden`` is (B, T_l, D_l), zero beyond ``lengths``."""
-
-    name: str
-    hidden: torch.Tensor
-    lengths: torch.Tensor
-    rate: int  # frames of the input features per frame of this layer
-    # where frame 0's span starts, in input frames from the start of input frame 0's span:
-    # 0 for pooling and frame skipping; convolutional subsampling centres its frames later
-    start: float = 0.0
+# The encoder contract (``forward_layers``): each layer, in encoder order, as a plain tuple
+# (name, hidden (B, T_l, D_l) zero beyond lengths, lengths (B,), rate, start), timed in the
+# encoder's own input frames: ``rate`` input frames per layer frame, ``start`` where frame 0's
+# span starts (0 for pooling and frame skipping; convolutional subsampling centres its frames
+# later).  Only the frontend knows seconds, so the one description of a layer
+# (espnet_probe.layer_record.Layer) is made from these by layers.extract_layers.
+EncoderLayer = Tuple[str, torch.Tensor, torch.Tensor, int, float]
 
 
 def ceil_div_lengths(lengths: torch.Tensor, factor: int) -> torch.Tensor:
@@ -147,9 +144,9 @@ class BLSTMStack(torch.nn.Module):
         lengths: torch.Tensor,
         in_rate: int = 1,
         collect: bool = False,
-    ) -> Tuple[torch.Tensor, torch.Tensor, List[LayerOutput]]:
+    ) -> Tuple[torch.Tensor, torch.Tensor, List[EncoderLayer]]:
         """Run all layers; with ``collect`` also return every layer's output."""
-        layers: List[LayerOutput] = []
+        layers: List[EncoderLayer] = []
         rate = in_rate
         last = len(self.rnns) - 1
         for k, rnn in enumerate(self.rnns):
@@ -160,7 +157,7 @@ class BLSTMStack(torch.nn.Module):
                     ys = torch.tanh(ys)
                 ys = zero_padding(ys, lengths)  # projection bias leaks into padding
             if collect:
-                layers.append(LayerOutput(f"{self.name_prefix}{k + 1}", ys, lengths, rate))
+                layers.append((f"{self.name_prefix}{k + 1}", ys, lengths, rate, 0.0))
             if k < last:
                 ys = self.dropout(ys)
             factor = self.subsample[k]
@@ -189,7 +186,7 @@ class LayeredEncoder(AbsEncoder):
         out, olens, _ = self._run(xs_pad, ilens, collect=False)
         return out, olens, None
 
-    def forward_layers(self, xs_pad: torch.Tensor, ilens: torch.Tensor) -> List[LayerOutput]:
+    def forward_layers(self, xs_pad: torch.Tensor, ilens: torch.Tensor) -> List[EncoderLayer]:
         """Every layer, input side first (the names: the class docstring)."""
         return self._run(xs_pad, ilens, collect=True)[2]
 

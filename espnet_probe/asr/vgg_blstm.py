@@ -28,8 +28,8 @@ from typing import List, Optional, Sequence
 import torch
 from espnet_probe.asr.blstm import (
     BLSTMStack,
+    EncoderLayer,
     LayeredEncoder,
-    LayerOutput,
     ceil_div_lengths,
     check_input,
     zero_padding,
@@ -107,16 +107,16 @@ class VGGBLSTMEncoder(LayeredEncoder):
         # (B, T, C*F) -> (B, C, T, F): channel c holds features [c*F, (c+1)*F).
         x = xs_pad.reshape(b, t, self.in_channels, self.freq).transpose(1, 2)
         lengths, rate = ilens, 1
-        layers: List[LayerOutput] = []
+        layers: List[EncoderLayer] = []
         for k, conv in enumerate(self.convs):
             x = zero_padding(torch.relu(conv(x)), lengths, time_dim=2)
             if collect:
-                layers.append(LayerOutput(f"cnn{k + 1}", _per_frame(x), lengths, rate))
+                layers.append((f"cnn{k + 1}", _per_frame(x), lengths, rate, 0.0))
             if k % 2 == 1:
                 x = self.pool(x)
                 lengths = ceil_div_lengths(lengths, 2)
                 rate *= 2
                 if collect:
-                    layers.append(LayerOutput(f"pool{(k + 1) // 2}", _per_frame(x), lengths, rate))
+                    layers.append((f"pool{(k + 1) // 2}", _per_frame(x), lengths, rate, 0.0))
         out, olens, rnn_layers = self.blstm(_per_frame(x), lengths, in_rate=rate, collect=collect)
         return out[:, : int(olens.max())], olens, layers + rnn_layers

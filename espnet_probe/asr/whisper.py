@@ -45,7 +45,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
-from espnet_probe.asr.blstm import LayerOutput
+from espnet_probe.asr.blstm import EncoderLayer
 from espnet_probe.asr.ct2 import CT2FormatError, read_model_bin
 from espnet_probe.utils.checkpoint import CheckpointError, load_checkpoint
 
@@ -242,7 +242,7 @@ def encoder_stack(encoder: torch.nn.Module, mel: torch.Tensor) -> List[torch.Ten
     return per
 
 
-def _layer_output(name: str, index: int, parts: List[torch.Tensor]) -> LayerOutput:
+def _layer_output(name: str, index: int, parts: List[torch.Tensor]) -> EncoderLayer:
     """Layer ``index`` of a batch from each utterance's own frames (T_b, D), zero-padded."""
     rate = 2 if index > 1 else 1  # input and conv1 at 10 ms, the rest at 20 ms
     lens = torch.tensor([len(x) for x in parts], device=parts[0].device)
@@ -250,11 +250,11 @@ def _layer_output(name: str, index: int, parts: List[torch.Tensor]) -> LayerOutp
     for b, x in enumerate(parts):
         hidden[b, : len(x)] = x
     # a stride-2 frame j is centred on input frame 2j: it spans input frames [2j - 0.5, 2j + 1.5)
-    return LayerOutput(name, hidden, lens, rate, -0.5 if rate == 2 else 0.0)
+    return name, hidden, lens, rate, -0.5 if rate == 2 else 0.0
 
 
 def espnet_encoder_layers(encoder: torch.nn.Module, wave: torch.Tensor,
-                          lengths: torch.Tensor) -> List[LayerOutput]:
+                          lengths: torch.Tensor) -> List[EncoderLayer]:
     """The layers of ESPnet's Whisper encoder (``encoder: whisper``, ``OpenAIWhisperEncoder``)
     for a padded batch of waveforms (B, N), computed as its forward computes them.
 
@@ -387,7 +387,7 @@ class WhisperASR(torch.nn.Module):
                     self._cache_bytes += size
         return [[x.float() for x in (self._cache.get(key) or fresh[key])] for key in keys]
 
-    def layer_outputs(self, speech: torch.Tensor, lengths: torch.Tensor) -> List[LayerOutput]:
+    def layer_outputs(self, speech: torch.Tensor, lengths: torch.Tensor) -> List[EncoderLayer]:
         """Every layer (module doc) for a padded batch of waveforms (B, N)."""
         cached = getattr(self, "_cache_max", 0) > 0
         per_utt = (self._cached_utterance_layers if cached else self.utterance_layers)(speech, lengths)

@@ -5,7 +5,8 @@
   python -m espnet_probe.bin.probe_decode --oracle --out_root exp/probe_oracle --feats_dir ...
 
 Writes <out_root>/decode_<set>/<layer>/mel.{ark,scp} (out_root defaults to the probe exp) and
-summary.json (per-layer L1 to the heard and, where the set has target.scp, the clean log-mel).
+summary.json (probe/summary.py: per layer its record, the L1 to the heard and, where the set has
+target.scp, the clean log-mel).
 --oracle writes the input's own log-mel as the single layer "original". Re-running with the
 same model and set does nothing.
 """
@@ -13,7 +14,6 @@ same model and set does nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -75,8 +75,8 @@ def main(argv=None) -> int:
         for feats_dir in args.feats_dir:
             out = out_root / f"decode_{feats_dir.name}"
             summary = decode_set(model, feats_dir, out, args.batch_frames, settings=settings)
-            print(f"probe_decode {out}: {summary['utterances']} utts, L1 "
-                  + ", ".join(f"{n} {v['l1_heard']:.3f}" for n, v in summary["layers"].items()),
+            print(f"probe_decode {out}: {summary.utterances} utts, L1 "
+                  + ", ".join(f"{d.layer.name} {d.l1_heard:.3f}" for d in summary.layers),
                   file=sys.stderr)
     except (ProbeDecodeError, FileNotFoundError, ValueError) as e:
         print(f"probe_decode: error: {e}", file=sys.stderr)

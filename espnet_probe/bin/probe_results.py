@@ -11,20 +11,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from pathlib import Path
 
+from espnet_probe.probe.summary import DecodeSummaryError, decode_summaries
 from espnet_probe.utils.fileio import atomic_open
-
-
-def load_summaries(exp: Path) -> dict[str, dict]:
-    summaries = {}
-    for path in sorted(exp.glob("decode_*/summary.json")):
-        summaries[path.parent.name[len("decode_"):]] = json.loads(path.read_text())
-    if not summaries:
-        raise FileNotFoundError(f"{exp}: no decode_<set>/summary.json (run probe decoding first)")
-    return summaries
 
 
 def markdown_table(rows: list[tuple[str, str, dict]]) -> str:
@@ -50,16 +41,17 @@ def main(argv: list[str] | None = None) -> int:
         for exp in args.exps:
             probe = exp.name[len("probe_"):] if exp.name.startswith("probe_") else exp.name
             exp_rows = []
-            for condition, summary in load_summaries(exp).items():
-                values = {name: v["l1_heard"] for name, v in summary["layers"].items()}
-                exp_rows.append((probe, condition, values))
-                for index, (name, v) in enumerate(summary["layers"].items()):
-                    records.append([probe, condition, name, index, v["l1_heard"], v.get("l1_clean", "")])
+            for summary in decode_summaries(exp):
+                condition = summary.set_name
+                exp_rows.append((probe, condition, {d.layer.name: d.l1_heard for d in summary.layers}))
+                for d in summary.layers:
+                    records.append([probe, condition, d.layer.name, d.layer.index, d.l1_heard,
+                                    "" if d.l1_clean is None else d.l1_clean])
             rows += exp_rows
             with atomic_open(exp / "RESULTS.md") as f:
                 f.write(f"# {exp.name}: probe L1 per layer (log-mel, per frame and bin; to the heard mel)\n\n")
                 f.write(markdown_table(exp_rows))
-    except (FileNotFoundError, KeyError, json.JSONDecodeError) as e:
+    except DecodeSummaryError as e:
         print(f"probe_results: error: {e}", file=sys.stderr)
         return 1
     args.out.parent.mkdir(parents=True, exist_ok=True)

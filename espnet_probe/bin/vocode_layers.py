@@ -3,10 +3,11 @@
   python -m espnet_probe.bin.vocode_layers --data data --max_utts 32 \\
       --decode_dirs exp/probe_x/decode_test exp/probe_x/decode_test_snr10
 
-For each DECODE_DIR (named decode_<set>) and each <layer>/mel.scp in it, writes
-<layer>/wav/<utt>.wav and <layer>/wav.scp; lengths equal data/<set>/wav.scp's. --max_utts picks
-the same utterances for every layer and condition (round-robin over speakers, ids sorted) and
-lists them in DECODE_DIR/vocoded_utts; re-running skips wavs already written.
+For each DECODE_DIR and each layer of its decode summary (probe/summary.py), in encoder order,
+writes <layer>/wav/<utt>.wav and <layer>/wav.scp from <layer>/mel.scp; lengths equal the
+summary's set's data/<set>/wav.scp. --max_utts picks the same utterances for every layer and
+condition (round-robin over speakers, ids sorted) and lists them in DECODE_DIR/vocoded_utts;
+re-running skips wavs already written.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from espnet_probe.audio.features import FbankConfig
 from espnet_probe.audio.io import AudioError
 from espnet_probe.audio.vocoder import VocodeError, VocoderConfig, torch_threads, vocode_scp
 from espnet_probe.data.kaldi_dir import DataDirError, read_table
+from espnet_probe.probe.summary import read_summary
 from espnet_probe.utils.fileio import atomic_open
 
 
@@ -53,30 +55,27 @@ def main(argv: list[str] | None = None) -> int:
     total = 0
     try:
         for decode_dir in args.decode_dirs:
-            if not decode_dir.name.startswith("decode_"):
-                raise VocodeError(f"{decode_dir}: expected a directory named decode_<set>")
-            data_dir = args.data / decode_dir.name[len("decode_"):]
+            summary = read_summary(decode_dir)
+            data_dir = args.data / summary.set_name
             utt2spk = read_table(data_dir / "utt2spk")
             utts = balanced_subset(utt2spk, args.max_utts) if args.max_utts > 0 else sorted(utt2spk)
             with atomic_open(decode_dir / "vocoded_utts") as f:
                 f.write("".join(f"{u}\n" for u in utts))
-            layers = sorted(d for d in decode_dir.iterdir() if (d / "mel.scp").is_file())
-            if not layers:
-                raise VocodeError(f"{decode_dir}: no <layer>/mel.scp (run probe decoding first)")
-            for layer in layers:
-                mels = read_table(layer / "mel.scp")
+            for name in summary.layer_names:
+                layer, mel_scp = decode_dir / name, summary.mel_scp(name)
+                mels = read_table(mel_scp)
                 missing = [u for u in utts if u not in mels]
                 if missing:
-                    raise VocodeError(f"{layer / 'mel.scp'} lacks {len(missing)} utterance(s) of "
+                    raise VocodeError(f"{mel_scp} lacks {len(missing)} utterance(s) of "
                                       f"{data_dir}, e.g. {missing[:3]}")
                 subset = layer / "mel.vocode.scp"
                 with atomic_open(subset) as f:
                     f.write("".join(f"{u} {mels[u]}\n" for u in utts))
                 with torch_threads(1):
-                    summary = vocode_scp(subset, layer, cfg, vocoder_cfg, data_dir / "wav.scp",
+                    vocoded = vocode_scp(subset, layer, cfg, vocoder_cfg, data_dir / "wav.scp",
                                          workers=args.num_threads)
                 total += len(utts)
-                print(f"vocode_layers {layer}: {json.dumps(summary)}", file=sys.stderr)
+                print(f"vocode_layers {layer}: {json.dumps(vocoded)}", file=sys.stderr)
     except (VocodeError, AudioError, DataDirError, ValueError, FileNotFoundError) as e:
         print(f"vocode_layers: error: {e}", file=sys.stderr)
         return 1

@@ -40,6 +40,7 @@ from espnet_probe.data.kaldi_dir import DataDirError, read_table
 from espnet_probe.metrics.mel import mcd_per_frame, mel_l1
 from espnet_probe.metrics.quality import merge, run_job, summarize
 from espnet_probe.metrics.trials import Trials
+from espnet_probe.probe.summary import DecodeSummaryError, decode_summaries
 from espnet_probe.speaker.ge2e import (Embedder, entries_digest, load_embeddings,
                                        save_embeddings, score_speaker, trial_entries)
 from espnet_probe.utils.fileio import atomic_open
@@ -123,17 +124,18 @@ class ScoreJob:
 def probe_exp_jobs(exp: Path) -> list[ScoreJob]:
     """One job per decoded layer and condition, in the layer order of probe decoding."""
     exp = Path(exp)
-    decode_dirs = sorted(d for d in exp.glob("decode_*") if (d / "summary.json").is_file())
-    if not decode_dirs:
-        raise LayerScoringError(f"{exp}: no decode_<set>/summary.json (run probe decoding)")
+    try:
+        summaries = decode_summaries(exp)
+    except DecodeSummaryError as e:
+        raise LayerScoringError(str(e)) from None
     jobs = []
-    for d in decode_dirs:
-        set_name = d.name[len("decode_"):]
-        layers = json.loads((d / "summary.json").read_text())["layers"]
-        for index, layer in enumerate(layers):
-            wav_scp = d / layer / "wav.scp"
-            jobs.append(ScoreJob(set_name, layer, index, wav_scp if wav_scp.is_file() else None,
-                                 d / layer / "mel.scp", exp / f"score_{set_name}" / layer))
+    for summary in summaries:
+        for decoded in summary.layers:
+            layer = decoded.layer
+            wav_scp = summary.wav_scp(layer.name)
+            jobs.append(ScoreJob(summary.set_name, layer.name, layer.index,
+                                 wav_scp if wav_scp.is_file() else None, summary.mel_scp(layer.name),
+                                 exp / f"score_{summary.set_name}" / layer.name))
     return jobs
 
 

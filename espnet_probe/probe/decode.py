@@ -1,16 +1,17 @@
 """Probe decoding: every probed layer's predicted log-mel for a feature set, as ark/scp.
 
 Writes ``<out_dir>/<layer>/mel.{ark,scp}`` (float32 (T, n_mels), T = the input's frames) and
-``<out_dir>/summary.json`` with, per layer, the L1 to the log-mel the encoder heard and, when
-the set has a ``target.scp`` (noisy sets: the clean log-mel), the L1 to the clean log-mel.
+the decode summary (probe/summary.py) with, per layer, its record, the L1 to the log-mel the
+encoder heard and, when the set has a ``target.scp`` (noisy sets: the clean log-mel), the L1 to
+the clean log-mel.
 The directory is built under a temporary name and swapped in whole; a finished directory with
 the same settings is kept as it is on re-runs.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -20,6 +21,8 @@ import torch
 from tqdm import tqdm
 
 from espnet_probe.data.model_inputs import open_inputs
+from espnet_probe.layer_record import Layer
+from espnet_probe.probe.summary import DecodedLayer, DecodeSummary, read_summary, write_summary
 from espnet_probe.utils.device import model_device
 from espnet_probe.utils.fileio import atomic_dir
 from espnet_probe.utils.freshness import Stamp, fingerprint
@@ -71,10 +74,11 @@ class HeardMel:
     every layer so vocoder loss and probe loss can be told apart.
     """
 
-    layer_names = ["original"]
-
-    def __init__(self, n_mels: int = 80):
+    def __init__(self, n_mels: int = 80, period: float = 0.01):
         self.n_mels = n_mels
+        # the features themselves: centred frames, one per input frame
+        self.layers = (Layer("original", 0, n_mels, 1, period, -period / 2),)
+        self.layer_names = [layer.name for layer in self.layers]
 
     def eval(self):
         return self
@@ -84,17 +88,19 @@ class HeardMel:
 
 
 def decode_set(model, feats_dir: str | Path, out_dir: str | Path, batch_frames: int = 2000,
-               settings: Optional[dict] = None) -> dict:
+               settings: Optional[dict] = None) -> DecodeSummary:
     """Run every probe of ``model`` (a ProbeModel) over a dump dir, on the input its ASR model
     takes (features, or waveforms for a model with a frontend); the target frames are always
     those of the dir's feats.scp."""
     feats_dir, out_dir = Path(feats_dir), Path(out_dir)
-    # keyed by what the features are, not where: a stage-3 redo in place makes a new decode
+    # keyed by what the features are, not where: a stage-3 redo in place makes a new decode; and
+    # by the layers' records, so a decode whose summary lacks them is made again
     settings = dict(settings or {}, feats=str(feats_dir / "feats.scp"),
-                    feats_fingerprint=fingerprint(feats_dir))
+                    feats_fingerprint=fingerprint(feats_dir),
+                    layers=[asdict(layer) for layer in model.layers])
     if Stamp(out_dir).state(settings) == "done":
         log.info("%s: already decoded, skipped", out_dir)
-        return json.loads((out_dir / "summary.json").read_text())
+        return read_summary(out_dir)
 
     feats = open_inputs(feats_dir, "feats")  # the heard log-mel and the target frames
     kind = getattr(getattr(model, "input", None), "kind", "feats")
@@ -164,15 +170,10 @@ def decode_set(model, feats_dir: str | Path, out_dir: str | Path, batch_frames: 
                 lines.append(f"{utt} {final_ark}:{loc.rsplit(':', 1)[1]}")
             scp.write_text("\n".join(lines) + "\n")
         denom = total_frames * n_mels
-        summary = {
-            "set": feats_dir.name, "utterances": len(feats.entries), "frames": total_frames,
-            "input": kind,
-            "layers": {
-                name: {"l1_heard": round(s["heard"] / denom, 5),
-                       **({"l1_clean": round(s["clean"] / denom, 5)} if targets is not None else {})}
-                for name, s in sums.items()
-            },
-        }
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=1))
+        summary = DecodeSummary(out_dir, feats_dir.name, len(feats.entries), total_frames, kind, tuple(
+            DecodedLayer(layer, round(sums[layer.name]["heard"] / denom, 5),
+                         round(sums[layer.name]["clean"] / denom, 5) if targets is not None else None)
+            for layer in model.layers))
+        write_summary(tmp, summary)
         Stamp(tmp).finish(settings)  # swapped in with the decode: all of it or none
     return summary

@@ -32,6 +32,7 @@ import torch
 from espnet2.torch_utils.device_funcs import force_gatherable
 
 from espnet_probe.asr.blstm import zero_padding
+from espnet_probe.layer_record import Layer
 from espnet_probe.layers import extract_layers, model_input
 
 try:  # ESPnet's base class when available (training); plain Module for unit use.
@@ -55,16 +56,6 @@ class Highway(torch.nn.Module):
             g = torch.sigmoid(gate(x))
             x = g * torch.relu(transform(x)) + (1.0 - g) * x
         return x
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """A probed layer: feature size and timing in seconds (espnet_probe.layers.Layer)."""
-
-    name: str
-    size: int
-    period: float
-    offset: float
 
 
 class LayerProbe(torch.nn.Module):
@@ -217,7 +208,7 @@ class ProbeModel(_Base):
 
     Args:
         asr_model: an ESPnet ASR model (see espnet_probe.layers.load_asr_model).
-        layers: LayerSpec of each probed layer, in encoder order (``probe_layer_specs``).
+        layers: the record of each probed layer, in encoder order (``probed_layers``).
         target: "heard" = the project's static log-mel of the audio the encoder heard (noisy
             for noisy sets), "clean" = the batch's ``target`` (clean log-mel).
         n_mels: mel bins; the heard target is the first n_mels columns of the features.
@@ -240,7 +231,7 @@ class ProbeModel(_Base):
     needs ``mel``, the project's features of the same audio, which fix the target frames.
     """
 
-    def __init__(self, asr_model: torch.nn.Module, layers: Sequence[LayerSpec],
+    def __init__(self, asr_model: torch.nn.Module, layers: Sequence[Layer],
                  target: str = "heard", n_mels: int = 80, hidden_size: int = 256,
                  highway_layers: int = 4, target_period: float = 0.01, sample_frames: int = 0,
                  mix_batches: int = 1):
@@ -263,11 +254,12 @@ class ProbeModel(_Base):
         self.n_mels = n_mels
         self.target_period = target_period
         self.input = model_input(asr_model, target_period)
-        self.layer_names = [spec.name for spec in layers]
+        self.layers = tuple(layers)
+        self.layer_names = [layer.name for layer in layers]
         self.probes = torch.nn.ModuleDict({
-            spec.name: LayerProbe(spec.size, spec.period / target_period, spec.offset / target_period,
-                                  hidden_size, highway_layers, n_mels)
-            for spec in layers
+            layer.name: LayerProbe(layer.dim, layer.period / target_period, layer.offset / target_period,
+                                   hidden_size, highway_layers, n_mels)
+            for layer in layers
         })
 
     def train(self, mode: bool = True):
@@ -299,7 +291,7 @@ class ProbeModel(_Base):
     def hidden_states(self, speech: torch.Tensor, speech_lengths: torch.Tensor):
         """Every probed layer's output of the frozen ASR model, by name."""
         with torch.no_grad():
-            hidden = {layer.name: layer for layer in
+            hidden = {states.layer.name: states for states in
                       extract_layers(self.asr, speech, speech_lengths, self.target_period)}
         missing = [n for n in self.layer_names if n not in hidden]
         if missing:
@@ -371,19 +363,17 @@ class ProbeModel(_Base):
         return {"feats": speech, "feats_lengths": speech_lengths}
 
 
-def probe_layer_specs(asr_model: torch.nn.Module, wanted: Sequence[str] | str = "all",
-                      feature_period: float = 0.01) -> List[LayerSpec]:
-    """The layers to probe with their sizes and timing, from one pass over 1 s of silence."""
+def probed_layers(asr_model: torch.nn.Module, wanted: Sequence[str] | str = "all",
+                  feature_period: float = 0.01) -> List[Layer]:
+    """The records of the layers to probe, in encoder order, from one pass over 1 s of silence."""
     speech, lengths = model_input(asr_model, feature_period).dummy(1.0)
-    layers = extract_layers(asr_model, speech, lengths, feature_period)
-    specs = [LayerSpec(layer.name, layer.hidden.size(-1), layer.period, layer.offset) for layer in layers]
+    layers = [states.layer for states in extract_layers(asr_model, speech, lengths, feature_period)]
     if wanted == "all":
-        return specs
-    by_name = {s.name: s for s in specs}
-    unknown = [n for n in wanted if n not in by_name]
+        return layers
+    unknown = [n for n in wanted if n not in {layer.name for layer in layers}]
     if unknown:
-        raise ValueError(f"unknown layer(s) {unknown}; this ASR model has {[s.name for s in specs]}")
-    return [by_name[n] for n in wanted]
+        raise ValueError(f"unknown layer(s) {unknown}; this ASR model has {[layer.name for layer in layers]}")
+    return [layer for layer in layers if layer.name in wanted]
 
 
 def reinitialise_encoder(asr_model: torch.nn.Module, seed: int) -> None:

@@ -38,7 +38,6 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import kaldiio
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -46,6 +45,7 @@ from tqdm import tqdm
 from espnet_probe.asr.decode import length_sorted_batches
 from espnet_probe.data.kaldi_dir import read_table
 from espnet_probe.data.model_inputs import ModelInputError, open_inputs
+from espnet_probe.layer_record import Layer
 from espnet_probe.layers import extract_layers, model_input
 from espnet_probe.probe.decode import _load_scp
 from espnet_probe.utils.device import model_device
@@ -65,9 +65,7 @@ class SpeakerProbeError(ValueError):
 
 @dataclass
 class PooledLayer:
-    name: str
-    index: int
-    frame_rate: int
+    layer: Layer
     features: np.ndarray  # (n_utts, F) float64, rows in the order of the utterances asked for
 
 
@@ -152,19 +150,18 @@ def pooled_layers(model: torch.nn.Module, feats_scp: str | Path, utts: list[str]
         feats = torch.nn.utils.rnn.pad_sequence(mats, batch_first=True)
         lengths = torch.tensor([m.shape[0] for m in mats])
         rows = [row_of[utt] for utt in batch]
-        for layer in extract_layers(model, feats.to(device), lengths.to(device)):
-            if int(layer.lengths.min()) < 1:
-                short = batch[int(layer.lengths.argmin())]
+        for layer, hidden, layer_lengths in extract_layers(model, feats.to(device), lengths.to(device)):
+            if int(layer_lengths.min()) < 1:
+                short = batch[int(layer_lengths.argmin())]
                 raise SpeakerProbeError(f"{inputs.scp}: utterance {short} is too short to leave a "
                                         f"frame in layer {layer.name}")
-            pooled = pool_hidden(layer.hidden, layer.lengths, pooling)
+            pooled = pool_hidden(hidden, layer_lengths, pooling)
             if not np.isfinite(pooled).all():
                 bad = batch[int(np.flatnonzero(~np.isfinite(pooled).all(1))[0])]
                 raise SpeakerProbeError(f"layer {layer.name} gives NaN/inf for utterance {bad} "
                                         f"of {inputs.scp}")
             if layer.index not in layers:
-                layers[layer.index] = PooledLayer(layer.name, layer.index, layer.frame_rate,
-                                                  np.zeros((len(utts), pooled.shape[1])))
+                layers[layer.index] = PooledLayer(layer, np.zeros((len(utts), pooled.shape[1])))
             layers[layer.index].features[rows] = pooled
     return [layers[index] for index in sorted(layers)]
 
@@ -222,10 +219,11 @@ def speaker_id_probe(model: torch.nn.Module, feats_dir: str | Path, held_out: fl
     held_y = np.array([label[utt2spk[utt]] for utt in held])
     chance = 1.0 / len(speakers)
     rows = []
-    for layer in tqdm(layers, desc="speaker_id classifiers", unit="layer", file=sys.stderr,
-                      mininterval=2):
-        predicted, converged = fit_and_predict(layer.features[: len(train)], train_y,
-                                               layer.features[len(train):], C)
+    for pooled in tqdm(layers, desc="speaker_id classifiers", unit="layer", file=sys.stderr,
+                       mininterval=2):
+        layer = pooled.layer
+        predicted, converged = fit_and_predict(pooled.features[: len(train)], train_y,
+                                               pooled.features[len(train):], C)
         hits = predicted == held_y
         correct = int(hits.sum())
         low, high = wilson_interval(correct, len(held))
@@ -233,7 +231,7 @@ def speaker_id_probe(model: torch.nn.Module, feats_dir: str | Path, held_out: fl
             "layer": layer.name, "layer_index": layer.index, "accuracy": round(correct / len(held), 5),
             "ci_low": round(low, 5), "ci_high": round(high, 5), "n": len(held),
             "n_speakers": len(speakers), "chance": round(chance, 5),
-            "frame_rate": layer.frame_rate, "dim": layer.features.shape[1], "converged": converged,
+            "frame_rate": layer.frame_rate, "dim": pooled.features.shape[1], "converged": converged,
             "per_utterance": {"utts": held, "speaker": [speakers[y] for y in held_y],
                               "predicted": [speakers[y] for y in predicted],
                               "correct": [int(h) for h in hits]},

@@ -3,12 +3,12 @@ spectrograms of the input and of each layer's reconstruction (Fig. 3)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import kaldiio
 import numpy as np
 
+from espnet_probe.probe.summary import read_summary
 from espnet_probe.report.results import (REFERENCE_MODELS, TRAINING_ORDER, _num, conditions_in,
                                          layers_of, models_in)
 from espnet_probe.utils.fileio import atomic_path
@@ -100,9 +100,9 @@ def plot_mel_layers(columns: list[tuple[str, Path, Path]], utt: str, path: Path)
     the heard input log-mel on top, then every layer's reconstruction of ``utt``."""
     grids = []
     for title, decode_dir, oracle_dir in columns:
-        layers = list(json.loads((decode_dir / "summary.json").read_text())["layers"])
+        summary = read_summary(decode_dir)
         mels = [("heard input", _load_mel(oracle_dir / "original" / "mel.scp", utt))]
-        mels += [(layer, _load_mel(decode_dir / layer / "mel.scp", utt)) for layer in layers]
+        mels += [(name, _load_mel(summary.mel_scp(name), utt)) for name in summary.layer_names]
         grids.append((title, [(n, m) for n, m in mels if m is not None]))
     n_rows = max((len(g) for _, g in grids), default=0)
     if n_rows == 0:

@@ -34,7 +34,7 @@ from espnet2.utils.nested_dict_action import NestedDictAction
 from espnet2.utils.types import str_or_none
 
 from espnet_probe.layers import load_asr_model
-from espnet_probe.probe.model import ProbeModel, probe_layer_specs, reinitialise_encoder
+from espnet_probe.probe.model import ProbeModel, probed_layers, reinitialise_encoder
 from espnet_probe.probe.trainer import ProbeTrainer
 
 
@@ -97,13 +97,13 @@ class ProbeTask(AbsTask):
         layers = list(args.layers)
         wanted = "all" if layers == ["all"] else layers
         target_period = getattr(args, "target_period", 0.01)  # configs from before it existed
-        specs = probe_layer_specs(asr, wanted, target_period)
+        probed = probed_layers(asr, wanted, target_period)
         conf = dict(args.probe_conf or {})
         known = ("hidden_size", "highway_layers", "sample_frames", "mix_batches")
         unknown = set(conf) - set(known)
         if unknown:
             raise ValueError(f"--probe_conf: unknown option(s) {sorted(unknown)}; known: {', '.join(known)}")
-        return ProbeModel(asr, specs, target=args.target, n_mels=args.n_mels,
+        return ProbeModel(asr, probed, target=args.target, n_mels=args.n_mels,
                           target_period=target_period, **conf)
 
     @classmethod
