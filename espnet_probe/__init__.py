@@ -2,11 +2,9 @@
 
 from espnet_probe.utils.offline import (local_whisper_weights, quiet_flash_attention_notice,
                                         skip_g2p_downloads)
-from espnet_probe.utils.typecheck import skip_espnet_typechecks
 
 __version__ = "0.1.0"
 
 skip_g2p_downloads()
 quiet_flash_attention_notice()
 local_whisper_weights()
-skip_espnet_typechecks()

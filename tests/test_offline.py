@@ -1,8 +1,9 @@
-"""Start-up hygiene: no import of ours reaches for the network (nltk data for g2p_en), and
-ESPnet's import-time type instrumentation is skipped."""
+"""Start-up hygiene: no import of ours reaches for the network (nltk data for g2p_en), and our
+tools skip ESPnet's import-time type instrumentation."""
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -21,13 +22,37 @@ def test_espnet_tools_of_ours_print_no_nltk_download_errors():
     assert "blstm" in proc.stdout
 
 
-def test_espnet_type_checks_are_skipped_unless_asked_for():
-    """espnet_probe swaps typeguard's decorator before ESPnet imports it (its instrumentation is
-    half of a decoding job's CPU); PROBE_TYPECHECK=1 keeps the real one."""
-    code = ("import espnet_probe, sys; assert 'typeguard' not in sys.modules; "
-            "import espnet2.asr.ctc, typeguard; print(typeguard.typechecked.__module__)")
-    for env, module in ((None, "espnet_probe.utils.typecheck"), ("1", "typeguard")):
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              env={**os.environ, "PROBE_TYPECHECK": env or "0"})
+def test_espnet_type_checks_are_skipped_by_running_tools_only():
+    """A tool run as a program turns typeguard's checks of ESPnet off before ESPnet loads (their
+    instrumentation is half of a decoding job's CPU); importing espnet_probe or a tool's module
+    leaves them on, and PROBE_TYPECHECK=1 keeps them in a tool too."""
+    run_tool = ("import runpy, sys\nsys.argv = ['count_batches', '--help']\ntry:\n"
+                "    runpy.run_module('espnet_probe.bin.count_batches', run_name='__main__')\n"
+                "except SystemExit:\n    pass\n")
+    wrong_type = ("from espnet2.train.class_choices import ClassChoices\n"
+                  "try:\n    ClassChoices('x', {}, default=5)\n    print('unchecked')\n"
+                  "except Exception as e:\n    print(type(e).__name__)")
+    for first, env, result in (("import espnet_probe\n", "0", "TypeCheckError"),
+                               ("import espnet_probe.bin.count_batches\n", "0", "TypeCheckError"),
+                               (run_tool, "0", "unchecked"),
+                               (run_tool, "1", "TypeCheckError")):
+        proc = subprocess.run([sys.executable, "-c", first + wrong_type], capture_output=True,
+                              text=True, env={**os.environ, "PROBE_TYPECHECK": env})
         assert proc.returncode == 0, proc.stderr[-2000:]
-        assert proc.stdout.split() == [module]
+        assert proc.stdout.split()[-1:] == [result], (first, env, proc.stdout)
+
+
+def test_tools_turn_type_checks_off_before_anything_else_is_imported():
+    """Modules ESPnet decorated before the switch keep their checks, so a tool runs it before any
+    other import."""
+    switch = "espnet_probe.utils.typecheck"
+    for path in sorted((Path(__file__).resolve().parents[1] / "espnet_probe" / "bin").glob("*.py")):
+        text = path.read_text()
+        if switch not in text:
+            continue
+        body = [node for node in ast.parse(text).body
+                if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
+                and not (isinstance(node, ast.ImportFrom) and node.module == "__future__")]
+        guard = body[0]
+        assert isinstance(guard, ast.If) and "__main__" in ast.unparse(guard.test), path.name
+        assert [ast.unparse(node) for node in guard.body] == [f"import {switch}"], path.name

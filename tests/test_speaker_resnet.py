@@ -104,6 +104,26 @@ def test_crops_have_the_window_length_and_short_audio_is_repeated():
     assert CropSpeech(16, random=True)("u", {"speech": wav})["speech"].size == 16
 
 
+def test_speaker_task_options_are_the_models_keyword_arguments():
+    from espnet_probe.tasks.speaker import SpeakerTask
+
+    parse = SpeakerTask.get_parser().parse_args
+    args = parse(["--num_spk", "2"])
+    # ThinResNetGhostVLAD's and SpeakerEmbeddingModel's defaults, tuples as YAML lists
+    assert args.encoder_conf == {"widths": [32, 64, 128, 256], "blocks": [3, 4, 6, 3],
+                                 "stem_kernel": 3, "stem_stride": 1, "descriptor_dim": 512,
+                                 "clusters": 8, "ghost_clusters": 2, "embed_dim": 512}
+    assert args.loss_conf == {"margin": 0.2, "scale": 30.0}
+    for option, key in (("--encoder_conf", "width"), ("--loss_conf", "margn"),
+                        ("--frontend_conf", "nmels")):
+        with pytest.raises(ValueError, match=rf"{option}: unknown option\(s\) \['{key}'\]"):
+            SpeakerTask.build_model(parse(["--num_spk", "2", option, f"{key}=1"]))
+    model = SpeakerTask.build_model(parse(["--num_spk", "2", "--loss_conf", "margin=0.1",
+                                           "--encoder_conf", f"widths={TINY['widths']}"]))
+    assert model.loss.margin == 0.1 and model.loss.scale == 30.0
+    assert model.encoder.trunk.out_channels == 32 and model.encoder.embed_dim == 512
+
+
 def test_held_out_split_is_seeded_per_speaker_and_interleaves_speakers():
     spk2utt = {f"s{s}": [f"s{s}_u{i:02d}" for i in range(n)] for s, n in enumerate([20, 10, 3, 1])}
     train, valid = split_speakers(spk2utt, 0.1, seed=3)

@@ -28,6 +28,9 @@ EXP/asr_stats/train/feats_stats.npz.
 
 from __future__ import annotations
 
+if __name__ in ("__main__", "__mp_main__"):  # run as a tool (or its DDP worker), not imported
+    import espnet_probe.utils.typecheck  # noqa: F401 - first: ESPnet's type checks off
+
 import sys
 
 from espnet_probe.asr.pretraining import run_with_pretraining

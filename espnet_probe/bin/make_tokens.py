@@ -7,6 +7,9 @@ writes <out_dir>/tokens.txt in ESPnet's layout (<blank> first, <unk>, the tokens
 
 from __future__ import annotations
 
+if __name__ in ("__main__", "__mp_main__"):  # run as a tool (or its DDP worker), not imported
+    import espnet_probe.utils.typecheck  # noqa: F401 - first: ESPnet's type checks off
+
 import argparse
 import sys
 import tempfile

@@ -26,6 +26,9 @@ then also "mel" = feats.scp, the heard log-mel and the target frames), and for t
 
 from __future__ import annotations
 
+if __name__ in ("__main__", "__mp_main__"):  # run as a tool (or its DDP worker), not imported
+    import espnet_probe.utils.typecheck  # noqa: F401 - first: ESPnet's type checks off
+
 import argparse
 import sys
 from pathlib import Path

@@ -20,7 +20,6 @@ STFT's reflect padding at the end depends on the true length). The tests check i
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Dict, Sequence, Tuple
 
@@ -31,6 +30,7 @@ from espnet2.train.abs_espnet_model import AbsESPnetModel
 
 from espnet_probe.audio.features import FbankConfig, LogMelExtractor
 from espnet_probe.utils.checkpoint import check_fits, load_state_dict
+from espnet_probe.utils.conf import checked_conf, conf_defaults
 
 
 def frame_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -208,29 +208,16 @@ class ThinResNetGhostVLAD(torch.nn.Module):
         return F.normalize(self(wav, lengths), dim=-1)
 
 
-ENCODER_DEFAULTS = {"widths": [32, 64, 128, 256], "blocks": [3, 4, 6, 3], "stem_kernel": 3,
-                    "stem_stride": 1, "descriptor_dim": 512, "clusters": 8, "ghost_clusters": 2,
-                    "embed_dim": 512}
-
-
-def options(name: str, given: dict | None, defaults: dict) -> dict:
-    """``defaults`` updated by ``given``; an unknown key is an error naming the option group."""
-    given = dict(given or {})
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ValueError(f"--{name}: unknown option(s) {unknown}; known: {sorted(defaults)}")
-    return {**defaults, **given}
+ENCODER_DEFAULTS = conf_defaults(ThinResNetGhostVLAD)
 
 
 def fbank_config(frontend_conf: dict | None) -> FbankConfig:
-    known = {f.name for f in dataclasses.fields(FbankConfig)}
-    return FbankConfig(**options("frontend_conf", frontend_conf,
-                                 {k: getattr(FbankConfig, k) for k in known}))
+    return FbankConfig(**checked_conf("frontend_conf", frontend_conf, conf_defaults(FbankConfig)))
 
 
 def build_encoder(frontend_conf: dict | None, encoder_conf: dict | None) -> ThinResNetGhostVLAD:
     return ThinResNetGhostVLAD(fbank_config(frontend_conf),
-                               **options("encoder_conf", encoder_conf, ENCODER_DEFAULTS))
+                               **checked_conf("encoder_conf", encoder_conf, ENCODER_DEFAULTS))
 
 
 def load_encoder(config: dict, checkpoint: str | Path, device: str = "cpu") -> ThinResNetGhostVLAD:

@@ -19,6 +19,9 @@ Task options:
                                           (sample_frames: target frames per training batch
                                           the loss is taken over, 0 = all; mix_batches: each
                                           step's loss over a share of the last N batches' samples)
+
+Defaults, and the keys --probe_conf accepts, are ProbeModel's keyword arguments (as ESPnet's
+tasks take theirs, ``get_default_kwargs``): a new argument there is an option here.
 """
 
 from __future__ import annotations
@@ -36,6 +39,12 @@ from espnet2.utils.types import str_or_none
 from espnet_probe.layers import load_asr_model
 from espnet_probe.probe.model import ProbeModel, probed_layers, reinitialise_encoder
 from espnet_probe.probe.trainer import ProbeTrainer
+from espnet_probe.utils.conf import checked_conf, conf_defaults
+
+# ProbeModel's arguments that are task options of their own; the rest are --probe_conf's
+TASK_OPTION_ARGS = ("target", "n_mels", "target_period")
+MODEL_DEFAULTS = conf_defaults(ProbeModel)
+PROBE_CONF_DEFAULTS = conf_defaults(ProbeModel, set_elsewhere=TASK_OPTION_ARGS)
 
 
 class ProbeTask(AbsTask):
@@ -55,18 +64,18 @@ class ProbeTask(AbsTask):
         group.add_argument("--layers", type=str, nargs="+", default=["all"],
                            help="'all' or layer names (python -m espnet_probe.bin.probe_train "
                                 "--list_layers CONFIG CHECKPOINT prints them)")
-        group.add_argument("--target", choices=["heard", "clean"], default="heard",
+        group.add_argument("--target", choices=["heard", "clean"], default=MODEL_DEFAULTS["target"],
                            help="heard: the log-mel the encoder was given (noisy for noisy data); "
                                 "clean: the 'target' data entry")
-        group.add_argument("--target_period", type=float, default=0.01,
+        group.add_argument("--target_period", type=float, default=MODEL_DEFAULTS["target_period"],
                            help="seconds per frame of the target log-mel (conf/fbank.yaml's hop)")
-        group.add_argument("--n_mels", type=int, default=80, help="mel bins of the target")
+        group.add_argument("--n_mels", type=int, default=MODEL_DEFAULTS["n_mels"],
+                           help="mel bins of the target")
         group.add_argument("--layer_cache_gb", type=float, default=4.0,
                            help="training only, for a model that can keep its layers (Whisper):\n"
                                 "memory for each utterance's layers after the first epoch (0: off)")
-        group.add_argument("--probe_conf", action=NestedDictAction,
-                           default={"hidden_size": 256, "highway_layers": 4},
-                           help="probe options: hidden_size, highway_layers, sample_frames, mix_batches")
+        group.add_argument("--probe_conf", action=NestedDictAction, default=PROBE_CONF_DEFAULTS,
+                           help=f"probe options (ProbeModel's): {', '.join(PROBE_CONF_DEFAULTS)}")
 
     @classmethod
     def build_collate_fn(cls, args: argparse.Namespace, train: bool
@@ -91,20 +100,17 @@ class ProbeTask(AbsTask):
     def build_model(cls, args: argparse.Namespace) -> ProbeModel:
         if not args.asr_train_config or not args.asr_model_file:
             raise ValueError("the probe task needs --asr_train_config and --asr_model_file")
+        probe_conf = checked_conf("probe_conf", args.probe_conf, PROBE_CONF_DEFAULTS)
         asr = load_asr_model(args.asr_train_config, args.asr_model_file)
         if args.asr_init == "random":
             reinitialise_encoder(asr, seed=args.seed)
         layers = list(args.layers)
         wanted = "all" if layers == ["all"] else layers
-        target_period = getattr(args, "target_period", 0.01)  # configs from before it existed
+        # configs from before target_period existed
+        target_period = getattr(args, "target_period", MODEL_DEFAULTS["target_period"])
         probed = probed_layers(asr, wanted, target_period)
-        conf = dict(args.probe_conf or {})
-        known = ("hidden_size", "highway_layers", "sample_frames", "mix_batches")
-        unknown = set(conf) - set(known)
-        if unknown:
-            raise ValueError(f"--probe_conf: unknown option(s) {sorted(unknown)}; known: {', '.join(known)}")
         return ProbeModel(asr, probed, target=args.target, n_mels=args.n_mels,
-                          target_period=target_period, **conf)
+                          target_period=target_period, **probe_conf)
 
     @classmethod
     def build_optimizers(cls, args: argparse.Namespace, model: torch.nn.Module) -> List[torch.optim.Optimizer]:

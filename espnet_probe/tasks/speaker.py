@@ -17,6 +17,10 @@ Task options:
                  descriptor_dim=512 clusters=8 ghost_clusters=2 embed_dim=512
   --loss_conf margin=0.2 scale=30    additive-margin softmax
   --crop_seconds 2.0
+
+The keys each *_conf accepts, and the values of those it leaves out, are the keyword arguments
+of what it configures (FbankConfig, ThinResNetGhostVLAD, SpeakerEmbeddingModel), as ESPnet's tasks
+take theirs (``get_default_kwargs``).
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ from espnet2.utils.types import int_or_none
 
 from espnet_probe.audio.features import FbankConfig
 from espnet_probe.speaker.resnet import (ENCODER_DEFAULTS, SpeakerEmbeddingModel, build_encoder,
-                                         fbank_config, options, repeat_pad)
+                                         fbank_config, repeat_pad)
+from espnet_probe.utils.conf import checked_conf, conf_defaults
 
-LOSS_DEFAULTS = {"margin": 0.2, "scale": 30.0}
+LOSS_DEFAULTS = conf_defaults(SpeakerEmbeddingModel)  # margin, scale
 
 
 class CropSpeech:
@@ -112,4 +117,4 @@ class SpeakerTask(AbsTask):
                              "training data's spk2id)")
         encoder = build_encoder(args.frontend_conf, args.encoder_conf)
         return SpeakerEmbeddingModel(encoder, args.num_spk,
-                                     **options("loss_conf", args.loss_conf, LOSS_DEFAULTS))
+                                     **checked_conf("loss_conf", args.loss_conf, LOSS_DEFAULTS))

@@ -1,20 +1,31 @@
-"""ESPnet's run-time type checks off by default: they cost half of every inference tool's CPU.
+"""Importing this module turns ESPnet's run-time type checks off for the process.  The tools that
+load ESPnet import it first, when run as a program::
 
-ESPnet decorates most of its functions and classes with typeguard's ``@typechecked``, which, at
-import time, re-parses each module's source and compiles an instrumented copy of every function
-(py-spy on the default run: ``ast.parse`` and typeguard's ``instrument`` were 25-30 % of the CPU
-of stages 6 and 8, and more than half of each decoding job's start-up).  The checks only
-re-verify argument types that our tests already pin, so espnet_probe replaces the decorator with
+    if __name__ in ("__main__", "__mp_main__"):  # run as a tool (or its DDP worker), not imported
+        import espnet_probe.utils.typecheck  # noqa: F401 - first: ESPnet's type checks off
+
+Why: ESPnet decorates most of its functions and classes with typeguard's ``@typechecked``, which,
+at import time, re-parses each module's source and compiles an instrumented copy of every
+function.  py-spy on the default run: ``ast.parse`` and typeguard's ``instrument`` were 25-30 %
+of the CPU of stages 6 and 8 and more than half of each decoding job's start-up; without them
+``import espnet2.tasks.asr`` is 2.5x cheaper (11.3 -> 4.5 s, bench/RESULTS_default_run_changes.md)
+and stage 8 took 50 s instead of 102 s (BENCHMARKS.md); ``probe_train --help`` costs 3.9 s of
+CPU instead of 9.8 s.  The checks only re-verify argument types, so a tool swaps the decorator for
 one that returns its target unchanged before ESPnet is imported; Python's ``-O`` would do the
-same but also drop every ``assert``.  ``PROBE_TYPECHECK=1`` keeps ESPnet's checks (debugging).
+same but also drop every ``assert``.  typeguard itself is imported at once (0.1 s): every tool
+that imports this module loads ESPnet, which imports it anyway.
+
+Only a running tool does this: importing espnet_probe or a tool's functions (tests, a notebook)
+leaves typeguard as ESPnet set it, so the tests keep checking our calls into ESPnet.
+``PROBE_TYPECHECK=1`` keeps the checks in a tool too (debugging).  Modules decorated before the
+import keep their checks, hence "first".
 """
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import os
-import sys
+
+import typeguard
 
 
 def _unchecked(target=None, **_options):
@@ -24,36 +35,5 @@ def _unchecked(target=None, **_options):
     return target
 
 
-class _UncheckedTypeguard(importlib.abc.MetaPathFinder):
-    """Loads the real typeguard, then swaps its decorator: no cost until something imports it."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name != "typeguard":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is None or spec.loader is None:
-            return None
-        real = spec.loader
-
-        class Loader(importlib.abc.Loader):
-            def create_module(self, spec):
-                return real.create_module(spec)
-
-            def exec_module(self, module):
-                real.exec_module(module)
-                module.typechecked = _unchecked
-
-        spec.loader = Loader()
-        return spec
-
-
-def skip_espnet_typechecks() -> None:
-    """Swap ``typeguard.typechecked`` for a no-op when it is first imported (PROBE_TYPECHECK=1:
-    keep ESPnet's checks).  Modules decorated before this ran keep their checks."""
-    if os.environ.get("PROBE_TYPECHECK", "0") == "1":
-        return
-    if "typeguard" in sys.modules:
-        sys.modules["typeguard"].typechecked = _unchecked
-    elif not any(isinstance(f, _UncheckedTypeguard) for f in sys.meta_path):
-        sys.meta_path.insert(0, _UncheckedTypeguard())
+if os.environ.get("PROBE_TYPECHECK", "0") != "1":
+    typeguard.typechecked = _unchecked  # what ESPnet's ``from typeguard import typechecked`` gets
