@@ -274,58 +274,57 @@ if [ -n "${asr_exps}" ] && [ "${stop_stage}" -ge 5 ] && [ "${stage}" -le 14 ]; t
     ${asr_model_file:+--asr_model_file "${asr_model_file}"} || echo FAILED)
   [ "${brought_exps[*]}" != FAILED ] && [ "${brought_exps[-1]}" != FAILED ] || exit 1
 fi
-# The run's experiments as records (espnet_probe/experiments.py): every later stage asks
-# list_exps which to run and what each is (model, training, init, ASR exp, sets).
-list_exps() { python -m espnet_probe.bin.experiments list --expdir "${expdir}" "$@"; }
-exps_into() {  # exps_into ARRAY LIST-OPTIONS...: the listed experiments, one per element
-  local out; out=$(list_exps "${@:2}") || exit 1
+# Every output of the run as a record (espnet_probe/experiments.py): the stages take the dirs
+# to make from the plan and ask each dir's record what it is; no output dir is named here.
+exps_into() {  # exps_into ARRAY COMMAND [OPTIONS]: bin.experiments COMMAND's lines, one per element
+  local out; out=$(python -m espnet_probe.bin.experiments "$2" --expdir "${expdir}" "${@:3}") || exit 1
   mapfile -t "$1" < <([ -z "${out}" ] || printf '%s\n' "${out}")
 }
-asr_exp_dirs=(); probe_jobs=(); sid_jobs=()
+exp_get() { python -m espnet_probe.bin.experiments get "$1" "$2"; }  # exp_get DIR FIELD
+planned() { python -m espnet_probe.bin.experiments list --expdir "${expdir}" --kind "$1"; }
+asr_exp_dirs=(); probe_exps=(); sid_exps=()
+oracle_exp=""; original_exp=""; speaker_exp=""; trials_dir=""; report_dir=""; demo_dir=""; listening_dir=""
 if [ "${stop_stage}" -ge 5 ] && [ "${stage}" -le 14 ]; then
   # shellcheck disable=SC2086
   python -m espnet_probe.bin.experiments plan --expdir "${expdir}" --asr_configs ${asr_configs} \
     --asr_trainings ${asr_trainings} --brought "${brought_exps[@]}" --controls "${probe_controls}" \
     --test_sets ${test_sets} --noisy_test_sets ${noisy_test_sets} \
-    --control_conditions "${control_conditions}" --robust_init "${robust_init}" || exit 1
-  exps_into asr_exp_dirs --kind asr
-  # "<probe exp> <asr exp> <trained|random> <sets, comma-separated> <model> <training>"
-  exps_into probe_jobs --kind probe --fields dir,asr_exp,init,sets,model,training
-  # "<out dir> <asr exp> <trained|random> <model> <training>"
-  exps_into sid_jobs --kind speaker_id --fields dir,asr_exp,init,model,training
+    --control_conditions "${control_conditions}" --robust_init "${robust_init}" \
+    --speaker_config "${speaker_config}" --listening_name "${listening_name}" || exit 1
+  exps_into asr_exp_dirs list --kind asr
+  exps_into probe_exps list --kind probe
+  exps_into sid_exps list --kind speaker_id
+  oracle_exp=$(planned oracle); original_exp=$(planned original); speaker_exp=$(planned speaker)
+  trials_dir=$(planned trials); report_dir=$(planned report); demo_dir=$(planned demo)
+  listening_dir=$(planned listening)
 fi
 
 if run_stage 5; then
   log "Stage 5: ASR training: $(for c in ${asr_configs}; do basename "$c" .yaml; done | xargs) x {${asr_trainings}}"
-  exps_into planned_asr --kind asr --fields dir,config,training,init_from
-  train_asr() {  # train_asr EXP CONFIG TRAINING INIT_FROM: one training, as a job
-    local type bpemodel="" epoch_args="" init=""
-    type=$(config_token_type "$2")
+  train_asr() {  # train_asr EXP: one training, as a job
+    local config training init_from type bpemodel="" epoch_args="" init=""
+    config=$(exp_get "$1" config); training=$(exp_get "$1" training); init_from=$(exp_get "$1" init_from)
+    type=$(config_token_type "${config}")
     [ "${type}" = bpe ] && bpemodel=$(token_dir bpe)/bpe.model
-    if [ "$3" = robust ] && [ "${robust_epoch}" = clean ]; then
+    if [ "${training}" = robust ] && [ "${robust_epoch}" = clean ]; then
       # shellcheck disable=SC2086
-      epoch_args="--num_iters_per_epoch $(python -m espnet_probe.bin.count_batches --config "$2" \
+      epoch_args="--num_iters_per_epoch $(python -m espnet_probe.bin.count_batches --config "${config}" \
         --shape_file "${dumpdir}/fbank/${train_set}/feats_shape" ${asr_args})"
     fi
-    if [ "$4" != - ]; then init=$(asr_checkpoint "$4") || exit 1; fi
-    start_job "${asr_parallel}" "${probe_root}/local/asr_train.sh" --config "$2" --exp "$1" \
-      --train_set "$(asr_train_set "$3")" \
+    if [ -n "${init_from}" ]; then init=$(asr_checkpoint "${init_from}") || exit 1; fi
+    start_job "${asr_parallel}" "${probe_root}/local/train.sh" --task asr --config "${config}" --exp "$1" \
+      --train_set "$(asr_train_set "${training}")" \
       --valid_set "${valid_set}" --featdir "${dumpdir}/fbank" \
       --token_list "$(token_dir "${type}")/tokens.txt" --token_type "${type}" --bpemodel "${bpemodel}" --ngpu "${ngpu}" \
-      --init_from "${init}" --asr_args "${epoch_args} ${asr_args}" --cmd "${cuda_cmd}"
+      --init_from "${init}" --train_args "${epoch_args} ${asr_args}" --cmd "${cuda_cmd}"
   }
-  # from scratch first, robust trainings leading (with --robust_epoch all they see twice the
-  # data, so the longest jobs start first); brought models were trained elsewhere; then the
+  # in rounds (experiments.training_rounds): from scratch, robust trainings leading; then the
   # models that start from one of those (--robust_init baseline)
-  mapfile -t asr_jobs < <(printf '%s\n' "${planned_asr[@]}" | awk '$4 == "-" && $3 == "robust"'
-                          printf '%s\n' "${planned_asr[@]}" | awk '$4 == "-" && $3 != "robust" && $3 != "brought"')
-  # shellcheck disable=SC2086
-  for job in "${asr_jobs[@]}"; do train_asr ${job}; done
-  wait_jobs "ASR training(s)" || exit 1
-  mapfile -t asr_jobs < <(printf '%s\n' "${planned_asr[@]}" | awk '$4 != "-" && $3 != "brought"')
-  # shellcheck disable=SC2086
-  for job in "${asr_jobs[@]}"; do train_asr ${job}; done
-  wait_jobs "ASR training(s)" || exit 1
+  exps_into asr_rounds trainings
+  for round in "${asr_rounds[@]}"; do
+    for exp in ${round}; do train_asr "${exp}"; done
+    wait_jobs "ASR training(s)" || exit 1
+  done
 fi
 
 if run_stage 6; then
@@ -360,57 +359,56 @@ fi
 probe_train_set=${probe_train_set:-${robust_set}}
 
 if run_stage 7; then
-  log "Stage 7: probe training (${#probe_jobs[@]} experiments) on ${probe_train_set}"
-  for job in "${probe_jobs[@]}"; do
-    read -r pexp aexp init _ <<< "${job}"
-    start_job "${probe_parallel}" "${probe_root}/local/probe_train.sh" --config "${probe_config}" --exp "${pexp}" \
+  log "Stage 7: probe training (${#probe_exps[@]} experiments) on ${probe_train_set}"
+  for pexp in "${probe_exps[@]}"; do
+    aexp=$(exp_get "${pexp}" asr_exp); init=$(exp_get "${pexp}" init)
+    start_job "${probe_parallel}" "${probe_root}/local/train.sh" --task probe --config "${probe_config}" --exp "${pexp}" \
       --asr_config "${aexp}/config.yaml" --asr_model "$(asr_checkpoint "${aexp}")" --asr_init "${init}" \
       --train_set "${probe_train_set}" --valid_set "${valid_set}" --featdir "${dumpdir}/fbank" \
-      --ngpu "${ngpu}" --probe_args "${probe_args}" --cmd "${cuda_cmd}"
+      --ngpu "${ngpu}" --train_args "${probe_args}" --cmd "${cuda_cmd}"
   done
   wait_jobs "probe training(s)" || exit 1
 fi
 
 if run_stage 8; then
   log "Stage 8: probe decoding of ${test_sets}${noisy_test_sets} (controls: ${control_conditions})"
-  for job in "${probe_jobs[@]}"; do
-    read -r pexp _ _ sets _ <<< "${job}"
+  for pexp in "${probe_exps[@]}"; do
+    sets=$(exp_get "${pexp}" sets)
     start_job "${nj}" ${infer_cmd} "${pexp}/log/probe_decode.log" \
       python -m espnet_probe.bin.probe_decode --probe_exp "${pexp}" --device "${infer_device}" \
-        --feats_dir $(for t in ${sets//,/ }; do echo "${dumpdir}/fbank/${t}"; done)
+        --feats_dir $(for t in ${sets}; do echo "${dumpdir}/fbank/${t}"; done)
   done
-  start_job 0 ${decode_cmd} "${expdir}/probe_oracle/log/probe_decode.log" \
-    python -m espnet_probe.bin.probe_decode --oracle --out_root "${expdir}/probe_oracle" \
-      --feats_dir $(for t in ${test_sets} ${noisy_test_sets}; do echo "${dumpdir}/fbank/${t}"; done)
+  sets=$(exp_get "${oracle_exp}" sets)
+  start_job 0 ${decode_cmd} "${oracle_exp}/log/probe_decode.log" \
+    python -m espnet_probe.bin.probe_decode --oracle --out_root "${oracle_exp}" \
+      --feats_dir $(for t in ${sets}; do echo "${dumpdir}/fbank/${t}"; done)
   wait_jobs "probe decoding job(s)" "${expdir}/probe_*/log" || exit 1
-  python -m espnet_probe.bin.probe_results --out "${expdir}/probe_results" \
-    --exps $(for job in "${probe_jobs[@]}"; do echo "${job%% *}"; done)
+  python -m espnet_probe.bin.probe_results --out "${expdir}/probe_results" --exps "${probe_exps[@]}"
 fi
 
 if run_stage 9; then
   log "Stage 9: vocoding every layer (${vocode_max_utts:-all} utts per condition)"
-  all_sets=$(echo ${test_sets} ${noisy_test_sets} | tr ' ' ,)
-  for job in "${probe_jobs[@]}" "${expdir}/probe_oracle - - ${all_sets}"; do
-    read -r pexp _ _ sets _ <<< "${job}"
+  for pexp in "${probe_exps[@]}" "${oracle_exp}"; do
+    sets=$(exp_get "${pexp}" sets)
     start_job "${nj}" ${train_cmd} "${pexp}/log/vocode.log" \
       python -m espnet_probe.bin.vocode_layers --data "${datadir}" --max_utts "${vocode_max_utts}" \
         --fbank_config "${fbank_config}" --config "${vocoder_config}" \
-        --decode_dirs $(for t in ${sets//,/ }; do echo "${pexp}/decode_${t}"; done)
+        --decode_dirs $(for t in ${sets}; do echo "${pexp}/decode_${t}"; done)
   done
   wait_jobs "vocoding job(s)" "${expdir}/probe_*/log/vocode.log" || exit 1
   log "Stage 9: $(find "${expdir}" -path '*/decode_*/*/wav/*.wav' | wc -l) wavs under ${expdir}/probe_*"
 fi
 
 speaker_train_set=${speaker_train_set:-${train_set}}
-speaker_exp=${expdir}/speaker_$(basename "${speaker_config}" .yaml)
 
 if run_stage 10; then
   log "Stage 10: speaker encoder (${speaker_exp}) on ${speaker_train_set}; speaker-ID probes"
-  start_job 0 "${probe_root}/local/speaker_train.sh" --config "${speaker_config}" --exp "${speaker_exp}" \
+  config=$(exp_get "${speaker_exp}" config)
+  start_job 0 "${probe_root}/local/train.sh" --task speaker --config "${config}" --exp "${speaker_exp}" \
     --train_dir "${datadir}/${speaker_train_set}" --split_seed "${seed}" --ngpu "${ngpu}" --cmd "${cuda_cmd}"
   if [ "${speaker_id_probe}" = true ]; then
-    for job in "${sid_jobs[@]}"; do
-      read -r out aexp init _ _ <<< "${job}"
+    for out in "${sid_exps[@]}"; do
+      aexp=$(exp_get "${out}" asr_exp); init=$(exp_get "${out}" init)
       start_job "${nj}" ${infer_cmd} "${out}/speaker_id.log" \
         python -m espnet_probe.bin.speaker_id_probe --asr_exp "${aexp}" --asr_init "${init}" \
           --device "${infer_device}" \
@@ -420,93 +418,88 @@ if run_stage 10; then
   wait_jobs "speaker job(s)" "${speaker_exp}/train.log and ${expdir}/asr_*/speaker_id*/speaker_id.log" || exit 1
 fi
 
-score_exps=$(for job in "${probe_jobs[@]}"; do echo "${job%% *}"; done)
 if run_stage 11; then
   log "Stage 11: scoring every layer and condition (${n_trials} trials per class, ${n_boot} bootstraps)"
-  for t in ${test_sets}; do
+  sets=$(exp_get "${trials_dir}" sets)
+  for t in ${sets}; do
     python -m espnet_probe.bin.make_trials --data_dir "${datadir}/${t}" \
-      --utt_list "${expdir}/probe_oracle/decode_${t}/vocoded_utts" --n_per_class "${n_trials}" \
-      --allow_fewer --seed "${seed}" --out "${expdir}/trials/${t}/trials"
+      --utt_list "${oracle_exp}/decode_${t}/vocoded_utts" --n_per_class "${n_trials}" \
+      --allow_fewer --seed "${seed}" --out "${trials_dir}/${t}/trials"
   done
   speaker_opt=()
-  [ -f "${speaker_exp}/.done" ] && speaker_opt=(--speaker_model "${speaker_exp}")
-  common=(--data "${datadir}" --feats_root "${dumpdir}/fbank" --trials_dir "${expdir}/trials"
+  if python -m espnet_probe.bin.stamp is_done "${speaker_exp}"; then speaker_opt=(--speaker_model "${speaker_exp}"); fi
+  common=(--data "${datadir}" --feats_root "${dumpdir}/fbank" --trials_dir "${trials_dir}"
           --n_boot "${n_boot}" --seed "${seed}" --nj "${score_nj}" --device "${infer_device}"
           "${speaker_opt[@]}")
-  for job in "${probe_jobs[@]}"; do
-    read -r pexp _ _ _ model training <<< "${job}"
+  for pexp in "${probe_exps[@]}"; do
+    model=$(exp_get "${pexp}" model); training=$(exp_get "${pexp}" training)
     start_job "${nj}" ${infer_cmd} "${pexp}/log/score.log" python -m espnet_probe.bin.score_layers \
       --exp "${pexp}" --model "${model}" --training "${training}" "${common[@]}"
   done
-  start_job 0 ${infer_cmd} "${expdir}/probe_oracle/log/score.log" python -m espnet_probe.bin.score_layers \
-    --exp "${expdir}/probe_oracle" --model oracle "${common[@]}"
+  model=$(exp_get "${oracle_exp}" model)
+  start_job 0 ${infer_cmd} "${oracle_exp}/log/score.log" python -m espnet_probe.bin.score_layers \
+    --exp "${oracle_exp}" --model "${model}" "${common[@]}"
+  model=$(exp_get "${original_exp}" model); sets=$(exp_get "${original_exp}" sets)
   # shellcheck disable=SC2086
-  start_job 0 ${infer_cmd} "${expdir}/score_original/log/score.log" python -m espnet_probe.bin.score_layers \
-    --original --exp "${expdir}/score_original" --model original \
-    --sets ${test_sets}${noisy_test_sets} "${common[@]}"
+  start_job 0 ${infer_cmd} "${original_exp}/log/score.log" python -m espnet_probe.bin.score_layers \
+    --original --exp "${original_exp}" --model "${model}" --sets ${sets} "${common[@]}"
   wait_jobs "scoring job(s)" "${expdir}/*/log/score.log" || exit 1
-  for e in ${score_exps} "${expdir}/probe_oracle" "${expdir}/score_original"; do
+  for e in "${probe_exps[@]}" "${oracle_exp}" "${original_exp}"; do
     grep -h "^score_layers" "${e}/log/score.log" >&2 || true
   done
 fi
 
 make_report() {
+  local out pexp model training first_test lowest_snr
   sid_args=()
   if [ "${speaker_id_probe}" = true ]; then
-    for job in "${sid_jobs[@]}"; do
-      read -r out _ _ model training <<< "${job}"
+    for out in "${sid_exps[@]}"; do
+      model=$(exp_get "${out}" model); training=$(exp_get "${out}" training)
       sid_args+=("${model}:${training}:${out}/results.csv")
     done
   fi
   mel_args=()
   first_test=${test_sets%% *}
   lowest_snr=$(for s in ${test_snrs}; do echo "$s"; done | sort -n | head -1)
-  exps_into trained_probes --kind probe --init trained --fields dir,model,training
-  for job in "${trained_probes[@]}"; do  # the trained models' probes (the figure's rows)
-    read -r pexp model training <<< "${job}"
+  exps_into trained_probes list --kind probe --init trained
+  for pexp in "${trained_probes[@]}"; do  # the trained models' probes (the figure's rows)
+    model=$(exp_get "${pexp}" model); training=$(exp_get "${pexp}" training)
     mel_args+=("${model}:${training}:clean:${pexp}/decode_${first_test}")
     [ -n "${lowest_snr}" ] && mel_args+=("${model}:${training}:snr${lowest_snr}:${pexp}/decode_${first_test}_snr${lowest_snr}")
   done
   asr_opt=()
   [ -f "${expdir}/asr_results.csv" ] && asr_opt=(--asr_results "${expdir}/asr_results.csv")
   noise_opt=(); if [ -d "${noise_dir}" ]; then noise_opt=(--noise_dir "${noise_dir}"); fi
-  python -m espnet_probe.bin.make_report --out "${expdir}/report" \
-    --scores $(for e in ${score_exps}; do echo "$e/scores.csv"; done) \
-      "${expdir}/probe_oracle/scores.csv" "${expdir}/score_original/scores.csv" \
+  python -m espnet_probe.bin.make_report --out "${report_dir}" \
+    --scores $(for e in "${probe_exps[@]}" "${oracle_exp}" "${original_exp}"; do echo "$e/scores.csv"; done) \
     "${asr_opt[@]}" --speaker_id "${sid_args[@]}" --mel_figure "${mel_args[@]}" \
-    --oracle_root "${expdir}/probe_oracle" --trials_dir "${expdir}/trials" --n_boot "${n_boot}" --seed "${seed}" \
+    --oracle_root "${oracle_exp}" --trials_dir "${trials_dir}" --n_boot "${n_boot}" --seed "${seed}" \
     "${noise_opt[@]}" \
     --header "Test sets: ${test_sets}; conditions: clean and ${test_snrs} dB SNR; seed ${seed}."
 }
 
 if run_stage 12; then
-  log "Stage 12: report in ${expdir}/report"
+  log "Stage 12: report in ${report_dir}"
   make_report
 fi
 
-listening_dir=${expdir}/listening/${listening_name}
 if run_stage 13; then
   log "Stage 13: demo page and listening test"
   python -m espnet_probe.bin.make_demo --exp_root "${expdir}" --data "${datadir}" \
-    --out "${expdir}/demo" --utts_per_table "${demo_utts}" --seed "${seed}" --fbank_config "${fbank_config}" \
-    --exps $(for job in "${probe_jobs[@]}"; do echo "${job%% *}"; done)
+    --out "${demo_dir}" --utts_per_table "${demo_utts}" --seed "${seed}" --fbank_config "${fbank_config}"
   if [ -f "${listening_dir}/listening.db" ]; then
     log "keeping ${listening_dir}/listening.db and its answers (delete it to draw a new test)"
   else
     exps=${listening_exps}
     if [ -z "${exps}" ]; then  # the first model's robust probe, else its first trained one
-      exps=$(list_exps --kind probe --init trained --fields model,training,dir | awk '
-        NR == 1 { model = $1; pick = $3 }
-        $1 == model && $2 == "robust" && !robust { pick = $3; robust = 1 }
-        END { print pick }')
-      exps=$(basename "${exps}")
+      exps=$(python -m espnet_probe.bin.experiments listening_default --expdir "${expdir}")
     fi
     # shellcheck disable=SC2086
     python -m espnet_probe.bin.listening_test make --exp_root "${expdir}" --data "${datadir}" \
       --out "${listening_dir}" --exps ${exps} --sets ${listening_sets:-${test_sets%% *}} \
       ${listening_layers:+--layers ${listening_layers}} --per_layer "${listening_per_layer}" --seed "${seed}"
   fi
-  log "demo: ${expdir}/demo/index.html; listening test: python -m espnet_probe.bin.listening_test serve --db ${listening_dir}/listening.db  (then ./run.sh --stage 14)"
+  log "demo: ${demo_dir}/index.html; listening test: python -m espnet_probe.bin.listening_test serve --db ${listening_dir}/listening.db  (then ./run.sh --stage 14)"
 fi
 
 if run_stage 14; then
@@ -517,8 +510,8 @@ fi
 
 end_stage
 log "Finished stages ${stage}..${stop_stage} in $(( $(date +%s) - run_started )) s"
-if [ "${stop_stage}" -ge 12 ] && [ -f "${expdir}/report/RESULTS.md" ]; then
-  log "Report: ${expdir}/report/RESULTS.md (tables, findings, paired tests; scores.csv,"
-  log "  comparisons.csv); figures: ${expdir}/report/*.png"
-  if [ -f "${expdir}/demo/index.html" ]; then log "Demo page: ${expdir}/demo/index.html"; fi
+if [ "${stop_stage}" -ge 12 ] && [ -f "${report_dir}/RESULTS.md" ]; then
+  log "Report: ${report_dir}/RESULTS.md (tables, findings, paired tests; scores.csv,"
+  log "  comparisons.csv); figures: ${report_dir}/*.png"
+  if [ -f "${demo_dir}/index.html" ]; then log "Demo page: ${demo_dir}/index.html"; fi
 fi

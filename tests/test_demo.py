@@ -13,6 +13,7 @@ from matplotlib.image import imread
 
 from espnet_probe.audio.io import write_wav
 from espnet_probe.bin import make_demo
+from espnet_probe.experiments import load, plan, write_plan
 from tests.conftest import REPO
 from tests.summary_support import write_decode_summary
 
@@ -48,6 +49,9 @@ def _decode_dir(decode: Path, layers, seed: int) -> None:
 
 def make_tree(root: Path) -> tuple[Path, Path]:
     exp, data = root / "exp", root / "data"
+    # the run's plan names the experiments the page shows (and its oracle)
+    write_plan(exp, plan(exp, ["t&y.yaml"], ["baseline", "robust"], controls=False,
+                         test_sets=["test"], noisy_sets=["test_snr0"]))
     for set_name in SETS:
         d = data / set_name
         d.mkdir(parents=True)
@@ -153,6 +157,7 @@ def test_demo_page_links_escaping_and_atomic_rerun(tmp_path, capsys):
     assert (out / "index.html").read_text(encoding="utf-8") == source
     assert (out / "marker").is_file()
     assert sorted(p.name for p in exp.iterdir() if "demo" in p.name) == ["demo"]
+    assert load(out).kind == "demo"  # the demo's record stays with its dir
 
     # a successful re-run replaces the directory whole
     write_wav(missing, _tone(3))

@@ -1,16 +1,15 @@
-"""Experiment records: the plan of a run, what each stage lists, and the record surviving a wipe."""
+"""Experiment records: the plan of a run, what each stage lists and asks, and the choices the
+stages take from it (stage 5's order, the listening test's default, the demo's experiments)."""
 
 from __future__ import annotations
-
-import json
-import subprocess
 
 import pytest
 import yaml
 
-from conftest import REPO
 from espnet_probe.bin import experiments as cli
-from espnet_probe.experiments import ExperimentError, load, plan, select, write_plan
+from espnet_probe.experiments import (Experiment, ExperimentError, listening_default, load, plan,
+                                      probe_experiments, read_experiment, select, training_rounds,
+                                      write_plan)
 
 
 def _brought(exp_dir, model="wav2vec-conformer"):
@@ -51,6 +50,29 @@ def test_plan_of_the_paper_design_with_a_brought_model(tmp_path):
     assert not [e for e in plan(exp, ["a.yaml"], ["baseline"], (), False, ["test"]) if e.init == "random"]
 
 
+def test_the_plan_names_every_output_of_the_run(tmp_path):
+    exp = tmp_path / "exp"
+    exps = plan(exp, ["conf/asr/vgg_blstm_small.yaml"], ["baseline", "robust"], (), True, ["test"],
+                ["test_snr0"], speaker_config="conf/speaker/resnet_small.yaml", listening_name="pilot")
+    outputs = {e.kind: e for e in exps if e.kind not in ("asr", "probe", "speaker_id")}
+    assert [e.kind for e in exps][-7:] == ["oracle", "original", "speaker", "trials", "report",
+                                           "demo", "listening"]
+    assert outputs["oracle"] == Experiment("oracle", str(exp / "probe_oracle"), "oracle",
+                                           sets=("test", "test_snr0"))
+    assert outputs["original"].dir == str(exp / "score_original")
+    assert outputs["original"].model == "original" and outputs["original"].sets == ("test", "test_snr0")
+    assert outputs["speaker"] == Experiment("speaker", str(exp / "speaker_resnet_small"), "resnet_small",
+                                            config="conf/speaker/resnet_small.yaml")
+    assert outputs["trials"].sets == ("test",)  # trials: the clean test sets
+    assert [outputs[k].dir for k in ("report", "demo", "listening")] == [
+        str(exp / "report"), str(exp / "demo"), str(exp / "listening" / "pilot")]
+    write_plan(exp, exps)
+    assert select(exp, kind="oracle") == [outputs["oracle"]]
+    assert load(exp / "listening" / "pilot").kind == "listening"
+    # without a speaker config, no speaker encoder
+    assert "speaker" not in {e.kind for e in plan(exp, ["a.yaml"], ["baseline"], test_sets=["test"])}
+
+
 def test_robust_models_may_start_from_their_baseline(tmp_path):
     exp = tmp_path / "exp"
     configs = ["conf/asr/vgg_blstm_small.yaml", "conf/asr/blstm_small.yaml"]
@@ -78,14 +100,17 @@ def test_records_round_trip_and_the_list_a_stage_reads(tmp_path, capsys):
     assert select(exp) == exps
     assert [e.dir for e in select(exp, kind="probe", init="random")] == [
         str(exp / "probe_vgg_blstm_small_random"), str(exp / "probe_x_random")]
-    assert cli.main(["list", "--expdir", str(exp), "--kind", "probe", "--training", "robust",
-                     "--fields", "dir,asr_exp,init,sets,model,training"]) == 0
-    assert capsys.readouterr().out.split() == [
-        str(exp / "probe_vgg_blstm_small_robust"), str(exp / "asr_vgg_blstm_small_robust"),
-        "trained", "test,test_snr0,test_snr10", "vgg_blstm_small", "robust"]
-    # an empty field prints as '-', so the shell's read keeps its columns
-    assert cli.main(["list", "--expdir", str(exp), "--kind", "asr", "--fields", "asr_exp,dir"]) == 0
-    assert capsys.readouterr().out.splitlines()[0] == f"- {exp / 'asr_vgg_blstm_small_baseline'}"
+    # the shell gets dirs, one per line, and asks each record for a field
+    assert cli.main(["list", "--expdir", str(exp), "--kind", "probe", "--training", "robust"]) == 0
+    robust = str(exp / "probe_vgg_blstm_small_robust")
+    assert capsys.readouterr().out == f"{robust}\n"
+    for field, value in (("asr_exp", str(exp / "asr_vgg_blstm_small_robust")), ("init", "trained"),
+                         ("sets", "test test_snr0 test_snr10"), ("model", "vgg_blstm_small"),
+                         ("training", "robust"), ("init_from", "")):
+        assert cli.main(["get", robust, field]) == 0
+        assert capsys.readouterr().out == f"{value}\n", field
+    assert cli.main(["list", "--expdir", str(exp), "--kind", "report"]) == 0
+    assert capsys.readouterr().out == f"{exp / 'report'}\n"
     # a changed option rewrites the records it changes
     write_plan(exp, plan(exp, ["conf/asr/vgg_blstm_small.yaml"], ["baseline", "robust"], [brought],
                          True, ["test"], ["test_snr0"], "all"))
@@ -104,35 +129,74 @@ def test_bad_plans_and_records_are_one_clear_error(tmp_path, capsys):
     with pytest.raises(ExperimentError, match="probe_y: no experiment.yaml"):
         load(exp / "probe_y")
     write_plan(exp, plan(exp, ["conf/a.yaml"], ["baseline"]))
-    assert cli.main(["list", "--expdir", str(exp), "--fields", "dir,colour"]) == 1
+    assert cli.main(["get", str(exp / "asr_a_baseline"), "colour"]) == 1
     assert "unknown field 'colour'" in capsys.readouterr().err
+    assert cli.main(["get", str(exp / "nothing"), "model"]) == 1
+    assert "nothing: no experiment.yaml" in capsys.readouterr().err
+    (exp / "asr_a_baseline" / "experiment.yaml").write_text("kind: [asr\n")
+    with pytest.raises(ExperimentError, match="asr_a_baseline/experiment.yaml: not valid YAML"):
+        read_experiment(exp / "asr_a_baseline")
+    (exp / "asr_a_baseline" / "experiment.yaml").write_text("- asr\n")
+    with pytest.raises(ExperimentError, match="asr_a_baseline/experiment.yaml: not a record"):
+        load(exp / "asr_a_baseline")
 
 
-def test_a_settings_change_wipes_the_experiment_but_its_records(tmp_path, recipe_env):
-    write_plan(tmp_path, plan(tmp_path, ["z.yaml"], ["baseline"]))
-    exp = tmp_path / "asr_z_baseline"
-    (exp / "checkpoint.pth").write_text("old")
-    (exp / "log").mkdir()
-    (exp / ".started").write_text(json.dumps({"settings": "old settings"}))
-    (exp / "speaker_id" / "results.csv").write_text("stale")  # beside the speaker-ID record
+def _dirs(exps):
+    return [e.dir.rsplit("/", 1)[1] for e in exps]
 
-    def guard(call):
-        script = f'. "{REPO}/scripts/exp_guard.sh"; {call}'
-        return subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=recipe_env)
 
-    proc = guard(f'exp_begin ASR "{exp}" "new settings"')
-    assert proc.returncode == 0 and "settings changed, training from scratch" in proc.stderr
-    left = sorted(str(p.relative_to(exp)) for p in exp.rglob("*"))
-    assert left == [".started", "experiment.yaml", "speaker_id", "speaker_id/experiment.yaml",
-                    "speaker_id_random", "speaker_id_random/experiment.yaml"]
-    assert load(exp).training == "baseline" and len(select(tmp_path)) == 5  # the plan still lists
-    # killed half-way: the same settings resume (the checkpoint stays); finished: skipped
-    (exp / "checkpoint.pth").write_text("half")
-    proc = guard(f'exp_begin ASR "{exp}" "new settings"')
-    assert proc.returncode == 0 and not proc.stderr and (exp / "checkpoint.pth").exists()
-    assert guard(f'exp_finish ASR "{exp}" "new settings"').returncode == 0
-    proc = guard(f'exp_begin ASR "{exp}" "new settings" || echo skipped')
-    assert "already trained, skipped" in proc.stderr and proc.stdout == "skipped\n"
+def test_stage_5_trains_from_scratch_first_robust_leading_and_never_a_brought_model(tmp_path):
+    exp = tmp_path / "exp"
+    brought = _brought(exp / "asr_w_brought", model="w")
+    configs = ["v.yaml", "b.yaml"]
+    first, then = training_rounds(plan(exp, configs, ["baseline", "robust"], [brought]))
+    assert _dirs(first) == ["asr_v_robust", "asr_b_robust", "asr_v_baseline", "asr_b_baseline"]
+    assert then == []
+    first, then = training_rounds(plan(exp, configs, ["baseline", "robust"], [brought],
+                                       robust_init="baseline"))
+    assert _dirs(first) == ["asr_v_baseline", "asr_b_baseline"]
+    assert _dirs(then) == ["asr_v_robust", "asr_b_robust"]
+
+
+def test_stage_5_rounds_on_the_command_line(tmp_path, capsys):
+    exp = tmp_path / "exp"
+    write_plan(exp, plan(exp, ["v.yaml"], ["baseline", "robust"], robust_init="baseline"))
+    assert cli.main(["trainings", "--expdir", str(exp)]) == 0
+    assert capsys.readouterr().out == f"{exp / 'asr_v_baseline'}\n{exp / 'asr_v_robust'}\n"
+    write_plan(exp, plan(exp, ["v.yaml"], ["baseline", "robust"]))
+    assert cli.main(["trainings", "--expdir", str(exp)]) == 0  # one round: no empty line
+    assert capsys.readouterr().out == f"{exp / 'asr_v_robust'} {exp / 'asr_v_baseline'}\n"
+
+
+def test_the_listening_test_defaults_to_the_first_models_robust_probe(tmp_path, capsys):
+    exp = tmp_path / "exp"
+    both = plan(exp, ["v.yaml", "b.yaml"], ["baseline", "robust"])
+    assert listening_default(both).dir == str(exp / "probe_v_robust")
+    # no robust training: the first model's first trained probe, never the random control
+    assert listening_default(plan(exp, ["v.yaml", "b.yaml"], ["baseline"])).dir == str(exp / "probe_v_baseline")
+    assert listening_default(plan(exp, [], [])) is None
+    write_plan(exp, both)
+    assert cli.main(["listening_default", "--expdir", str(exp)]) == 0
+    assert capsys.readouterr().out == f"{exp / 'probe_v_robust'}\n"
+    write_plan(exp, plan(exp, [], []))
+    assert cli.main(["listening_default", "--expdir", str(exp)]) == 1
+    assert "no trained probe experiment in the plan" in capsys.readouterr().err
+
+
+def test_probe_experiments_come_from_the_plan_and_the_oracle_only_by_name(tmp_path):
+    exp = tmp_path / "exp"
+    write_plan(exp, plan(exp, ["v.yaml", "b.yaml"], ["robust", "baseline"], test_sets=["test"]))
+    # by model, then baseline / robust / random
+    assert _dirs(probe_experiments(exp)) == [
+        "probe_b_baseline", "probe_b_robust", "probe_b_random",
+        "probe_v_baseline", "probe_v_robust", "probe_v_random"]
+    named = probe_experiments(exp, ["probe_v_robust", str(exp / "probe_b_random")])
+    assert _dirs(named) == ["probe_b_random", "probe_v_robust"]
+    with pytest.raises(ExperimentError, match="probe_oracle: its record is of kind oracle, not probe"):
+        probe_experiments(exp, ["probe_oracle"])
+    assert _dirs(probe_experiments(exp, ["probe_oracle"], ("probe", "oracle"))) == ["probe_oracle"]
+    with pytest.raises(ExperimentError, match="probe_x_y: no such experiment dir"):
+        probe_experiments(exp, ["probe_x_y"])
 
 
 def test_training_notes_stay_in_the_record_while_the_plan_is_unchanged(tmp_path):

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import io
-import subprocess
 import threading
 import time
-from pathlib import Path
 
 from espnet_probe.bin.follow_training import Progress, follow
 
-ROOT = Path(__file__).resolve().parents[1]
 LOG = """\
 [vm] 2026-12-01 13:13:44,769 (trainer:336) INFO: 1/12epoch started
 [vm] 2026-12-01 13:14:01,000 (trainer:811) INFO: 1epoch:train:1-10batch: iter_time=0.01, loss_ctc=644.3, loss=644.359, backward_time=0.5
@@ -41,17 +38,3 @@ def test_follow_prints_a_heartbeat_while_waiting_and_stops_at_the_accounting_lin
     assert not thread.is_alive()
     text = out.getvalue()
     assert "[probe y] starting" in text and "[probe y] epoch 1/12: train loss 358.866" in text
-
-
-def test_run_followed_returns_the_jobs_status_and_shows_its_epochs(tmp_path):
-    log = tmp_path / "train.log"
-    script = f"""
-. {ROOT}/scripts/exp_guard.sh
-job() {{ printf '%s' "$1" > {log}; sleep 0.5; return 3; }}
-run_followed "ASR z" {log} job "$(cat {tmp_path}/lines)"; echo "status=$?"
-"""
-    (tmp_path / "lines").write_text(LOG)
-    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60,
-                          cwd=ROOT)
-    assert "status=3" in proc.stdout
-    assert "[ASR z] epoch 1/12: train loss 358.866, valid loss 343.988" in proc.stderr

@@ -13,7 +13,8 @@ from espnet_probe.bin import listening_test
 from espnet_probe.data.kaldi_dir import DataDirError
 from espnet_probe.listening.store import Store, StoreError, build_db
 from espnet_probe.listening.triplets import ListeningTestError, build_test, draw_triplets
-from espnet_probe.metrics.layer_scores import find_probe_exps, probe_exp_labels
+from espnet_probe.experiments import plan, write_plan
+from espnet_probe.metrics.layer_scores import probe_exp_labels
 from tests.conftest import REPO
 from tests.listening_support import make_experiment
 
@@ -68,8 +69,7 @@ def test_build_is_seeded_and_layers_independent(tmp_path):
     # an experiment without any of the asked layers (the oracle's only one is "original")
     # is left out rather than failing the whole test
     make_experiment(tmp_path, exp_name="probe_oracle", layers=("original",), utts_per_speaker=5)
-    exps = find_probe_exps(exp_root)
-    assert [e.name for e in exps] == ["probe_oracle", "probe_toy_baseline", "probe_toy_robust"]
+    exps = [exp_root / n for n in ("probe_oracle", "probe_toy_baseline", "probe_toy_robust")]
     only_deep = build_test(exps, data, ["test"], ["deep"], 6, seed=1)
     assert only_deep[:6] == first[6:]
     assert {t.exp for t in only_deep} == {"probe_toy_baseline", "probe_toy_robust"}
@@ -123,6 +123,7 @@ def test_model_and_training(tmp_path):
 
 def test_make_cli_refuses_to_overwrite_answers(tmp_path, capsys):
     exp_root = make_experiment(tmp_path)
+    write_plan(exp_root, plan(exp_root, ["toy.yaml"], ["baseline"], controls=False, test_sets=["test"]))
     out = tmp_path / "listening" / "pilot"
     args = ["make", "--exp_root", str(exp_root), "--data", str(tmp_path / "data"), "--out", str(out),
             "--per_layer", "2"]
@@ -150,7 +151,7 @@ def test_make_cli_refuses_to_overwrite_answers(tmp_path, capsys):
 
 def test_make_refuses_a_foreign_file(tmp_path):
     exp_root = make_experiment(tmp_path)
-    triplets = build_test(find_probe_exps(exp_root), tmp_path / "data", ["test"], None, 1, 0)
+    triplets = build_test([exp_root / "probe_toy_baseline"], tmp_path / "data", ["test"], None, 1, 0)
     db = tmp_path / "out" / "listening.db"
     db.parent.mkdir()
     db.write_text("not a database")

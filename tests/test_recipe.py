@@ -260,9 +260,17 @@ def test_default_run_stages_7_9_probes(stages_7_9, recipe):
     assert sr == 16000 and abs(len(wav) - ref.frames) <= 160
 
 
-def test_default_run_stages_10_12_speaker_scoring_report(stages_10_14, recipe):
+def test_default_run_stages_10_12_speaker_scoring_report(stages_10_14, recipe, monkeypatch):
+    from espnet_probe.experiments import KINDS, select
+
     layers = PROBE_LAYERS
     exp = recipe / "exp"
+    # every output of the run has its record, the run-level ones included
+    monkeypatch.chdir(recipe)  # the plan's dirs are relative to the recipe dir
+    planned = select("exp")
+    assert {e.kind for e in planned} == set(KINDS)
+    assert {e.kind: e.dir for e in planned if e.kind in ("speaker", "trials", "demo")} == {
+        "speaker": "exp/speaker_tiny_spk", "trials": "exp/trials", "demo": "exp/demo"}
     assert (exp / "speaker_tiny_spk" / ".done").exists()
     sid = (exp / "asr_tiny_vgg_baseline" / "speaker_id" / "results.csv").read_text().splitlines()
     assert sid[0].startswith("layer,layer_index,accuracy") and len(sid) == 1 + 12

@@ -35,6 +35,7 @@ from typing import Optional
 import yaml
 
 from espnet_probe.data.model_inputs import input_kind
+from espnet_probe.experiments import EXPERIMENT_FILE, read_experiment
 from espnet_probe.utils.fileio import atomic_dir, atomic_open
 
 CHECKPOINT_ORDER = ("valid.acc.ave.pth", "valid.acc.best.pth", "valid.loss.ave.pth",
@@ -46,7 +47,6 @@ PATH_KEYS = (
 )
 # values of those keys that name a built-in rather than a file: ESPnet's Whisper tokenizers
 BUILT_IN_VALUES = {"whisper_en", "whisper_multilingual"}
-EXPERIMENT_FILE = "experiment.yaml"
 
 
 class BringError(ValueError):
@@ -74,14 +74,6 @@ def best_checkpoint(exp_dir: str | Path, model_file: Optional[str | Path] = None
         f"{exp_dir}: none of {', '.join(CHECKPOINT_ORDER)}"
         + (f" (it has {', '.join(found)}: give one with --asr_model_file)" if found
            else "; has training finished?"))
-
-
-def read_experiment(exp_dir: str | Path) -> Optional[dict]:
-    path = Path(exp_dir) / EXPERIMENT_FILE
-    if not path.is_file():
-        return None
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f)
 
 
 def _resolve_paths(conf: dict, root: Path, config_path: Path, what: str) -> dict:

@@ -12,8 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from espnet_probe.asr.brought import read_experiment
-from espnet_probe.experiments import TRAINED
+from espnet_probe.experiments import TRAINED, read_experiment
 from espnet_probe.utils.fileio import atomic_open
 
 

@@ -9,8 +9,9 @@
   python -m espnet_probe.bin.listening_test score --db .../listening.db [--out_dir DIR]
 
 make: PER_LAYER triplets per (experiment, set, layer) into OUT/listening.db (default: every
-probe_* experiment, every vocoded layer, set test; relative wav.scp paths are read from the
-current directory, so run it from the recipe dir). An existing database with answers is kept
+probe experiment of the run's plan in --exp_root (espnet_probe/experiments.py; name the oracle's
+dir to add it), every vocoded layer, set test; relative wav.scp paths are read from the current
+directory, so run it from the recipe dir). An existing database with answers is kept
 unless --force.
 serve: the web app on waitress (8 threads). It binds to 127.0.0.1 by default; to let raters on
 other machines in, bind another address on a trusted network or put it behind a TLS proxy
@@ -31,15 +32,16 @@ import sys
 from pathlib import Path
 
 from espnet_probe.data.kaldi_dir import DataDirError
+from espnet_probe.experiments import ExperimentError, probe_experiments
 from espnet_probe.listening.store import Store, StoreError, build_db, export_answers
 from espnet_probe.listening.triplets import ListeningTestError, build_test
-from espnet_probe.metrics.layer_scores import LayerScoringError, find_probe_exps
+from espnet_probe.metrics.layer_scores import LayerScoringError
 
 DB_NAME = "listening.db"
 
 
 def cmd_make(args) -> int:
-    exps = find_probe_exps(args.exp_root, args.exps)
+    exps = [Path(e.dir) for e in probe_experiments(args.exp_root, args.exps, ("probe", "oracle"))]
     triplets = build_test(exps, args.data, args.sets, args.layers, args.per_layer, args.seed)
     db = args.out / DB_NAME
     build_db(db, triplets, args.exp_root, args.seed, force=args.force)
@@ -113,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     make.add_argument("--exp_root", type=Path, default=Path("exp"))
     make.add_argument("--data", type=Path, default=Path("data"), help="holds <set>/utt2spk")
     make.add_argument("--out", type=Path, required=True, help="test dir, e.g. exp/listening/pilot")
-    make.add_argument("--exps", nargs="+", help="probe experiment names under --exp_root "
-                                                "(default: every probe-decoded probe_*)")
+    make.add_argument("--exps", nargs="+", help="probe experiment dirs, under --exp_root or paths "
+                                                "(default: every probe experiment of the plan)")
     make.add_argument("--sets", nargs="+", default=["test"], help="decoded sets, e.g. test test_snr10")
     make.add_argument("--layers", nargs="+", help="layer names (default: every vocoded layer)")
     make.add_argument("--per_layer", type=int, default=4, help="triplets per experiment x set x layer")
@@ -141,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         return args.run(args)
-    except (ListeningTestError, StoreError, DataDirError, LayerScoringError, OSError) as e:
+    except (ListeningTestError, StoreError, DataDirError, LayerScoringError, ExperimentError,
+            OSError) as e:
         print(f"listening_test {args.command}: error: {e}", file=sys.stderr)
         return 1
 

@@ -26,13 +26,14 @@ from espnet_probe.metrics.layer_scores import LayerScoringError
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--exp_root", type=Path, default=Path("exp"),
-                   help="holds probe_<model>_<training>/ and probe_oracle/")
+                   help="holds the run's plan (experiments.yaml, espnet_probe/experiments.py)")
     p.add_argument("--data", type=Path, default=Path("data"), help="holds <set>/wav.scp, utt2spk")
     p.add_argument("--out", type=Path, default=Path("exp/demo"))
     p.add_argument("--utts_per_table", type=int, default=3)
     p.add_argument("--sets", nargs="+", help="conditions to show (default: every decoded set)")
     p.add_argument("--exps", nargs="+",
-                   help="probe experiment dir names under --exp_root (default: all probe_*)")
+                   help="probe experiment dirs, under --exp_root or paths (default: every "
+                        "probe experiment of the plan)")
     p.add_argument("--seed", type=int, default=0, help="picks the sample utterances")
     p.add_argument("--fbank_config", type=Path, default=Path("conf/fbank.yaml"),
                    help="log-mel of the original audio's images")

@@ -29,7 +29,7 @@ from pathlib import Path
 from espnet_probe.data.augment import describe_noise
 from espnet_probe.metrics.paired import PairedTestError
 from espnet_probe.probe.trainer import TRAINING_RECORD
-from espnet_probe.report.comparisons import Experiment, compare_all, write_comparisons
+from espnet_probe.report.comparisons import compare_all, scored_experiment, write_comparisons
 from espnet_probe.report.findings import (depth_trend_lines, findings_markdown,
                                            paired_tests_markdown, probe_training_markdown,
                                            strength_lines)
@@ -107,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
                        for training, cond, d in cols]
             if plot_mel_layers(columns, utt, args.out / f"mel_{model}.png"):
                 plots[f"mel_{model}.png"] = f"Fig. 3: log-mel per layer, {model}"
-        experiments = [e for e in (Experiment.from_scores(f) for f in args.scores) if e is not None]
+        experiments = [e for e in map(scored_experiment, args.scores) if e is not None]
         comparisons = compare_all(experiments, speaker_id, args.n_boot, args.seed)
         write_comparisons(args.out / "comparisons.csv", comparisons)
-        training = {e.path.name: json.loads((e.path / TRAINING_RECORD).read_text())
-                    for e in experiments if (e.path / TRAINING_RECORD).is_file()}
+        training = {Path(e.dir).name: json.loads((Path(e.dir) / TRAINING_RECORD).read_text())
+                    for e in experiments if (Path(e.dir) / TRAINING_RECORD).is_file()}
         if plot_probe_curves(training, args.out / "probe_curves.png"):
             plots["probe_curves.png"] = "Validation L1 of each layer's probe per epoch (dot: kept epoch)"
         header = args.header

@@ -35,8 +35,8 @@ import kaldiio
 import numpy as np
 from tqdm import tqdm
 
-from espnet_probe.asr.brought import read_experiment
 from espnet_probe.data.kaldi_dir import DataDirError, read_table
+from espnet_probe.experiments import TRAINING_ORDER, read_experiment
 from espnet_probe.metrics.mel import mcd_per_frame, mel_l1
 from espnet_probe.metrics.quality import merge, run_job, summarize
 from espnet_probe.metrics.trials import Trials
@@ -51,11 +51,6 @@ _SNR_SET = re.compile(r"^(?P<test>.+)_snr(?P<snr>-?\d+)$")
 
 class LayerScoringError(RuntimeError):
     pass
-
-
-# brought = an ESPnet model trained outside this recipe (run.sh --asr_exps)
-TRAINING_ORDER = {"baseline": 0, "robust": 1, "brought": 2, "random": 3, "": 4}
-ORACLE_EXP = "probe_oracle"  # stage 8's Griffin-Lim-of-the-input reference experiment
 
 
 def probe_exp_labels(exp: Path) -> tuple[str, str]:
@@ -73,28 +68,6 @@ def probe_exp_labels(exp: Path) -> tuple[str, str]:
     stem = Path(exp).name.removeprefix("probe_")
     model, _, training = stem.rpartition("_")
     return (model, training) if model and training in TRAINING_ORDER else (stem, "")
-
-
-def find_probe_exps(exp_root: Path, names: list[str] | None = None,
-                    with_oracle: bool = True) -> list[Path]:
-    """The named experiments (dir names under ``exp_root``, or paths), else every probe-decoded
-    ``probe_*`` dir there; ordered by model, then baseline / robust / random."""
-    exp_root = Path(exp_root)
-    if names:
-        exps = [exp_root / n if (exp_root / n).is_dir() or not Path(n).is_dir() else Path(n)
-                for n in names]
-        missing = [str(e) for e in exps if not e.is_dir()]
-        if missing:
-            raise LayerScoringError(f"probe experiment dir(s) not found: {', '.join(missing)}")
-    else:
-        exps = [d for d in exp_root.glob("probe_*") if d.is_dir()
-                and (with_oracle or d.name != ORACLE_EXP)
-                and any(d.glob("decode_*/summary.json"))]
-        if not exps:
-            raise LayerScoringError(f"{exp_root}: no probe_*/decode_<set>/summary.json "
-                                    "(run probe decoding)")
-    labels = {e: probe_exp_labels(e) for e in exps}
-    return sorted(exps, key=lambda e: (labels[e][0], TRAINING_ORDER.get(labels[e][1], 9), e.name))
 
 
 def split_condition(set_name: str) -> tuple[str, str]:

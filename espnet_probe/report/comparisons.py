@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from espnet_probe.experiments import ORACLE_MODEL, ORIGINAL_MODEL, TRAINING_ORDER, Experiment
+from espnet_probe.metrics.layer_scores import read_scores
 from espnet_probe.metrics.paired import (PairedTestError, paired_mean_difference,
                                          paired_verification_difference)
-from espnet_probe.metrics.layer_scores import TRAINING_ORDER, read_scores
 from espnet_probe.report.results import condition_namer
 from espnet_probe.utils.fileio import atomic_open
 
@@ -39,57 +39,56 @@ COMPARISON_COLUMNS = ("comparison", "model", "condition", "metric", "a_training"
 UTTERANCE_METRICS = {"stoi": "quality", "estoi": "quality", "pesq": "quality",
                      "mel_l1": "mel", "mcd": "mel"}
 SPEAKER_ID = "speaker_id_acc"
-ORACLE_MODEL = "oracle"
 # The probe-strength check's thresholds (STOI): the input probe within 0.01 of the oracle, a
 # random encoder's first layer within 0.03 of its input.
 INPUT_VS_ORACLE_STOI = 0.01
 RANDOM_FIRST_VS_INPUT_STOI = 0.03
 
 
-@dataclass(frozen=True)
-class Experiment:
-    """A scored probe experiment: where its per-utterance scores are, and what it is."""
+def scored_experiment(scores_csv: Path) -> Experiment | None:
+    """The probe (or oracle) experiment a ``scores.csv`` scores, with the sets it scored; None
+    for the original audio, which has no layers to compare."""
+    rows = read_scores(Path(scores_csv))
+    if not rows or rows[0]["model"] == ORIGINAL_MODEL:
+        return None
+    kind = "oracle" if rows[0]["model"] == ORACLE_MODEL else "probe"
+    return Experiment(kind, str(Path(scores_csv).parent), rows[0]["model"], rows[0]["training"],
+                      sets=tuple(dict.fromkeys(r["set"] for r in rows)))
 
-    path: Path
-    model: str
-    training: str
-    layers: tuple[str, ...]     # in layer order
-    sets: tuple[str, ...]       # scored conditions (set names)
 
-    @classmethod
-    def from_scores(cls, scores_csv: Path) -> "Experiment | None":
-        rows = read_scores(Path(scores_csv))
-        if not rows or rows[0]["model"] == "original":
-            return None
-        index = {r["layer"]: int(r["layer_index"]) for r in rows}
-        return cls(Path(scores_csv).parent, rows[0]["model"], rows[0]["training"],
-                   tuple(sorted(index, key=index.get)), tuple(dict.fromkeys(r["set"] for r in rows)))
+def scored_layers(exp: Experiment) -> tuple[str, ...]:
+    """The layers of an experiment's ``scores.csv``, in layer order."""
+    index = {r["layer"]: int(r["layer_index"]) for r in read_scores(Path(exp.dir) / "scores.csv")}
+    return tuple(sorted(index, key=index.get))
 
-    def job_dir(self, set_name: str, layer: str) -> Path:
-        return self.path / f"score_{set_name}" / layer
 
-    def utterance_values(self, set_name: str, layer: str, metric: str) -> dict[str, float] | None:
-        path = self.job_dir(set_name, layer) / UTTERANCE_METRICS[metric] / metric
-        if not path.is_file():
-            return None
-        values = {}
-        for line in path.read_text().splitlines():
-            utt, value = line.split()
-            values[utt] = float(value)
-        return values
+def _job_dir(exp: Experiment, set_name: str, layer: str) -> Path:
+    return Path(exp.dir) / f"score_{set_name}" / layer
 
-    def trial_scores(self, set_name: str, layer: str, encoder: str):
-        """(trial keys, scores, labels) of ``speaker_<encoder>/scores``, or None."""
-        path = self.job_dir(set_name, layer) / f"speaker_{encoder}" / "scores"
-        if not path.is_file():
-            return None
-        keys, scores, labels = [], [], []
-        for line in path.read_text().splitlines():
-            a, b, s, kind = line.split()
-            keys.append((a, b))
-            scores.append(float(s))
-            labels.append(kind == "target")
-        return keys, np.array(scores), np.array(labels)
+
+def utterance_values(exp: Experiment, set_name: str, layer: str, metric: str) -> dict[str, float] | None:
+    path = _job_dir(exp, set_name, layer) / UTTERANCE_METRICS[metric] / metric
+    if not path.is_file():
+        return None
+    values = {}
+    for line in path.read_text().splitlines():
+        utt, value = line.split()
+        values[utt] = float(value)
+    return values
+
+
+def trial_scores(exp: Experiment, set_name: str, layer: str, encoder: str):
+    """(trial keys, scores, labels) of ``speaker_<encoder>/scores``, or None."""
+    path = _job_dir(exp, set_name, layer) / f"speaker_{encoder}" / "scores"
+    if not path.is_file():
+        return None
+    keys, scores, labels = [], [], []
+    for line in path.read_text().splitlines():
+        a, b, s, kind = line.split()
+        keys.append((a, b))
+        scores.append(float(s))
+        labels.append(kind == "target")
+    return keys, np.array(scores), np.array(labels)
 
 
 def speaker_id_correct(results_dir: Path) -> dict[str, dict[str, float]]:
@@ -123,7 +122,7 @@ class Comparer:
         names = ((ea.training, la), (eb.training, lb))
         rows = []
         for metric in UTTERANCE_METRICS:
-            va, vb = ea.utterance_values(set_name, la, metric), eb.utterance_values(set_name, lb, metric)
+            va, vb = utterance_values(ea, set_name, la, metric), utterance_values(eb, set_name, lb, metric)
             if va is None or vb is None:
                 continue
             # failed utterances (nan) are left out on both sides, so the pairs stay pairs
@@ -135,11 +134,11 @@ class Comparer:
                 continue
             rows.append(_row(kind, model, condition, metric, *names, result))
         for encoder in self.encoders:
-            ta, tb = ea.trial_scores(set_name, la, encoder), eb.trial_scores(set_name, lb, encoder)
+            ta, tb = trial_scores(ea, set_name, la, encoder), trial_scores(eb, set_name, lb, encoder)
             if ta is None or tb is None:
                 continue
             if ta[0] != tb[0]:
-                raise PairedTestError(f"{ea.job_dir(set_name, la)} and {eb.job_dir(set_name, lb)} "
+                raise PairedTestError(f"{_job_dir(ea, set_name, la)} and {_job_dir(eb, set_name, lb)} "
                                       f"were scored on different trial lists")
             results = paired_verification_difference(ta[1], tb[1], ta[2], self.n_boot, self.seed)
             for stat, result in results.items():
@@ -163,8 +162,9 @@ def compare_all(experiments: list[Experiment], speaker_id: list[tuple[str, str, 
     """Rows of comparisons.csv for every comparison kind the experiments allow."""
     comparer = Comparer(n_boot, seed)
     name = condition_namer({s for e in experiments for s in e.sets})
-    oracle = next((e for e in experiments if e.model == ORACLE_MODEL), None)
-    probes = sorted((e for e in experiments if e.model != ORACLE_MODEL),
+    layers_of = {e.dir: scored_layers(e) for e in experiments}
+    oracle = next((e for e in experiments if e.kind == "oracle"), None)
+    probes = sorted((e for e in experiments if e.kind != "oracle"),
                     key=lambda e: (e.model, TRAINING_ORDER.get(e.training, 9)))
     by_model: dict[str, dict[str, Experiment]] = {}
     for e in probes:
@@ -173,30 +173,31 @@ def compare_all(experiments: list[Experiment], speaker_id: list[tuple[str, str, 
 
     def both(kind, model, a_exp, a_layer, b_exp, b_layer):
         for s in a_exp.sets:
-            if s in b_exp.sets and a_layer in a_exp.layers and b_layer in b_exp.layers:
+            if s in b_exp.sets and a_layer in layers_of[a_exp.dir] and b_layer in layers_of[b_exp.dir]:
                 rows.extend(comparer.pair(kind, model, s, name(s), (a_exp, a_layer), (b_exp, b_layer)))
 
     for model, exps in by_model.items():
         random = exps.get("random")
+        random_layers = layers_of[random.dir] if random is not None else ()
         for training, e in exps.items():
             if training == "random":
                 continue
             if random is not None:
-                for layer in e.layers:
+                for layer in layers_of[e.dir]:
                     both("control", model, e, layer, random, layer)
         if "robust" in exps and "baseline" in exps:
-            for layer in exps["robust"].layers:
+            for layer in layers_of[exps["robust"].dir]:
                 both("robust_vs_baseline", model, exps["robust"], layer, exps["baseline"], layer)
         for e in exps.values():
-            for prev, layer in zip(e.layers, e.layers[1:]):
+            for prev, layer in zip(layers_of[e.dir], layers_of[e.dir][1:]):
                 both("depth", model, e, layer, e, prev)
-            if oracle is not None and "input" in e.layers:
+            if oracle is not None and "input" in layers_of[e.dir]:
                 for s in e.sets:
                     if s in oracle.sets:
                         rows.extend(comparer.pair("strength", model, s, name(s), (e, "input"),
-                                                  (oracle, oracle.layers[0])))
-        if random is not None and len(random.layers) > 1 and random.layers[0] == "input":
-            both("strength", model, random, random.layers[1], random, "input")
+                                                  (oracle, layers_of[oracle.dir][0])))
+        if len(random_layers) > 1 and random_layers[0] == "input":
+            both("strength", model, random, random_layers[1], random, "input")
 
     sid = {(m, t): speaker_id_correct(Path(p).parent) for m, t, p in speaker_id}
     for (model, training), layers in sid.items():

@@ -1,10 +1,10 @@
 """A static demo page: listen to (and look at) what every layer of every probed encoder keeps.
 
-For each probe experiment ``probe_<model>_<training>`` and condition, one table: a row per layer
-in encoder order (after the unprocessed audio of the condition and, when ``probe_oracle``
-exists, Griffin-Lim of the input log-mel), a column per sample utterance. Every cell holds an
-audio player and a small log-mel image (the audio's log-mel for the original audio, the
-predicted log-mel otherwise), one colour scale per table. Tables of one condition share their
+For each probe experiment of the run's plan (espnet_probe/experiments.py) and condition, one
+table: a row per layer in encoder order (after the unprocessed audio of the condition and
+Griffin-Lim of the input log-mel, the plan's oracle), a column per sample utterance. Every cell
+holds an audio player and a small log-mel image (the audio's log-mel for the original audio,
+the predicted log-mel otherwise), one colour scale per table. Tables of one condition share their
 utterances, picked seeded among the vocoded ones, spread over speakers.
 
 The page opens from disk: the sample wavs sit in ``<out>/audio`` (hard links when possible) and
@@ -28,8 +28,8 @@ import numpy as np
 from tqdm import tqdm
 
 from espnet_probe.data.kaldi_dir import load_data_dir, read_table
-from espnet_probe.metrics.layer_scores import (ORACLE_EXP, TRAINING_ORDER, ScoreJob, find_probe_exps,
-                                               probe_exp_jobs, probe_exp_labels)
+from espnet_probe.experiments import EXPERIMENT_FILE, TRAINING_ORDER, probe_experiments, select
+from espnet_probe.metrics.layer_scores import ScoreJob, probe_exp_jobs
 from espnet_probe.report.results import condition_namer, conditions_in
 from espnet_probe.utils.fileio import atomic_dir
 
@@ -202,9 +202,11 @@ def build_demo(exp_root: Path, data_root: Path, out: Path, utts_per_table: int =
     if utts_per_table < 1:
         raise DemoError(f"utts_per_table must be >= 1, got {utts_per_table}")
     exp_root, data_root, out = Path(exp_root), Path(data_root), Path(out)
-    probe_exps = {e: _jobs_by_set(e) for e in find_probe_exps(exp_root, exps, with_oracle=False)}
-    oracle_dir = exp_root / ORACLE_EXP
-    oracle = _jobs_by_set(oracle_dir) if oracle_dir.is_dir() else {}
+    records = probe_experiments(exp_root, exps)
+    probe_exps = {Path(e.dir): _jobs_by_set(Path(e.dir)) for e in records}
+    labels = {Path(e.dir): (e.model, e.training) for e in records}
+    oracle_dir = next((Path(e.dir) for e in select(exp_root, kind="oracle")), None)
+    oracle = _jobs_by_set(oracle_dir) if oracle_dir is not None else {}
     chosen = set(sets) if sets else {s for jobs in probe_exps.values() for s in jobs}
     for e, jobs in probe_exps.items():
         missing = sorted(s for s in sets or [] if s not in jobs)
@@ -242,13 +244,15 @@ def build_demo(exp_root: Path, data_root: Path, out: Path, utts_per_table: int =
                                                 / set_name / job.layer)
                             for job in sorted(jobs.get(set_name, []), key=lambda j: j.layer_index)]
                     if rows:
-                        model, training = probe_exp_labels(exp_dir)
+                        model, training = labels[exp_dir]
                         tables.append(Table(model, training, name_of(set_name), exp_dir,
                                             set_name, refs + rows))
                         progress.update()
         tables.sort(key=lambda t: (t.model, TRAINING_ORDER.get(t.training, 9), t.exp_dir.name,
                                    order.index(t.condition)))
         (tmp / "index.html").write_text(_render(tables, tmp, texts, seed), encoding="utf-8")
+        if (out / EXPERIMENT_FILE).is_file():  # the demo's record stays with its dir
+            shutil.copy2(out / EXPERIMENT_FILE, tmp / EXPERIMENT_FILE)
     n_cells = sum(len(r.audio) for t in tables for r in t.rows)
     return {"tables": len(tables), "cells": n_cells, "sets": set_names,
             "exps": [e.name for e in probe_exps], "oracle": bool(oracle)}
