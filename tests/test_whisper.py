@@ -372,20 +372,24 @@ def _espnet_whisper_config(tmp_path: Path) -> Path:
     return tmp_path / "config.yaml"
 
 
-def test_whisper_beam_search_keeps_cross_attention_and_finds_the_same_hypotheses(tmp_path):
+def test_whisper_beam_search_computes_only_the_new_token_and_finds_the_same_hypotheses(tmp_path):
     """stage 6's decoding of an ESPnet Whisper model: ESPnet's Speech2Text with the encoder's
-    keys and values projected once per utterance gives ESPnet's own hypotheses, faster."""
+    keys and values projected once per utterance and each hypothesis's self-attention keys and
+    values kept as its state gives ESPnet's own hypotheses, faster."""
     import time
 
     from espnet2.bin.asr_inference import Speech2Text
 
-    from espnet_probe.asr.decode import WhisperCrossAttentionCache
+    from espnet_probe.asr.decode import WhisperDecoderCache
 
     config = _espnet_whisper_config(tmp_path)
     plain, cached = (Speech2Text(asr_train_config=str(config), asr_model_file=None, beam_size=2,
                                  ctc_weight=0.0, lm_weight=0.0, penalty=0.0, nbest=1, maxlenratio=0.15)
                      for _ in range(2))
-    cache = WhisperCrossAttentionCache.attach(cached.asr_model.decoder)
+    cache = WhisperDecoderCache.attach(cached.asr_model.decoder)
+    incremental = []  # per step: did it feed only the new token?
+    whole_prefix = cache._past
+    cache._past = lambda states, ys: incremental.append(bool(past := whole_prefix(states, ys))) or past
     seconds = {"plain": 0.0, "cached": 0.0}
     for _, wave, _ in librispeech(2):
         start = time.perf_counter()
@@ -397,4 +401,5 @@ def test_whisper_beam_search_keeps_cross_attention_and_finds_the_same_hypotheses
         seconds["cached"] += time.perf_counter() - start
         assert ours[2] == theirs[2] and ours[0] == theirs[0]  # token ids and text
         assert len(theirs[2]) > 5
+    assert incremental.count(False) == 2 and incremental.count(True) > 10  # one full step each
     print(f"beam 2 on 2 utterances: {seconds['plain']:.1f} s as ESPnet, {seconds['cached']:.1f} s cached")

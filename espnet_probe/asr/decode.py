@@ -122,30 +122,41 @@ def joint_decode(asr_config: str | Path, model, inputs: InputSet,
         # per 30-s window of 1,500 frames: that ratio, which also bounds the cost (any ratio but
         # 0 turns ESPnet's end detection off, so every hypothesis runs to it)
         speech2text.maxlenratio = positions // 2 / (WINDOW_FRAMES // 2)
-    cross_attention = WhisperCrossAttentionCache.attach(speech2text.asr_model.decoder)
+    whisper_cache = WhisperDecoderCache.attach(speech2text.asr_model.decoder)
     hyps = {}
     for utt in tqdm(sorted(inputs.entries), desc=f"beam {beam_size}", file=sys.stderr, mininterval=5):
-        if cross_attention is not None:
-            cross_attention.reset()
+        if whisper_cache is not None:
+            whisper_cache.reset()
         results = speech2text(inputs.read(utt))
         hyps[utt] = results[0][0] if results and results[0][0] is not None else ""
     return hyps
 
 
-class WhisperCrossAttentionCache:
-    """Beam steps of ESPnet's Whisper decoder without projecting the encoder output again.
+class WhisperDecoderCache:
+    """Beam steps of ESPnet's Whisper decoder that compute only the new token.
 
-    ``OpenAIWhisperDecoder.batch_score`` recomputes every step from scratch (it ignores caches),
-    so each cross-attention projects all of the utterance's encoder frames to keys and values at
-    every step: for 15 s of speech (750 frames) and a 2-token prefix that is most of a step.
-    ``batch_score`` here is the same computation with those projections made once per utterance
-    and handed to openai-whisper's attention as its ``kv_cache``, which it reads instead of
-    recomputing them: the same operations on the same tensors, so the same hypotheses
+    ``OpenAIWhisperDecoder.batch_score`` recomputes every step from scratch (it ignores caches):
+    each step projects all of the utterance's encoder frames to cross-attention keys and values,
+    and runs the whole prefix through every block again, so a hypothesis of n tokens costs
+    O(n^2) token passes; hypotheses run to Whisper's 224-token limit in noise.  ``batch_score``
+    here does the same computation incrementally: the cross-attention projections are made once
+    per utterance (handed to openai-whisper's attention as its ``kv_cache``), and each
+    hypothesis keeps its self-attention keys and values as its beam-search state (ESPnet's
+    ``select_state`` carries them to the hypotheses it extends), so a step feeds only the newest
+    token, whose keys and values are appended by forward hooks on the projections, as
+    openai-whisper's own incremental decoding does.  The hypotheses equal ESPnet's
     (tests/test_whisper.py).  Installed on the decoder instance; ESPnet's files are untouched.
     """
 
     def __init__(self, decoder):
         self.decoder = decoder
+        blocks = decoder.decoders.blocks
+        self.self_attention = [m for block in blocks for m in (block.attn.key, block.attn.value)]
+        self.past: dict = {}    # projection -> (hypotheses, tokens so far, dim), this step
+        self.present: dict = {}  # projection -> the same with the new token, for the states
+        self.active = False      # the hooks act only inside batch_score
+        for module in self.self_attention:
+            module.register_forward_hook(self._append)
         self.reset()
 
     @classmethod
@@ -160,8 +171,23 @@ class WhisperCrossAttentionCache:
         return cache
 
     def reset(self) -> None:
-        """Forget the projections (call before each utterance)."""
+        """Forget the cross-attention projections (call before each utterance)."""
         self.projections = {}
+
+    def _append(self, module, _inputs, output):
+        if not self.active:
+            return None
+        full = torch.cat([self.past[module], output], dim=1) if module in self.past else output
+        self.present[module] = full
+        return full
+
+    def _past(self, states, ys: torch.Tensor) -> dict:
+        """The hypotheses' self-attention keys and values, if every one holds its whole prefix
+        but the newest token (else {}: the step is computed from scratch)."""
+        if not isinstance(states, list) or len(states) != ys.size(0) or any(
+                s is None or s[0].size(1) != ys.size(1) - 1 for s in states):
+            return {}
+        return {m: torch.cat([s[i] for s in states]) for i, m in enumerate(self.self_attention)}
 
     def batch_score(self, ys: torch.Tensor, states, xs: torch.Tensor):
         whisper_decoder = self.decoder.decoders
@@ -172,15 +198,24 @@ class WhisperCrossAttentionCache:
                 self.projections[attention.key] = attention.key(one)
                 self.projections[attention.value] = attention.value(one)
         kv_cache = {m: t.expand(xs.size(0), -1, -1) for m, t in self.projections.items()}
-        x = whisper_decoder.token_embedding(ys) + whisper_decoder.positional_embedding[: ys.size(1)]
+        self.past, self.present = self._past(states, ys), {}
+        first = ys.size(1) - 1 if self.past else 0
+        x = whisper_decoder.token_embedding(ys[:, first:]) + \
+            whisper_decoder.positional_embedding[first: ys.size(1)]
         x = self.decoder.dropout(x).to(xs.dtype)
-        for i, block in enumerate(whisper_decoder.blocks):
-            x = block(x, xs, mask=whisper_decoder.mask, kv_cache=kv_cache)
-            if i < len(whisper_decoder.blocks) - 1:
-                x = self.decoder.dropout(x)
-        x = whisper_decoder.ln(x)[:, -1]
-        logits = (x @ whisper_decoder.token_embedding.weight.to(x.dtype).T).float()
-        return torch.log_softmax(logits, dim=-1), None
+        self.active = True
+        try:
+            for i, block in enumerate(whisper_decoder.blocks):
+                x = block(x, xs, mask=whisper_decoder.mask, kv_cache=kv_cache)
+                if i < len(whisper_decoder.blocks) - 1:
+                    x = self.decoder.dropout(x)
+            x = whisper_decoder.ln(x)[:, -1]
+            logits = (x @ whisper_decoder.token_embedding.weight.to(x.dtype).T).float()
+            states = [tuple(self.present[m][h:h + 1] for m in self.self_attention)
+                      for h in range(ys.size(0))]
+        finally:
+            self.active, self.past, self.present = False, {}, {}
+        return torch.log_softmax(logits, dim=-1), states
 
 
 def text_positions(decoder) -> int:
