@@ -15,6 +15,9 @@ each feature set. Several sets in one process load the model (and ESPnet, ~10 s)
 
 from __future__ import annotations
 
+if __name__ in ("__main__", "__mp_main__"):  # run as a tool (or its DDP worker), not imported
+    import espnet_probe.utils.typecheck  # noqa: F401 - first: ESPnet's type checks off
+
 import argparse
 import json
 import sys

@@ -26,6 +26,9 @@ model,training,set,layer,layer_index,metric,value,ci_low,ci_high,n and metric hu
 
 from __future__ import annotations
 
+if __name__ in ("__main__", "__mp_main__"):  # run as a tool (or its DDP worker), not imported
+    import espnet_probe.utils.typecheck  # noqa: F401 - first: ESPnet's type checks off
+
 import argparse
 import ipaddress
 import sys

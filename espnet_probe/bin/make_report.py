@@ -21,6 +21,9 @@ exp/listening) join the scores when present: the human error table and human_err
 
 from __future__ import annotations
 
+if __name__ in ("__main__", "__mp_main__"):  # run as a tool (or its DDP worker), not imported
+    import espnet_probe.utils.typecheck  # noqa: F401 - first: ESPnet's type checks off
+
 import argparse
 import json
 import sys
