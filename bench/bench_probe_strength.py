@@ -125,11 +125,11 @@ def stoi_per_layer(exp: Path, feats_dir: Path, data_dir: Path, n_utts: int, fban
 
     from espnet_probe.audio.features import FbankConfig
     from espnet_probe.audio.vocoder import VocoderConfig, vocode
-    from espnet_probe.data.kaldi_dir import read_table
     from espnet_probe.data.model_inputs import open_inputs
     from espnet_probe.metrics.quality import score_pair
     from espnet_probe.probe.trainer import LAYER_BEST
     from espnet_probe.tasks.probe import ProbeTask
+    from espnet_probe.utils.kaldi_dir import read_table
 
     model, _ = ProbeTask.build_model_from_file(exp / "config.yaml", exp / LAYER_BEST, "cpu")
     model.eval()

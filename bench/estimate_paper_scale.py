@@ -328,8 +328,8 @@ def measure_audio(args, repeats) -> dict:
     from espnet_probe.audio.features import FbankConfig
     from espnet_probe.audio.io import load_audio
     from espnet_probe.audio.vocoder import VocoderConfig, vocode
-    from espnet_probe.data.kaldi_dir import read_table
     from espnet_probe.metrics.quality import score_pair
+    from espnet_probe.utils.kaldi_dir import read_table
 
     refs = read_table(args.ref_wav_scp)
     fbank = FbankConfig.from_yaml(ROOT / "conf/fbank.yaml")

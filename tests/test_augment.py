@@ -22,8 +22,8 @@ from espnet_probe.data.augment import (TYPE_FOLDER, AugmentConfigError, Augmente
                                        NoiseBank, NoiseInfo, augment_data_dir, describe_noise,
                                        list_musan, load_config, make_noisy_set)
 from espnet_probe.data.babble import make_babble_voices, read_file2spk
-from espnet_probe.data.kaldi_dir import KaldiDataDir, load_data_dir, write_data_dir
 from espnet_probe.data.synth_noise import NOISE_KINDS, make_synthetic_noise
+from espnet_probe.utils.kaldi_dir import KaldiDataDir, load_data_dir, write_data_dir
 
 from conftest import LIBRISPEECH, MUSAN_MINI, REPO, need
 

@@ -19,8 +19,8 @@ import yaml
 
 from conftest import REPO
 from espnet_probe.metrics.wer import score
-from espnet_probe.data.kaldi_dir import read_table
 from espnet_probe.utils.checkpoint import load_checkpoint
+from espnet_probe.utils.kaldi_dir import read_table
 from stock_models import STOCK_KINDS, WHISPER_KIND, pack_model, stock_recipe
 from hostile import payload_checkpoint
 

@@ -17,7 +17,7 @@ from espnet_probe.audio import io as audio_io
 from espnet_probe.audio.io import AudioError, declared_wav_frames, load_audio
 from espnet_probe.data.import_dir import (AudioCheckError, import_data_dir, import_recipe_sets,
                                          recipe_test_set_names)
-from espnet_probe.data.kaldi_dir import DataDirError, load_data_dir, read_table
+from espnet_probe.utils.kaldi_dir import DataDirError, load_data_dir, read_table
 from tests.test_data_validation import good_dir, tone, write_audio, write_files
 
 

@@ -12,8 +12,8 @@ import soundfile as sf
 from espnet_probe.audio.io import AudioError, load_audio, load_utterance
 from espnet_probe.bin import import_data_dir as import_cli
 from espnet_probe.data.import_dir import AudioCheckError, import_data_dir
-from espnet_probe.data.kaldi_dir import DataDirError, load_data_dir
 from espnet_probe.data.librispeech import LibriSpeechError, read_subset
+from espnet_probe.utils.kaldi_dir import DataDirError, load_data_dir
 
 
 def tone(seconds: float = 0.5, sr: int = 16000, seed: int = 0) -> np.ndarray:

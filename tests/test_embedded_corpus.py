@@ -17,7 +17,7 @@ import soundfile as sf
 
 from espnet_probe.data import embedded as E
 from espnet_probe.data import sentences as S
-from espnet_probe.data.kaldi_dir import load_data_dir
+from espnet_probe.utils.kaldi_dir import load_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "dev", "test")

@@ -16,8 +16,8 @@ from conftest import REPO
 from espnet_probe.audio.feature_dump import (FeatureError, combine_feature_dirs, extract_job,
                                              merge_jobs)
 from espnet_probe.audio.features import FbankConfig
-from espnet_probe.data.kaldi_dir import KaldiDataDir, write_data_dir
 from espnet_probe.data.model_inputs import ModelInputError, dump_waves
+from espnet_probe.utils.kaldi_dir import KaldiDataDir, write_data_dir
 
 CFG = FbankConfig.from_yaml(REPO / "conf" / "fbank.yaml")
 

@@ -17,11 +17,11 @@ import soundfile as sf
 
 from espnet_probe.audio.io import load_utterance
 from espnet_probe.bin import prepare_librispeech as prep_cli
-from espnet_probe.data.kaldi_dir import load_data_dir
 from espnet_probe.data.librispeech import (LibriSpeechError, _part_sizes, download,
                                            download_subsets, parse_split_spec, prepare,
                                            read_speakers, safe_extract, split_speakers)
 from espnet_probe.utils.freshness import Stamp
+from espnet_probe.utils.kaldi_dir import load_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

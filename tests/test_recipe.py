@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from espnet_probe.data.kaldi_dir import load_data_dir, read_table
+from espnet_probe.utils.kaldi_dir import load_data_dir, read_table
 
 pytestmark = pytest.mark.integration
 

@@ -15,10 +15,10 @@ import torch
 from scipy.stats import binomtest
 
 from conftest import LIBRISPEECH, need
-from espnet_probe.data.kaldi_dir import write_table
 from espnet_probe.probe.speaker_id import (
     SpeakerProbeError, fit_and_predict, pool_hidden, pooled_layers, speaker_id_probe,
     split_by_speaker, wilson_interval)
+from espnet_probe.utils.kaldi_dir import write_table
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "asr_tiny"
 TINY_LAYERS = ["input", "cnn1", "cnn2", "pool1", "cnn3", "cnn4", "pool2", "blstm1"]

@@ -18,7 +18,7 @@ from espnet_probe.audio.vocoder import (MAGNITUDE_FLOOR, SampleCounts, VocodeErr
                                         mel_shape, mel_to_magnitude, parallel_map,
                                         spectral_convergence, torch_threads, vocode)
 from espnet_probe.bin import vocode as vocode_cli
-from espnet_probe.data.kaldi_dir import Segment
+from espnet_probe.utils.kaldi_dir import Segment
 
 REPO = Path(__file__).resolve().parents[1]
 # Short utterances of two women and two men (train-clean-5), 2.0-2.5 s each.

@@ -29,10 +29,10 @@ from tqdm import tqdm
 
 from espnet_probe.audio.fbank import FbankConfig
 from espnet_probe.audio.io import load_utterance
-from espnet_probe.data.kaldi_dir import (DataDirError, KaldiDataDir, load_data_dir, read_table,
-                                         write_table)
 from espnet_probe.utils.fileio import atomic_open, shard
 from espnet_probe.utils.freshness import Stamp, fingerprint
+from espnet_probe.utils.kaldi_dir import (DataDirError, KaldiDataDir, load_data_dir, read_table,
+                                         write_table)
 
 
 class FeatureError(RuntimeError):

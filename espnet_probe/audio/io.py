@@ -13,9 +13,9 @@ import kaldiio
 import numpy as np
 import soundfile as sf
 
-from espnet_probe.data.kaldi_dir import KaldiDataDir, Segment
 from espnet_probe.utils.fileio import atomic_path
 from espnet_probe.utils.freshness import ark_archive
+from espnet_probe.utils.kaldi_dir import KaldiDataDir, Segment
 
 SAMPLE_RATE = 16000
 

@@ -42,9 +42,9 @@ from tqdm import tqdm
 
 from espnet_probe.audio.features import FbankConfig, mel_filterbank
 from espnet_probe.audio.io import AudioError, load_audio, write_wav
-from espnet_probe.data.kaldi_dir import Segment, read_table, write_table
 from espnet_probe.utils.fileio import atomic_open, shard
 from espnet_probe.utils.freshness import audio_files, is_stale
+from espnet_probe.utils.kaldi_dir import Segment, read_table, write_table
 
 logger = logging.getLogger(__name__)
 

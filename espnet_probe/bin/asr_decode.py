@@ -30,12 +30,12 @@ from espnet_probe.asr.brought import best_checkpoint
 from espnet_probe.asr.decode import (DecodeRefused, check_decode, ctc_min_frames, encoder_frames,
                                      greedy_decode, joint_decode, whisper_decode)
 from espnet_probe.asr.whisper import english_normaliser
+from espnet_probe.data.model_inputs import ModelInputError, open_inputs
 from espnet_probe.experiments import read_experiment
 from espnet_probe.metrics.wer import score
-from espnet_probe.data.kaldi_dir import read_table, write_table
-from espnet_probe.data.model_inputs import ModelInputError, open_inputs
 from espnet_probe.utils.device import add_device_argument
 from espnet_probe.utils.fileio import atomic_open
+from espnet_probe.utils.kaldi_dir import read_table, write_table
 
 
 def reference_frames_needed(model, refs: dict[str, str], token_type: str, bpemodel) -> dict[str, int]:

@@ -21,7 +21,7 @@ import sys
 from espnet_probe.audio.io import AudioError
 from espnet_probe.audio.mix import MixError
 from espnet_probe.data.augment import AugmentConfigError, MusanError, augment_data_dir, load_config
-from espnet_probe.data.kaldi_dir import DataDirError
+from espnet_probe.utils.kaldi_dir import DataDirError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from espnet_probe.data.kaldi_dir import DataDirError, check_speaker_split, load_data_dir
+from espnet_probe.utils.kaldi_dir import DataDirError, check_speaker_split, load_data_dir
 
 
 def main(argv: list[str] | None = None) -> int:

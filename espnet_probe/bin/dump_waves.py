@@ -15,8 +15,8 @@ from pathlib import Path
 
 from espnet_probe.audio.fbank import FbankConfig
 from espnet_probe.audio.io import AudioError
-from espnet_probe.data.kaldi_dir import DataDirError
 from espnet_probe.data.model_inputs import ModelInputError, dump_waves
+from espnet_probe.utils.kaldi_dir import DataDirError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ from pathlib import Path
 from espnet_probe.audio.io import SAMPLE_RATE
 from espnet_probe.data.import_dir import (import_data_dir, import_recipe_sets,
                                          recipe_test_set_names)
-from espnet_probe.data.kaldi_dir import DataDirError
+from espnet_probe.utils.kaldi_dir import DataDirError
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -15,12 +15,12 @@ import json
 import sys
 from pathlib import Path
 
+from espnet_probe.audio.fbank import FbankConfig
 from espnet_probe.audio.feature_dump import (combine_feature_dirs, extract_job, feature_settings,
                                              merge_jobs)
-from espnet_probe.audio.fbank import FbankConfig
 from espnet_probe.audio.io import AudioError
-from espnet_probe.data.kaldi_dir import DataDirError
 from espnet_probe.utils.freshness import Stamp
+from espnet_probe.utils.kaldi_dir import DataDirError
 
 
 def main(argv: list[str] | None = None) -> int:

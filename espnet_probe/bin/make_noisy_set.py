@@ -19,7 +19,7 @@ from espnet_probe.audio.io import AudioError
 from espnet_probe.audio.mix import MixError
 from espnet_probe.data.augment import (AugmentConfigError, MusanError, NOISE_TYPES, load_config,
                                        make_noisy_set)
-from espnet_probe.data.kaldi_dir import DataDirError
+from espnet_probe.utils.kaldi_dir import DataDirError
 
 
 def main(argv: list[str] | None = None) -> int:

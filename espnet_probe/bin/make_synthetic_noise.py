@@ -19,8 +19,8 @@ from pathlib import Path
 
 from espnet_probe.audio.io import AudioError
 from espnet_probe.data.babble import make_babble_voices
-from espnet_probe.data.kaldi_dir import DataDirError
 from espnet_probe.data.synth_noise import make_synthetic_noise
+from espnet_probe.utils.kaldi_dir import DataDirError
 
 FROM_TRAINING = "from_training"
 

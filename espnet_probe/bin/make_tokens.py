@@ -15,8 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from espnet_probe.data.kaldi_dir import read_table
 from espnet_probe.utils.fileio import atomic_path
+from espnet_probe.utils.kaldi_dir import read_table
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,8 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-from espnet_probe.data.kaldi_dir import DataDirError, read_table
 from espnet_probe.metrics.trials import TrialsError, make_trials, read_genders, write_trials
+from espnet_probe.utils.kaldi_dir import DataDirError, read_table
 
 
 def main(argv: list[str] | None = None) -> int:

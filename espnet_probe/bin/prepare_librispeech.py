@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from espnet_probe.data.kaldi_dir import DataDirError, write_data_dir
 from espnet_probe.data.librispeech import URL_BASE, download_subsets, prepare
+from espnet_probe.utils.kaldi_dir import DataDirError, write_data_dir
 
 
 def get_parser() -> argparse.ArgumentParser:

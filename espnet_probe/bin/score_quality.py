@@ -18,9 +18,9 @@ import json
 import sys
 
 from espnet_probe.audio.io import AudioError
-from espnet_probe.data.kaldi_dir import DataDirError
 from espnet_probe.metrics.quality import (HOP, METRICS, QualityError, merge, run_job, score_all,
                                           summary_line)
+from espnet_probe.utils.kaldi_dir import DataDirError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -67,11 +67,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from espnet_probe.data.kaldi_dir import DataDirError
     from espnet_probe.layers import load_asr_model
     from espnet_probe.probe.decode import ProbeDecodeError
     from espnet_probe.probe.model import reinitialise_encoder
     from espnet_probe.probe.speaker_id import speaker_id_probe, write_results
+    from espnet_probe.utils.kaldi_dir import DataDirError
 
     torch.set_num_threads(1)
     start = time.time()

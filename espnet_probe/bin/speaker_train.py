@@ -37,9 +37,9 @@ import soundfile as sf
 from tqdm import tqdm
 
 from espnet_probe.audio.io import SAMPLE_RATE, AudioError, load_audio, write_wav
-from espnet_probe.data.kaldi_dir import DataDirError, load_data_dir
 from espnet_probe.utils.checkpoint import CheckpointError, checked_init_params
 from espnet_probe.utils.fileio import atomic_open
+from espnet_probe.utils.kaldi_dir import DataDirError, load_data_dir
 
 
 def split_speakers(spk2utt: dict[str, list[str]], valid_fraction: float, seed: int

@@ -24,7 +24,7 @@ from espnet_probe.audio.features import FbankConfig
 from espnet_probe.audio.io import AudioError
 from espnet_probe.audio.vocoder import (VocodeError, VocoderConfig, merge_wav_scps, torch_threads,
                                         vocode_scp)
-from espnet_probe.data.kaldi_dir import DataDirError
+from espnet_probe.utils.kaldi_dir import DataDirError
 
 
 def main(argv: list[str] | None = None) -> int:

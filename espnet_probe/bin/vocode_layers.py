@@ -20,9 +20,9 @@ from pathlib import Path
 from espnet_probe.audio.features import FbankConfig
 from espnet_probe.audio.io import AudioError
 from espnet_probe.audio.vocoder import VocodeError, VocoderConfig, torch_threads, vocode_scp
-from espnet_probe.data.kaldi_dir import DataDirError, read_table
 from espnet_probe.probe.summary import read_summary
 from espnet_probe.utils.fileio import atomic_open
+from espnet_probe.utils.kaldi_dir import DataDirError, read_table
 
 
 def balanced_subset(utt2spk: dict[str, str], max_utts: int) -> list[str]:

@@ -45,7 +45,7 @@ from espnet_probe.audio.io import (MIN_UTTERANCE_SECONDS, SAMPLE_RATE, AudioErro
 from espnet_probe.audio.mix import (DEFAULT_PEAK_LIMIT, Mixture, MixError, fit_length,
                                     is_silent, make_babble, mix_at_snr, random_offset)
 from espnet_probe.data.babble import read_file2spk
-from espnet_probe.data.kaldi_dir import (DataDirError, KaldiDataDir, Segment, load_data_dir,
+from espnet_probe.utils.kaldi_dir import (DataDirError, KaldiDataDir, Segment, load_data_dir,
                                          write_data_dir)
 
 MUSAN_FOLDERS = ("noise", "music", "speech")

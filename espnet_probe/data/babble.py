@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from espnet_probe.audio.io import SAMPLE_RATE, load_utterance, write_wav
-from espnet_probe.data.kaldi_dir import load_data_dir
 from espnet_probe.utils.fileio import atomic_open
 from espnet_probe.utils.freshness import Stamp, fingerprint
+from espnet_probe.utils.kaldi_dir import load_data_dir
 
 FILE2SPK = "file2spk"
 # at most this many seconds of speech per voice: 14 speakers give 14 minutes of babble, like

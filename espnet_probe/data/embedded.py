@@ -29,10 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from espnet_probe.data.kaldi_dir import KaldiDataDir, write_data_dir
+from espnet_probe.audio.io import write_wav
 from espnet_probe.data.sentences import sentence_pools
 from espnet_probe.utils.fileio import atomic_open
 from espnet_probe.utils.freshness import Stamp
+from espnet_probe.utils.kaldi_dir import KaldiDataDir, write_data_dir
 
 SAMPLE_RATE = 16000
 CORPUS_VERSION = 1  # bump when anything changes the generated audio or text
@@ -306,8 +307,6 @@ def _utt_rng(seed: int, spk: str, index: int) -> np.random.Generator:
 
 def _synth_voice(job: tuple[int, Voice, list[Utterance]]) -> tuple[str, dict[str, int]]:
     """Worker: synthesize one voice's utterances in order; returns utt -> num samples."""
-    from espnet_probe.audio.io import write_wav
-
     seed, voice, utts = job
     lengths = {}
     for u in utts:

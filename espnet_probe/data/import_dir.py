@@ -19,9 +19,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from espnet_probe.audio.io import MIN_UTTERANCE_SECONDS, SAMPLE_RATE, AudioError, load_audio
-from espnet_probe.data.kaldi_dir import (BOM, DataDirError, KaldiDataDir, id_list, load_data_dir,
-                                         read_table, write_table)
 from espnet_probe.utils.fileio import atomic_dir
+from espnet_probe.utils.kaldi_dir import (BOM, DataDirError, KaldiDataDir, id_list, load_data_dir,
+                                         read_table, write_table)
 
 CORE_FILES = ("wav.scp", "utt2spk", "spk2utt", "text", "segments")
 PER_UTT_EXTRA = ("utt2gender", "utt2dur")  # copied and id-checked when present

@@ -29,8 +29,8 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
-from espnet_probe.data.kaldi_dir import DataDirError, KaldiDataDir
 from espnet_probe.utils.freshness import Stamp
+from espnet_probe.utils.kaldi_dir import DataDirError, KaldiDataDir
 
 URL_BASE = "https://www.openslr.org/resources/12"
 SUBSETS = ("dev-clean", "dev-other", "test-clean", "test-other", "train-clean-100",

@@ -23,9 +23,10 @@ import kaldiio
 import numpy as np
 import yaml
 
-from espnet_probe.data.kaldi_dir import load_data_dir, read_table, write_table
+from espnet_probe.audio.io import load_utterance
 from espnet_probe.utils.fileio import atomic_open, atomic_path
 from espnet_probe.utils.freshness import Stamp, fingerprint
+from espnet_probe.utils.kaldi_dir import load_data_dir, read_table, write_table
 
 INPUT_FILES = {"feats": ("feats.scp", "feats_shape"), "wave": ("wave.scp", "wave_shape")}
 
@@ -118,8 +119,6 @@ def dump_waves(data_dir: str | Path, dump_dir: str | Path, hop: int = 160,
                sample_rate: int = 16000) -> int:
     """Write ``wave.{ark,scp}`` and ``wave_shape`` of a featurised set; returns utterances written
     (0 when an up-to-date dump exists).  Atomic: the scp names the ark only once both exist."""
-    from espnet_probe.audio.io import load_utterance
-
     data_dir, dump_dir = Path(data_dir), Path(dump_dir)
     if not Stamp(dump_dir).is_done():
         raise ModelInputError(f"{dump_dir}: features are incomplete (not stamped done); "

@@ -35,7 +35,6 @@ import kaldiio
 import numpy as np
 from tqdm import tqdm
 
-from espnet_probe.data.kaldi_dir import DataDirError, read_table
 from espnet_probe.experiments import TRAINING_ORDER, read_experiment
 from espnet_probe.metrics.mel import mcd_per_frame, mel_l1
 from espnet_probe.metrics.quality import merge, run_job, summarize
@@ -44,6 +43,7 @@ from espnet_probe.probe.summary import DecodeSummaryError, decode_summaries
 from espnet_probe.speaker.ge2e import (Embedder, entries_digest, load_embeddings,
                                        save_embeddings, score_speaker, trial_entries)
 from espnet_probe.utils.fileio import atomic_open
+from espnet_probe.utils.kaldi_dir import DataDirError, read_table
 
 SCORE_COLUMNS = ("model", "training", "set", "layer", "layer_index", "metric", "value", "ci_low", "ci_high", "n")
 _SNR_SET = re.compile(r"^(?P<test>.+)_snr(?P<snr>-?\d+)$")

@@ -32,10 +32,10 @@ import numpy as np
 from tqdm import tqdm
 
 from espnet_probe.audio.io import SAMPLE_RATE, load_audio
-from espnet_probe.data.kaldi_dir import DataDirError, read_table
 from espnet_probe.metrics import blas_threads
 from espnet_probe.utils.fileio import atomic_open, shard
 from espnet_probe.utils.freshness import entry_fingerprint
+from espnet_probe.utils.kaldi_dir import DataDirError, read_table
 
 METRICS = ("stoi", "estoi", "pesq")
 HOP = 160

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from espnet_probe.data.kaldi_dir import DataDirError, read_table
 from espnet_probe.utils.fileio import atomic_open
+from espnet_probe.utils.kaldi_dir import DataDirError, read_table
 
 LABELS = ("target", "nontarget")
 

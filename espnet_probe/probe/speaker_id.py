@@ -43,13 +43,13 @@ import torch
 from tqdm import tqdm
 
 from espnet_probe.asr.decode import length_sorted_batches
-from espnet_probe.data.kaldi_dir import read_table
 from espnet_probe.data.model_inputs import ModelInputError, open_inputs
 from espnet_probe.layer_record import Layer
 from espnet_probe.layers import extract_layers, model_input
 from espnet_probe.probe.decode import _load_scp
 from espnet_probe.utils.device import model_device
 from espnet_probe.utils.fileio import atomic_open
+from espnet_probe.utils.kaldi_dir import read_table
 
 Z_95 = 1.959963984540054  # standard normal quantile at 0.975
 DEFAULT_C = 1.0

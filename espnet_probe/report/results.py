@@ -23,6 +23,7 @@ from pathlib import Path
 
 from espnet_probe.experiments import TRAINING_ORDER
 from espnet_probe.metrics.layer_scores import LayerScoringError, read_scores, split_condition
+from espnet_probe.metrics.trials import read_trials
 from espnet_probe.utils.fileio import atomic_open
 
 REPORT_COLUMNS = ("model", "training", "condition", "layer", "layer_index", "metric", "value",
@@ -220,8 +221,6 @@ def failures_table(rows: list[dict]) -> str:
 
 def trials_summary(trials_dir: Path) -> str:
     """One line per test set: how many trials of each kind over how many utterances."""
-    from espnet_probe.metrics.trials import read_trials
-
     lines = []
     for path in sorted(Path(trials_dir).glob("*/trials")):
         t = read_trials(path)

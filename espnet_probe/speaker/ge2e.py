@@ -31,12 +31,12 @@ import numpy as np
 from tqdm import tqdm
 
 from espnet_probe.audio.io import SAMPLE_RATE, load_audio
-from espnet_probe.data.kaldi_dir import read_table
 from espnet_probe.metrics import blas_threads
 from espnet_probe.metrics.trials import Trials, TrialsError
 from espnet_probe.metrics.verification import verification_result
 from espnet_probe.utils.fileio import atomic_open, shard
 from espnet_probe.utils.freshness import entry_fingerprint
+from espnet_probe.utils.kaldi_dir import read_table
 
 EMBED_DIM = 256
 INT16_MAX = 2 ** 15 - 1
