@@ -16,7 +16,8 @@ import yaml
 
 from espnet_probe.asr.brought import BringError, best_checkpoint, bring, default_name
 from espnet_probe.asr.decode import DecodeRefused, check_decode, ctc_min_frames
-from espnet_probe.layers import InputMismatchError, extract_layers, model_input
+from espnet_probe.asr.model_input import InputMismatchError, model_input
+from espnet_probe.layers import extract_layers
 from espnet_probe.probe.model import ProbeModel, probed_layers
 from test_layers import build_model, feats_batch
 

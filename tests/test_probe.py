@@ -183,7 +183,7 @@ def test_probe_task_trains_through_espnet_and_decodes(tmp_path):
              str(asr_dir / "config.yaml"), "--asr_model_file", str(asr_dir / "model.pth")]
     # the data entries from the dump dirs: the features as speech; target: clean adds target.scp
     from espnet_probe.data.model_inputs import config_input_kind
-    from espnet_probe.layers import model_input
+    from espnet_probe.asr.model_input import model_input
     assert config_input_kind(asr_dir / "config.yaml") == model_input(asr).kind == "feats"
     assert probe_train.dump_dir_entries(model + ["--target", "clean", "--output_dir", str(exp)],
                                         feats, feats)[:6] == [

@@ -157,7 +157,7 @@ def test_model_loads_from_the_recipe_dir_and_encodes_speech(recipe, kind, monkey
     model.eval()
     # the probes' data entries are chosen from the config alone: it must say what the model takes
     from espnet_probe.data.model_inputs import config_input_kind
-    from espnet_probe.layers import model_input
+    from espnet_probe.asr.model_input import model_input
     assert config_input_kind(f"exp/asr_{kind}/config.yaml") == model_input(model).kind == "wave"
     assert type(model.encoder).__name__ == want["encoder"]
     assert (type(model.decoder).__name__ if model.decoder is not None else None) == want["decoder"]

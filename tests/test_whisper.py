@@ -325,7 +325,7 @@ class _EspnetWhisperModel(torch.nn.Module):
 def test_espnets_whisper_encoder_layers_are_its_forward_one_utterance_at_a_time(tiny, tmp_path):
     from espnet2.asr.encoder.whisper_encoder import OpenAIWhisperEncoder
 
-    from espnet_probe.layers import model_input
+    from espnet_probe.asr.model_input import model_input
 
     model = _EspnetWhisperModel(OpenAIWhisperEncoder(whisper_model="tiny.en",
                                                      download_dir=str(tmp_path))).eval()

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from espnet_probe.asr.model_input import model_input
 from espnet_probe.asr.whisper import WINDOW_FRAMES
 from espnet_probe.data.model_inputs import InputSet
 from espnet_probe.utils.device import model_device
@@ -70,8 +71,6 @@ def greedy_decode(model, inputs: InputSet, token_type: str = "char",
     """utt -> hypothesis text, and utt -> encoder frames, for every utterance of ``inputs``
     (``espnet_probe.data.model_inputs.open_inputs`` of the kind the model takes)."""
     from espnet2.text.build_tokenizer import build_tokenizer
-
-    from espnet_probe.layers import model_input
 
     device = model_device(model)
     spec = model_input(model)

@@ -47,7 +47,8 @@ import torch
 
 from espnet_probe.asr.blstm import EncoderLayer
 from espnet_probe.asr.ct2 import CT2FormatError, read_model_bin
-from espnet_probe.utils.checkpoint import CheckpointError, load_checkpoint
+from espnet_probe.utils.checkpoint import CheckpointError, check_fits, load_checkpoint
+from espnet_probe.utils.fileio import atomic_open, atomic_path
 
 SAMPLE_RATE = 16000
 HOP = 160
@@ -253,6 +254,12 @@ def _layer_output(name: str, index: int, parts: List[torch.Tensor]) -> EncoderLa
     return name, hidden, lens, rate, -0.5 if rate == 2 else 0.0
 
 
+def is_espnet_whisper(encoder) -> bool:
+    from espnet2.asr.encoder.whisper_encoder import OpenAIWhisperEncoder
+
+    return isinstance(encoder, OpenAIWhisperEncoder)
+
+
 def espnet_encoder_layers(encoder: torch.nn.Module, wave: torch.Tensor,
                           lengths: torch.Tensor) -> List[EncoderLayer]:
     """The layers of ESPnet's Whisper encoder (``encoder: whisper``, ``OpenAIWhisperEncoder``)
@@ -287,7 +294,7 @@ def espnet_encoder_layers(encoder: torch.nn.Module, wave: torch.Tensor,
 
 
 class WhisperFrontend(torch.nn.Module):
-    """Whisper's log-mel, described as ESPnet's STFT frontend is (layers.model_input reads
+    """Whisper's log-mel, described as ESPnet's STFT frontend is (asr.model_input reads
     the timing from ``stft`` and ``fs``): 25 ms windows every 10 ms, centred."""
 
     def __init__(self, n_mels: int):
@@ -419,8 +426,6 @@ class WhisperASR(torch.nn.Module):
 
 def build_whisper(dims: dict, state: Dict[str, torch.Tensor], where: str | Path) -> WhisperASR:
     """A WhisperASR with openai-whisper's ``state`` loaded, every name and shape matching."""
-    from espnet_probe.utils.checkpoint import check_fits
-
     model = WhisperASR(dims)
     state = {f"whisper.{k}": v.float() for k, v in state.items()}
     check_fits(model, state, where, f"Whisper dims {dims}")
@@ -438,8 +443,6 @@ def whisper_experiment(source: str | Path, exp_dir: Path) -> dict:
     openai-whisper state dict, float32, written here: the source's format stays the source's)
     into ``exp_dir``; returns the parts of its experiment record."""
     import yaml
-
-    from espnet_probe.utils.fileio import atomic_open, atomic_path
 
     dims, state, facts = read_whisper(source)
     build_whisper(dims, state, source)  # every tensor fits before anything is written

@@ -66,7 +66,7 @@ def text_normaliser(decoding: dict, train_args: dict):
 
 def decode_set(model, train_args: dict, config: Path, checkpoint: Path, feats_dir: Path,
                out: Path, exp_name: str, max_frames: int, decoding: dict, device: str) -> None:
-    from espnet_probe.layers import model_input
+    from espnet_probe.asr.model_input import model_input
 
     start = time.time()
     inputs = open_inputs(feats_dir, model_input(model).kind)
@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.out) != len(args.feats_dir):
         p.error(f"{len(args.feats_dir)} --feats_dir but {len(args.out)} --out; give one out dir per set")
 
-    from espnet_probe.layers import InputMismatchError, load_asr_model
+    from espnet_probe.asr.model_input import InputMismatchError
+    from espnet_probe.layers import load_asr_model
     from espnet_probe.utils.checkpoint import CheckpointError
 
     config = args.asr_exp / "config.yaml"

@@ -77,7 +77,8 @@ def main(argv=None):
                   "whisper:tiny.en)", file=sys.stderr)
             return 2
         from espnet_probe.asr.whisper import WhisperSourceError, load_whisper
-        from espnet_probe.layers import extract_layers, layer_table, load_asr_model, model_input
+        from espnet_probe.asr.model_input import model_input
+        from espnet_probe.layers import extract_layers, layer_table, load_asr_model
 
         try:
             model = load_asr_model(argv[1], argv[2]) if len(argv) == 3 else load_whisper(argv[1])

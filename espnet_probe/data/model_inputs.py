@@ -4,7 +4,7 @@ A dump dir ``dump/fbank/<set>/`` holds both kinds of model input:
   feats.scp / feats_shape   (T, 240) features (this project's models)
   wave.scp  / wave_shape    (N,) float32 samples in [-1, 1] (models with their own frontend,
                             e.g. every egs2 asr.sh model); written by ``dump_waves``
-Which one a model takes is ``espnet_probe.layers.model_input(model).kind``; ASR decoding,
+Which one a model takes is ``espnet_probe.asr.model_input.model_input(model).kind``; ASR decoding,
 probe training and decoding, and the speaker-ID probe all open it through ``open_inputs``, so
 a model is never given the other kind.
 
@@ -40,7 +40,7 @@ def input_kind(conf: dict) -> str:
     """What the model of an ESPnet ASR training config takes, as ESPnet's ASRTask.build_model
     decides it: an ``input_size`` means features and no frontend, none means a frontend over
     the waveform; a waveform encoder takes the waveform either way.
-    (``espnet_probe.layers.model_input`` says the same of a built model.)"""
+    (``espnet_probe.asr.model_input.model_input`` says the same of a built model.)"""
     if conf.get("encoder") in WAVEFORM_ENCODERS:
         return "wave"
     return "feats" if conf.get("input_size") is not None else "wave"

@@ -32,8 +32,9 @@ import torch
 from espnet2.torch_utils.device_funcs import force_gatherable
 
 from espnet_probe.asr.blstm import zero_padding
+from espnet_probe.asr.model_input import model_input
 from espnet_probe.layer_record import Layer
-from espnet_probe.layers import extract_layers, model_input
+from espnet_probe.layers import extract_layers
 
 try:  # ESPnet's base class when available (training); plain Module for unit use.
     from espnet2.train.abs_espnet_model import AbsESPnetModel as _Base
@@ -226,7 +227,7 @@ class ProbeModel(_Base):
             The kept parts are layer outputs of the frozen encoder, so they do not go stale;
             they are not in checkpoints, so a resumed training refills them over its first steps.
 
-    Batches: ``speech`` is what the ASR model takes (``espnet_probe.layers.model_input``).
+    Batches: ``speech`` is what the ASR model takes (``espnet_probe.asr.model_input``).
     For a feature model the heard log-mel is ``speech[..., :n_mels]``; a waveform model also
     needs ``mel``, the project's features of the same audio, which fix the target frames.
     """

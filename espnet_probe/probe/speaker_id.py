@@ -43,9 +43,10 @@ import torch
 from tqdm import tqdm
 
 from espnet_probe.asr.decode import length_sorted_batches
+from espnet_probe.asr.model_input import model_input
 from espnet_probe.data.model_inputs import ModelInputError, open_inputs
 from espnet_probe.layer_record import Layer
-from espnet_probe.layers import extract_layers, model_input
+from espnet_probe.layers import extract_layers
 from espnet_probe.probe.decode import _load_scp
 from espnet_probe.utils.device import model_device
 from espnet_probe.utils.fileio import atomic_open
