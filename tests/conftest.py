@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+# The test run is an entry point like the tools: ESPnet's typeguard checks off before any test
+# module imports ESPnet, so tests run our code as the recipe does and do not pay for the checks
+# (they doubled the time of the ESPnet-heavy test modules). PROBE_TYPECHECK=1 keeps them on:
+# `PROBE_TYPECHECK=1 tools/venv/bin/python -m pytest tests` checks every call into ESPnet.
+import espnet_probe.utils.typecheck  # noqa: F401,I001
+
 import os
 from pathlib import Path
 

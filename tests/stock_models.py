@@ -20,10 +20,10 @@ aggregation and the ``text_shape.<token_type>`` files, training, and packing. Ea
 ``python -m espnet2.bin.<tool>`` from the project's venv, so every path inside
 ``exp/asr_<kind>/config.yaml`` is relative to the recipe directory, like a real recipe's.
 
-Session reuse: :func:`stock_recipe` trains each kind once per pytest session and returns the same
-:class:`StockRecipe` to every caller (an in-memory cache, backed by a small JSON record next to
-the recipe so a second import of this module under another name reuses the models too);
-``stock_asr_models`` is a session-scoped fixture around it that a conftest can re-export.
+Reuse: :func:`stock_recipe` trains each kind once per pytest run, also across pytest-xdist
+workers (a JSON record of the finished kinds next to the recipe, read and written under a file
+lock), and returns a :class:`StockRecipe` of every kind finished so far; ``stock_asr_models`` is
+a session-scoped fixture around it that a conftest can re-export.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -218,8 +219,9 @@ keep_nbest_models: 2
 
 # Whisper fine-tuned, shaped as the egs2 Whisper recipes' configs (encoder and decoder from a
 # pretrained Whisper, its own tokens, no CTC, no frontend: the encoder computes its own log-mel).
-# Not trained unless asked for (stock_recipe(kinds=...)): one epoch of a few steps at a small
-# learning rate, so the model still recognises speech.
+# Not trained unless asked for (stock_recipe(kinds=...)): one update per epoch at a small
+# learning rate, so the model still recognises speech: what is under test is that ESPnet's
+# trainer made it, not what fine-tuning does (a step on 30-s windows costs ~10 s on a CPU).
 WHISPER_KIND = "whisper_tiny_en"
 CONFIGS[WHISPER_KIND] = """\
 input_size: 1
@@ -256,6 +258,7 @@ best_model_criterion:
     - acc
     - max
 keep_nbest_models: 1
+num_iters_per_epoch: 1
 """ + _COMMON
 
 # token type, normalisation and text cleaner per kind (asr.sh's --token_type, --feats_normalize
@@ -461,10 +464,12 @@ def whisper_token_list(recipe_dir: Path | None = None) -> Path:
 
 def export_whisper_token_list(recipe_dir: Path) -> None:
     """asr.sh's token-list stage for Whisper: ESPnet's whisper_export_vocabulary (in a process
-    that has imported espnet_probe: ESPnet's Whisper text classes need its tokenizer view)."""
+    that has imported espnet_probe: ESPnet's Whisper text classes need its tokenizer view). Run
+    from ``-c``, its ``__main__`` has no source file for typeguard to instrument, so the process
+    turns the checks off first, as our own tools do."""
     if whisper_token_list(recipe_dir).is_file():
         return
-    _run(["-c", "import runpy, espnet_probe; runpy.run_module("
+    _run(["-c", "import espnet_probe.utils.typecheck, runpy, espnet_probe; runpy.run_module("
                 "'espnet2.bin.whisper_export_vocabulary', run_name='__main__')",
           "--whisper_model", "whisper_en", "--output", str(whisper_token_list())],
          recipe_dir, Path("log") / "whisper_export_vocabulary.log")
@@ -533,15 +538,11 @@ def collect_stats(recipe_dir: Path, kind: str) -> Path:
     return recipe_dir / sdir
 
 
-def train_stock_model(recipe_dir: Path, kind: str, max_epoch: int = 2, seed: int = 0,
-                      reuse_stats: bool = True) -> Path:
-    """Collect stats (unless this token type's stats dir is complete and reuse_stats), then
-    train with `python -m espnet2.bin.asr_train` from the recipe dir. Returns exp/asr_<kind>.
-
-    Kinds that share a token type share asr.sh's stats dir (exp/asr_stats_raw_char): the stats
-    depend only on the data, the front end (the same for every kind) and the token list. Training
-    runs with --resume true as in asr.sh, so calling again on a finished exp dir only re-averages.
-    """
+def prepare_stock_model(recipe_dir: Path, kind: str, reuse_stats: bool = True) -> Path:
+    """asr.sh's stages before training for one kind: its token list (Whisper's) and its collect
+    stats pass, unless this token type's stats dir is complete and reuse_stats. Kinds that share
+    a token type share asr.sh's stats dir (exp/asr_stats_raw_char): the stats depend only on the
+    data, the front end (the same for every kind) and the token list. Returns the recipe dir."""
     if kind not in CONFIGS:
         raise ValueError(f"unknown kind {kind!r}; one of {tuple(CONFIGS)}")
     recipe_dir = Path(recipe_dir).resolve()
@@ -551,6 +552,17 @@ def train_stock_model(recipe_dir: Path, kind: str, max_epoch: int = 2, seed: int
         export_whisper_token_list(recipe_dir)
     if not (reuse_stats and _stats_complete(recipe_dir, kind)):
         collect_stats(recipe_dir, kind)
+    return recipe_dir
+
+
+def train_stock_model(recipe_dir: Path, kind: str, max_epoch: int = 2, seed: int = 0,
+                      reuse_stats: bool = True, prepared: bool = False) -> Path:
+    """Train with `python -m espnet2.bin.asr_train` from the recipe dir (after
+    prepare_stock_model, unless prepared). Returns exp/asr_<kind>. Training runs with --resume
+    true as in asr.sh, so calling again on a finished exp dir only re-averages."""
+    if not prepared:
+        prepare_stock_model(recipe_dir, kind, reuse_stats)
+    recipe_dir = Path(recipe_dir).resolve()
     sdir = stats_dir(kind)
     token_type = TOKEN_TYPE[kind]
     exp = Path("exp") / f"asr_{kind}"
@@ -635,7 +647,6 @@ class StockRecipe:
         return self.exp_dirs[kind] / inference_model_name(self.exp_dirs[kind])
 
 
-_CACHE: dict[tuple, StockRecipe] = {}
 _RECORD = "stock_models.json"   # beside the recipe dir: {kind: training seconds} of finished kinds
 
 
@@ -646,18 +657,24 @@ def librispeech_subset() -> Path:
 
 def stock_recipe(tmp_path_factory, kinds: Sequence[str] = STOCK_KINDS, max_epoch: int = 2,
                  seed: int = 0, subset_dir: Path | None = None) -> StockRecipe:
-    """Train `kinds` once per pytest process (cached in memory, keyed by the arguments) in
-    <basetemp>/stock_recipe_e<max_epoch>_s<seed>/ and return the recipe. Kinds already trained by
-    an earlier call are reused; pytest.skip()s when the LibriSpeech subset is missing."""
+    """Train `kinds` once per pytest run in <basetemp>/stock_recipe_e<max_epoch>_s<seed>/ and
+    return the recipe. Kinds already trained by an earlier call are reused, also by the other
+    workers of a pytest-xdist run (the recipe sits in the run's shared basetemp and is built
+    under a file lock, its record naming the finished kinds); pytest.skip()s when the
+    LibriSpeech subset is missing. The missing kinds are prepared one after another (token
+    lists, stats) and trained side by side, one single-threaded training per core (at most 2)."""
     import pytest
+    from filelock import FileLock
 
     subset = Path(subset_dir) if subset_dir is not None else librispeech_subset()
     if not subset.is_dir():
         pytest.skip(f"real speech not found at {subset} (set PROBE_SHARED_DATA)")
-    key = (str(subset), max_epoch, seed)
-    recipe = _CACHE.get(key)
-    if recipe is None:
-        root = tmp_path_factory.getbasetemp() / f"stock_recipe_e{max_epoch}_s{seed}"
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # shared by the run's workers
+    root = base / f"stock_recipe_e{max_epoch}_s{seed}"
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / ".lock")):
         recipe_dir = root / "egs2" / "stock" / "asr1"
         record = root / _RECORD
         done = json.loads(record.read_text()) if record.is_file() else {}
@@ -665,18 +682,20 @@ def stock_recipe(tmp_path_factory, kinds: Sequence[str] = STOCK_KINDS, max_epoch
             train, valid = librispeech_kaldi_dirs(subset, root / "source")
             make_recipe(recipe_dir, train, valid)
             done = {}
-        recipe = StockRecipe(recipe_dir, {k: recipe_dir / "exp" / f"asr_{k}" for k in done},
-                             dict(done))
-        _CACHE[key] = recipe
-    for kind in kinds:
-        if kind not in recipe.exp_dirs:
+        missing = [kind for kind in kinds if kind not in done]
+        for kind in missing:
+            prepare_stock_model(recipe_dir, kind)
+
+        def train(kind: str) -> tuple[str, float]:
             start = time.monotonic()
-            recipe.exp_dirs[kind] = train_stock_model(recipe.recipe_dir, kind,
-                                                      max_epoch=max_epoch, seed=seed)
-            recipe.train_seconds[kind] = round(time.monotonic() - start, 1)
-            (recipe.recipe_dir.parents[2] / _RECORD).write_text(
-                json.dumps(recipe.train_seconds, indent=1))
-    return recipe
+            train_stock_model(recipe_dir, kind, max_epoch=max_epoch, seed=seed, prepared=True)
+            return kind, round(time.monotonic() - start, 1)
+
+        with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+            done.update(pool.map(train, missing))
+        record.write_text(json.dumps(done, indent=1))
+    return StockRecipe(recipe_dir.resolve(), {k: recipe_dir.resolve() / "exp" / f"asr_{k}" for k in done},
+                       dict(done))
 
 
 def _stock_recipe_fixture(tmp_path_factory) -> StockRecipe:

@@ -15,9 +15,9 @@ one that returns its target unchanged before ESPnet is imported; Python's ``-O``
 same but also drop every ``assert``.  typeguard itself is imported at once (0.1 s): every tool
 that imports this module loads ESPnet, which imports it anyway.
 
-Only a running tool does this: importing espnet_probe or a tool's functions (tests, a notebook)
-leaves typeguard as ESPnet set it, so the tests keep checking our calls into ESPnet.
-``PROBE_TYPECHECK=1`` keeps the checks in a tool too (debugging).  Modules decorated before the
+Only an entry point does this (a running tool; the test run, in tests/conftest.py): importing
+espnet_probe or a tool's functions (a notebook, a user's script) leaves typeguard as ESPnet set
+it. ``PROBE_TYPECHECK=1`` keeps the checks in a tool and in the tests too (debugging).  Modules decorated before the
 import keep their checks, hence "first".
 """
 
