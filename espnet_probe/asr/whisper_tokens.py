@@ -16,7 +16,7 @@ tiktoken encoding, with the same ids and token strings:
 * special tokens (``<|endoftext|>``, ``<|startoftranscript|>``, languages, tasks, timestamps)
   keep their ids; tokens ESPnet adds (a speaker-change symbol, prompt tokens) get the next ids.
 
-``espnet_probe.utils.offline`` attaches it to every tokenizer ``get_tokenizer`` returns.
+``espnet_probe.asr.whisper_offline`` attaches it to every tokenizer ``get_tokenizer`` returns.
 """
 
 from __future__ import annotations
