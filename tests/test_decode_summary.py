@@ -118,7 +118,7 @@ def test_decoding_writes_the_summary_it_returns_and_reads_it_on_a_rerun(tmp_path
 
 
 def test_score_jobs_follow_each_summarys_layers_and_records(tmp_path):
-    from espnet_probe.metrics.layer_scores import LayerScoringError, probe_exp_jobs
+    from espnet_probe.scoring.layer_scores import LayerScoringError, probe_exp_jobs
 
     exp = tmp_path / "probe_x"
     with pytest.raises(LayerScoringError, match="no decode_<set>/summary.json"):

@@ -11,7 +11,7 @@ import pytest
 
 from espnet_probe.bin import make_report
 from espnet_probe.report.comparisons import read_comparisons
-from espnet_probe.metrics.layer_scores import write_scores
+from espnet_probe.scoring.layer_scores import write_scores
 
 LAYERS = ("input", "cnn1", "blstm1")
 SETS = ("test", "test_snr0")

@@ -13,7 +13,8 @@ from espnet_probe.audio.io import write_wav
 from espnet_probe.bin import make_trials as make_trials_cli
 from espnet_probe.bin import score_speaker as score_speaker_cli
 from espnet_probe.metrics.trials import read_trials
-from espnet_probe.speaker.ge2e import GE2EEncoder, cosine_scores
+from espnet_probe.speaker.embedder import cosine_scores
+from espnet_probe.speaker.ge2e import GE2EEncoder
 
 from conftest import LIBRISPEECH, need
 

@@ -18,8 +18,8 @@ import soundfile as sf
 from espnet_probe.audio.features import FbankConfig, LogMelExtractor
 from espnet_probe.audio.io import write_wav
 from espnet_probe.bin import make_report, make_trials, score_layers
-from espnet_probe.metrics.layer_scores import SCORE_COLUMNS, split_condition
 from espnet_probe.report.results import REPORT_COLUMNS, conditions_in
+from espnet_probe.scoring.layer_scores import SCORE_COLUMNS, split_condition
 from tests.conftest import REPO
 from tests.summary_support import write_decode_summary
 

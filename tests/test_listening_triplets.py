@@ -13,7 +13,7 @@ from espnet_probe.bin import listening_test
 from espnet_probe.experiments import plan, write_plan
 from espnet_probe.listening.store import Store, StoreError, build_db
 from espnet_probe.listening.triplets import ListeningTestError, build_test, draw_triplets
-from espnet_probe.metrics.layer_scores import probe_exp_labels
+from espnet_probe.scoring.layer_scores import probe_exp_labels
 from espnet_probe.utils.kaldi_dir import DataDirError
 from tests.conftest import REPO
 from tests.listening_support import make_experiment

@@ -37,7 +37,7 @@ from pathlib import Path
 from espnet_probe.experiments import ExperimentError, probe_experiments
 from espnet_probe.listening.store import Store, StoreError, build_db, export_answers
 from espnet_probe.listening.triplets import ListeningTestError, build_test
-from espnet_probe.metrics.layer_scores import LayerScoringError
+from espnet_probe.scoring.layer_scores import LayerScoringError
 from espnet_probe.utils.kaldi_dir import DataDirError
 
 DB_NAME = "listening.db"

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from espnet_probe.audio.io import AudioError
-from espnet_probe.metrics.layer_scores import LayerScoringError
 from espnet_probe.report.demo import DemoError, build_demo
+from espnet_probe.scoring.layer_scores import LayerScoringError
 from espnet_probe.utils.kaldi_dir import DataDirError
 
 

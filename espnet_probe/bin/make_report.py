@@ -36,11 +36,11 @@ from espnet_probe.report.comparisons import compare_all, scored_experiment, writ
 from espnet_probe.report.findings import (depth_trend_lines, findings_markdown,
                                            paired_tests_markdown, probe_training_markdown,
                                            strength_lines)
-from espnet_probe.metrics.layer_scores import LayerScoringError
 from espnet_probe.report.plots import plot_mel_layers, plot_metric_per_layer, plot_probe_curves
 from espnet_probe.report.results import (HUMAN_CHANCE, HUMAN_ERROR, collect,
                                          listening_score_files, results_markdown, trials_summary,
                                          write_report_csv)
+from espnet_probe.scoring.layer_scores import LayerScoringError
 from espnet_probe.utils.fileio import atomic_open
 
 FIGURES = [("eer_ge2e", "EER % (GE2E)", "Fig. 2a: speaker-verification EER per layer, GE2E"),

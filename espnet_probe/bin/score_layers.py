@@ -21,14 +21,15 @@ import time
 from pathlib import Path
 
 from espnet_probe.audio.io import AudioError
-from espnet_probe.metrics.layer_scores import (LayerScoringError, original_audio_jobs,
-                                               probe_exp_jobs, score_jobs, split_condition,
-                                               write_scores)
 from espnet_probe.metrics.mel import MelShapeError
 from espnet_probe.metrics.quality import QualityError
 from espnet_probe.metrics.trials import TrialsError, read_trials
 from espnet_probe.metrics.verification import TrialScoreError
-from espnet_probe.speaker.ge2e import SpeakerScoringError, ge2e_embedder
+from espnet_probe.scoring.layer_scores import (LayerScoringError, original_audio_jobs,
+                                               probe_exp_jobs, score_jobs, split_condition,
+                                               write_scores)
+from espnet_probe.speaker.embedder import SpeakerScoringError
+from espnet_probe.speaker.ge2e import ge2e_embedder
 from espnet_probe.utils.checkpoint import CheckpointError
 from espnet_probe.utils.device import add_device_argument
 from espnet_probe.utils.kaldi_dir import DataDirError

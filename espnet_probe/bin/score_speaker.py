@@ -20,7 +20,8 @@ import sys
 from espnet_probe.audio.io import AudioError
 from espnet_probe.metrics.trials import TrialsError, read_trials
 from espnet_probe.metrics.verification import TrialScoreError
-from espnet_probe.speaker.ge2e import SpeakerScoringError, ge2e_embedder, score_speaker
+from espnet_probe.speaker.embedder import SpeakerScoringError, score_speaker
+from espnet_probe.speaker.ge2e import ge2e_embedder
 from espnet_probe.utils.device import add_device_argument
 from espnet_probe.utils.kaldi_dir import DataDirError
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from espnet_probe.metrics.layer_scores import ScoreJob, probe_exp_jobs, probe_exp_labels
+from espnet_probe.scoring.layer_scores import ScoreJob, probe_exp_jobs, probe_exp_labels
 from espnet_probe.utils.kaldi_dir import read_table
 
 SAMPLE_RATE = 16000

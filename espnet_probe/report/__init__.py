@@ -1,1 +1,1 @@
-"""Per-layer scoring of probe experiments and the report (tables, plots)."""
+"""The report of a run: RESULTS.md tables, paired comparisons, findings, plots, the demo page."""

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from espnet_probe.experiments import ORACLE_MODEL, ORIGINAL_MODEL, TRAINING_ORDER, Experiment
-from espnet_probe.metrics.layer_scores import read_scores
 from espnet_probe.metrics.paired import (PairedTestError, paired_mean_difference,
                                          paired_verification_difference)
 from espnet_probe.report.results import condition_namer
+from espnet_probe.scoring.layer_scores import read_scores
 from espnet_probe.utils.fileio import atomic_open
 
 COMPARISON_COLUMNS = ("comparison", "model", "condition", "metric", "a_training", "a_layer",

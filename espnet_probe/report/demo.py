@@ -28,8 +28,8 @@ import numpy as np
 from tqdm import tqdm
 
 from espnet_probe.experiments import EXPERIMENT_FILE, TRAINING_ORDER, probe_experiments, select
-from espnet_probe.metrics.layer_scores import ScoreJob, probe_exp_jobs
 from espnet_probe.report.results import condition_namer, conditions_in
+from espnet_probe.scoring.layer_scores import ScoreJob, probe_exp_jobs
 from espnet_probe.utils.fileio import atomic_dir
 from espnet_probe.utils.kaldi_dir import load_data_dir, read_table
 

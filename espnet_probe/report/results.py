@@ -22,8 +22,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from espnet_probe.experiments import TRAINING_ORDER
-from espnet_probe.metrics.layer_scores import LayerScoringError, read_scores, split_condition
 from espnet_probe.metrics.trials import read_trials
+from espnet_probe.scoring.layer_scores import LayerScoringError, read_scores, split_condition
 from espnet_probe.utils.fileio import atomic_open
 
 REPORT_COLUMNS = ("model", "training", "condition", "layer", "layer_index", "metric", "value",

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from espnet_probe.audio.io import SAMPLE_RATE, load_audio
 from espnet_probe.metrics.trials import Trials
-from espnet_probe.speaker.ge2e import INT16_MAX, Embedder, SpeakerScoringError, score_speaker
+from espnet_probe.speaker.embedder import INT16_MAX, Embedder, SpeakerScoringError, score_speaker
 from espnet_probe.speaker.resnet import ENCODER_DEFAULTS, load_encoder, repeat_pad
 from espnet_probe.utils.fileio import shard
 from espnet_probe.utils.freshness import entry_fingerprint
@@ -155,7 +155,7 @@ def embed_entries(entries: list[tuple[str, str]], model_dir: str | Path, nj: int
 
 
 def resnet_embedder(model_dir: str | Path, device: str = "cpu") -> Embedder:
-    """The trained encoder in ``model_dir`` on ``device`` as ge2e.score_speaker's ``embedder``;
+    """The trained encoder in ``model_dir`` on ``device`` as embedder.score_speaker's ``embedder``;
     its cache tag changes whenever config.yaml or the checkpoint is rewritten (retraining)."""
     config, checkpoint = find_checkpoint(model_dir)
     tag = f"resnet-v1\t{entry_fingerprint(str(config))}\t{entry_fingerprint(str(checkpoint))}"
@@ -167,7 +167,7 @@ def resnet_embedder(model_dir: str | Path, device: str = "cpu") -> Embedder:
 def score_speaker_resnet(wav_scp: str | Path, trials: Trials, out_dir: str | Path,
                          model_dir: str | Path, nj: int = 1, n_boot: int = 1000, seed: int = 0,
                          p_target: float = 0.01, c_miss: float = 1.0, c_fa: float = 1.0) -> dict:
-    """ge2e.score_speaker with this encoder: OUT/embeddings.npz (with its digest), OUT/scores
+    """embedder.score_speaker with this encoder: OUT/embeddings.npz (with its digest), OUT/scores
     and OUT/result.json, whose ``encoder`` describes the ThinResNet and names its checkpoint."""
     return score_speaker(wav_scp, trials, out_dir, nj, n_boot, seed, p_target, c_miss, c_fa,
                          embedder=resnet_embedder(model_dir))

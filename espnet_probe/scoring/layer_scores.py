@@ -9,7 +9,7 @@ every condition: model ``original``, layer ``audio``). For each job, under
 - ``quality/``: STOI, ESTOI, wideband PESQ against the clean utterance (metrics.quality; failed
   PESQ utterances are counted, never dropped);
 - ``<encoder>/``: speaker-verification EER and minDCF with bootstrap CIs on the shared trial list
-  of the test set (speaker.ge2e.score_speaker), for GE2E and, when given, the ThinResNet;
+  of the test set (speaker.embedder.score_speaker), for GE2E and, when given, the ThinResNet;
 - ``mel/``: per-utterance L1 and MCD of the predicted log-mel against the clean log-mel, over
   every decoded utterance (not only the vocoded ones: it is cheap).
 
@@ -40,8 +40,8 @@ from espnet_probe.metrics.mel import mcd_per_frame, mel_l1
 from espnet_probe.metrics.quality import merge, run_job, summarize
 from espnet_probe.metrics.trials import Trials
 from espnet_probe.probe.summary import DecodeSummaryError, decode_summaries
-from espnet_probe.speaker.ge2e import (Embedder, entries_digest, load_embeddings,
-                                       save_embeddings, score_speaker, trial_entries)
+from espnet_probe.speaker.embedder import (Embedder, entries_digest, load_embeddings,
+                                           save_embeddings, score_speaker, trial_entries)
 from espnet_probe.utils.fileio import atomic_open
 from espnet_probe.utils.kaldi_dir import DataDirError, read_table
 
