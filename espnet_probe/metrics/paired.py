@@ -29,9 +29,9 @@ from typing import Sequence
 
 import numpy as np
 
-from espnet_probe.metrics.verification import (_check, _check_dcf_params, _eer_from_rates,
-                                               _min_dcf_from_rates, _rates, _stratified_counts,
-                                               sort_trials)
+from espnet_probe.metrics.verification import (check_dcf_params, checked_trials, eer_from_rates,
+                                               min_dcf_from_rates, sort_trials, stratified_counts,
+                                               weighted_error_rates)
 
 
 class PairedTestError(ValueError):
@@ -77,7 +77,7 @@ def paired_mean_difference(a: Sequence[float], b: Sequence[float], n_boot: int =
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise PairedTestError("paired values must be finite (drop failed utterances on both sides)")
     d = a - b
-    counts = _stratified_counts(np.random.default_rng(seed), n_boot, np.arange(d.size), d.size)
+    counts = stratified_counts(np.random.default_rng(seed), n_boot, np.arange(d.size), d.size)
     boot = counts @ d / d.size
     lo, hi, p = _interval(boot, level)
     return PairedDifference(float(a.mean()), float(b.mean()), float(d.mean()), lo, hi, p,
@@ -93,18 +93,18 @@ def paired_verification_difference(scores_a: Sequence[float], scores_b: Sequence
     if np.shape(scores_a) != np.shape(scores_b):
         raise PairedTestError(f"{np.size(scores_a)} and {np.size(scores_b)} scores: not the same "
                               "trials")
-    scores_a, labels = _check(scores_a, labels)
-    scores_b, _ = _check(scores_b, labels)
-    _check_dcf_params(p_target, c_miss, c_fa)
+    scores_a, labels = checked_trials(scores_a, labels)
+    scores_b, _ = checked_trials(scores_b, labels)
+    check_dcf_params(p_target, c_miss, c_fa)
 
     sorted_a, sorted_b = sort_trials(scores_a, labels), sort_trials(scores_b, labels)
 
     def stats(st, weights):
         """EER and minDCF per replicate of trial weights (B, n), in the trials' own order."""
         w = weights[:, st.order]
-        fnr, fpr = _rates(w * st.is_target, w * ~st.is_target, st.group_ends)
-        return (100.0 * _eer_from_rates(fnr, fpr)[0],
-                _min_dcf_from_rates(fnr, fpr, p_target, c_miss, c_fa))
+        fnr, fpr = weighted_error_rates(w * st.is_target, w * ~st.is_target, st.group_ends)
+        return (100.0 * eer_from_rates(fnr, fpr)[0],
+                min_dcf_from_rates(fnr, fpr, p_target, c_miss, c_fa))
 
     ones = np.ones((1, labels.size))
     point_a, point_b = stats(sorted_a, ones), stats(sorted_b, ones)
@@ -113,8 +113,8 @@ def paired_verification_difference(scores_a: Sequence[float], scores_b: Sequence
     diffs: tuple[list, list] = ([], [])
     for start in range(0, n_boot, chunk):
         size = min(chunk, n_boot - start)
-        weights = (_stratified_counts(rng, size, tgt, labels.size)
-                   + _stratified_counts(rng, size, non, labels.size)).astype(np.float64)
+        weights = (stratified_counts(rng, size, tgt, labels.size)
+                   + stratified_counts(rng, size, non, labels.size)).astype(np.float64)
         a, b = stats(sorted_a, weights), stats(sorted_b, weights)
         for k in (0, 1):
             diffs[k].append(a[k] - b[k])

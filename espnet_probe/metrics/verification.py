@@ -39,7 +39,7 @@ class Sorted:
     order: np.ndarray       # (n,) trial indices in ascending score order
 
 
-def _check(scores, labels) -> tuple[np.ndarray, np.ndarray]:
+def checked_trials(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels)
     if scores.ndim != 1 or labels.shape != scores.shape:
@@ -60,7 +60,7 @@ def _check(scores, labels) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sort_trials(scores, labels) -> Sorted:
-    scores, labels = _check(scores, labels)
+    scores, labels = checked_trials(scores, labels)
     order = np.argsort(scores, kind="stable")
     s = scores[order]
     # A group ends wherever the next score differs (and at the very end).
@@ -69,7 +69,7 @@ def sort_trials(scores, labels) -> Sorted:
     return Sorted(is_target=labels[order], group_ends=ends, unique_scores=s[ends - 1], order=order)
 
 
-def _rates(target_w: np.ndarray, nontarget_w: np.ndarray, group_ends: np.ndarray):
+def weighted_error_rates(target_w: np.ndarray, nontarget_w: np.ndarray, group_ends: np.ndarray):
     """Miss and false-alarm rates per threshold for weighted trials in ascending score order.
 
     ``*_w`` are (B, n) trial weights (bootstrap counts; ones for the plain estimate). Column 0
@@ -84,7 +84,7 @@ def _rates(target_w: np.ndarray, nontarget_w: np.ndarray, group_ends: np.ndarray
     return fnr, fpr
 
 
-def _eer_from_rates(fnr: np.ndarray, fpr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def eer_from_rates(fnr: np.ndarray, fpr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """EER per row by interpolating the crossing; also the crossing column k and the fraction
     alpha of the way from column k-1 to k where it happens."""
     diff = fnr - fpr  # rises from -1 (accept all) to +1 (reject all)
@@ -96,13 +96,13 @@ def _eer_from_rates(fnr: np.ndarray, fpr: np.ndarray) -> tuple[np.ndarray, np.nd
     return eer, k, alpha
 
 
-def _min_dcf_from_rates(fnr, fpr, p_target: float, c_miss: float, c_fa: float):
+def min_dcf_from_rates(fnr, fpr, p_target: float, c_miss: float, c_fa: float):
     cost = c_miss * p_target * fnr + c_fa * (1.0 - p_target) * fpr
     norm = min(c_miss * p_target, c_fa * (1.0 - p_target))
     return cost.min(axis=1) / norm
 
 
-def _check_dcf_params(p_target: float, c_miss: float, c_fa: float) -> None:
+def check_dcf_params(p_target: float, c_miss: float, c_fa: float) -> None:
     if not 0.0 < p_target < 1.0:
         raise ValueError(f"p_target must be in (0, 1), got {p_target}")
     if c_miss <= 0 or c_fa <= 0:
@@ -114,14 +114,14 @@ def error_rates(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     thresholds[g+1] = the g-th distinct score (accept only scores above it)."""
     st = sort_trials(scores, labels)
     ones = np.ones((1, st.is_target.size))
-    fnr, fpr = _rates(ones * st.is_target, ones * ~st.is_target, st.group_ends)
+    fnr, fpr = weighted_error_rates(ones * st.is_target, ones * ~st.is_target, st.group_ends)
     return np.concatenate([[-np.inf], st.unique_scores]), fnr[0], fpr[0]
 
 
 def compute_eer(scores, labels) -> tuple[float, float]:
     """EER as a fraction, and a threshold at the crossing (interpolated between scores)."""
     thr, fnr, fpr = error_rates(scores, labels)
-    eer, k, alpha = _eer_from_rates(fnr[None], fpr[None])
+    eer, k, alpha = eer_from_rates(fnr[None], fpr[None])
     k, alpha = int(k[0]), float(alpha[0])
     lo = thr[k - 1] if np.isfinite(thr[k - 1]) else thr[k]
     return float(eer[0]), float(lo + alpha * (thr[k] - lo))
@@ -129,12 +129,12 @@ def compute_eer(scores, labels) -> tuple[float, float]:
 
 def compute_min_dcf(scores, labels, p_target: float = 0.01, c_miss: float = 1.0,
                     c_fa: float = 1.0) -> float:
-    _check_dcf_params(p_target, c_miss, c_fa)
+    check_dcf_params(p_target, c_miss, c_fa)
     _, fnr, fpr = error_rates(scores, labels)
-    return float(_min_dcf_from_rates(fnr[None], fpr[None], p_target, c_miss, c_fa)[0])
+    return float(min_dcf_from_rates(fnr[None], fpr[None], p_target, c_miss, c_fa)[0])
 
 
-def _stratified_counts(rng: np.random.Generator, n_boot: int, members: np.ndarray,
+def stratified_counts(rng: np.random.Generator, n_boot: int, members: np.ndarray,
                        n_total: int) -> np.ndarray:
     """(n_boot, n_total) resampling counts that draw len(members) trials from ``members``."""
     m = members.size
@@ -151,7 +151,7 @@ def bootstrap(scores, labels, n_boot: int = 1000, seed: int = 0, p_target: float
     """EER and minDCF of ``n_boot`` stratified bootstrap replicates (vectorised in chunks)."""
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    _check_dcf_params(p_target, c_miss, c_fa)
+    check_dcf_params(p_target, c_miss, c_fa)
     st = sort_trials(scores, labels)
     n = st.is_target.size
     tgt, non = np.flatnonzero(st.is_target), np.flatnonzero(~st.is_target)
@@ -159,10 +159,10 @@ def bootstrap(scores, labels, n_boot: int = 1000, seed: int = 0, p_target: float
     eers, dcfs = [], []
     for start in range(0, n_boot, chunk):  # bounds memory at chunk * n_trials per matrix
         b = min(chunk, n_boot - start)
-        fnr, fpr = _rates(_stratified_counts(rng, b, tgt, n), _stratified_counts(rng, b, non, n),
-                          st.group_ends)
-        eers.append(_eer_from_rates(fnr, fpr)[0])
-        dcfs.append(_min_dcf_from_rates(fnr, fpr, p_target, c_miss, c_fa))
+        fnr, fpr = weighted_error_rates(stratified_counts(rng, b, tgt, n),
+                                        stratified_counts(rng, b, non, n), st.group_ends)
+        eers.append(eer_from_rates(fnr, fpr)[0])
+        dcfs.append(min_dcf_from_rates(fnr, fpr, p_target, c_miss, c_fa))
     return {"eer": np.concatenate(eers), "mindcf": np.concatenate(dcfs)}
 
 
@@ -174,7 +174,7 @@ def percentile_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float
 def verification_result(scores, labels, n_boot: int = 1000, seed: int = 0,
                         p_target: float = 0.01, c_miss: float = 1.0, c_fa: float = 1.0) -> dict:
     """Everything a result.json reports. EER in percent; minDCF normalised (unitless)."""
-    scores, labels = _check(scores, labels)
+    scores, labels = checked_trials(scores, labels)
     eer, thr = compute_eer(scores, labels)
     dcf = compute_min_dcf(scores, labels, p_target, c_miss, c_fa)
     out = {"eer": 100.0 * eer, "eer_threshold": thr, "mindcf": dcf,

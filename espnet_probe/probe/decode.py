@@ -13,51 +13,27 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import kaldiio
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from espnet_probe.asr.decode import length_sorted_batches
 from espnet_probe.data.model_inputs import open_inputs
 from espnet_probe.layer_record import Layer
 from espnet_probe.probe.summary import DecodedLayer, DecodeSummary, read_summary, write_summary
 from espnet_probe.utils.device import model_device
 from espnet_probe.utils.fileio import atomic_dir
 from espnet_probe.utils.freshness import Stamp, fingerprint
+from espnet_probe.utils.kaldi_dir import read_table
 
 log = logging.getLogger(__name__)
 
 
 class ProbeDecodeError(RuntimeError):
     """The feature set or probe model cannot be decoded as asked."""
-
-
-def _load_scp(path: Path) -> Dict[str, str]:
-    entries: Dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            parts = line.split(maxsplit=1)
-            if len(parts) != 2:
-                raise ProbeDecodeError(f"{path}:{n}: expected '<utt> <ark:offset>', got {line.strip()!r}")
-            entries[parts[0]] = parts[1].strip()
-    if not entries:
-        raise ProbeDecodeError(f"{path} is empty")
-    return entries
-
-
-def _batches(lengths: Dict[str, int], batch_frames: int) -> List[List[str]]:
-    """Utterances sorted by length, packed so a padded batch stays under batch_frames."""
-    batches, current = [], []
-    for utt in sorted(lengths, key=lambda u: (lengths[u], u)):
-        if current and lengths[utt] * (len(current) + 1) > batch_frames:
-            batches.append(current)
-            current = []
-        current.append(utt)
-    if current:
-        batches.append(current)
-    return batches
 
 
 def _check_matrix(mat: np.ndarray, utt: str, where: Path, dim: Optional[int]) -> None:
@@ -109,7 +85,7 @@ def decode_set(model, feats_dir: str | Path, out_dir: str | Path, batch_frames: 
         raise ProbeDecodeError(f"{speech.scp} and {feats.scp} list different utterances "
                                f"(e.g. {sorted(set(speech.entries) ^ set(feats.entries))[:3]})")
     target_scp = feats_dir / "target.scp"
-    targets = _load_scp(target_scp) if target_scp.is_file() else None
+    targets = read_table(target_scp) if target_scp.is_file() else None
     if targets is not None and set(targets) != set(feats.entries):
         raise ProbeDecodeError(
             f"{target_scp} and {feats.scp} list different utterances "
@@ -126,7 +102,7 @@ def decode_set(model, feats_dir: str | Path, out_dir: str | Path, batch_frames: 
             (tmp / name).mkdir()
             writers[name] = kaldiio.WriteHelper(f"ark,scp:{tmp / name / 'mel.ark'},{tmp / name / 'mel.scp'}")
         try:
-            for batch in tqdm(_batches(speech.lengths, batch_frames * hop),
+            for batch in tqdm(length_sorted_batches(speech.lengths, batch_frames * hop),
                               desc=f"probe_decode {feats_dir.name}", unit="batch", mininterval=5,
                               disable=None):
                 batch = sorted(batch, key=lambda u: (-speech.lengths[u], u))

@@ -47,7 +47,6 @@ from espnet_probe.asr.model_input import model_input
 from espnet_probe.data.model_inputs import ModelInputError, open_inputs
 from espnet_probe.layer_record import Layer
 from espnet_probe.layers import extract_layers
-from espnet_probe.probe.decode import _load_scp
 from espnet_probe.utils.device import model_device
 from espnet_probe.utils.fileio import atomic_open
 from espnet_probe.utils.kaldi_dir import read_table
@@ -210,7 +209,7 @@ def speaker_id_probe(model: torch.nn.Module, feats_dir: str | Path, held_out: fl
     if not feats_scp.is_file():
         raise SpeakerProbeError(f"no feats.scp in {feats_dir}")
     utt2spk = read_table(utt2spk_path)
-    check_same_utterances(utt2spk, utt2spk_path, _load_scp(feats_scp), feats_scp)
+    check_same_utterances(utt2spk, utt2spk_path, read_table(feats_scp), feats_scp)
     train, held = split_by_speaker(utt2spk, held_out, seed)
     layers = pooled_layers(model, feats_scp, train + held, batch_frames, pooling)
 

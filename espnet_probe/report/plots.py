@@ -9,8 +9,8 @@ import kaldiio
 import numpy as np
 
 from espnet_probe.probe.summary import read_summary
-from espnet_probe.report.results import (REFERENCE_MODELS, TRAINING_ORDER, _num, conditions_in,
-                                         layers_of, models_in)
+from espnet_probe.report.results import (REFERENCE_MODELS, TRAINING_ORDER, as_number,
+                                         conditions_in, layers_of, models_in)
 from espnet_probe.utils.fileio import atomic_path
 
 STYLE = {"baseline": dict(color="tab:blue", marker="o"),
@@ -39,7 +39,7 @@ def plot_metric_per_layer(rows: list[dict], metric: str, ylabel: str, path: Path
     """Grid: a row per condition, a column per model; a line per training with CI bars, the
     references (and ``chance``, when given) as horizontal lines. False (no file) when the
     metric is absent."""
-    sel = [r for r in rows if r["metric"] == metric and _num(r["value"]) is not None]
+    sel = [r for r in rows if r["metric"] == metric and as_number(r["value"]) is not None]
     models = models_in(sel)
     if not models:
         return False
@@ -60,13 +60,14 @@ def plot_metric_per_layer(rows: list[dict], metric: str, ylabel: str, path: Path
                 xs = [k for k, layer in enumerate(layers) if layer in pts]
                 if not xs:
                     continue
-                ys = np.array([_num(pts[layers[k]]["value"]) for k in xs])
-                lo = np.array([_num(pts[layers[k]]["ci_low"]) or y for k, y in zip(xs, ys)])
-                hi = np.array([_num(pts[layers[k]]["ci_high"]) or y for k, y in zip(xs, ys)])
+                ys = np.array([as_number(pts[layers[k]]["value"]) for k in xs])
+                lo = np.array([as_number(pts[layers[k]]["ci_low"]) or y for k, y in zip(xs, ys)])
+                hi = np.array([as_number(pts[layers[k]]["ci_high"]) or y for k, y in zip(xs, ys)])
                 ax.errorbar(xs, ys, yerr=[ys - lo, hi - ys], label=training, capsize=2,
                             **STYLE.get(training, {}))
             for ref in REFERENCE_MODELS:
-                vals = [_num(r["value"]) for r in sel if r["model"] == ref and r["condition"] == cond]
+                vals = [as_number(r["value"]) for r in sel
+                        if r["model"] == ref and r["condition"] == cond]
                 if vals:
                     ax.axhline(vals[0], label=ref, linewidth=1, **REF_STYLE[ref])
             if chance is not None:

@@ -119,7 +119,8 @@ def write_report_csv(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
-def _num(x) -> float | None:
+def as_number(x) -> float | None:
+    """A scores.csv cell as a number; None when it is empty or not finite."""
     if x in ("", None):
         return None
     v = float(x)
@@ -127,10 +128,10 @@ def _num(x) -> float | None:
 
 
 def _cell(r: dict | None, digits: int, ci: bool = True, show_n: bool = False) -> str:
-    if r is None or _num(r["value"]) is None:
+    if r is None or as_number(r["value"]) is None:
         return "-"
-    text = f"{_num(r['value']):.{digits}f}"
-    lo, hi = _num(r["ci_low"]), _num(r["ci_high"])
+    text = f"{as_number(r['value']):.{digits}f}"
+    lo, hi = as_number(r["ci_low"]), as_number(r["ci_high"])
     if ci and lo is not None and hi is not None:
         text += f" ({lo:.{digits}f}-{hi:.{digits}f})"
     if show_n and r["n"] not in ("", None):
@@ -208,14 +209,14 @@ def wer_table(rows: list[dict]) -> str:
 
 def failures_table(rows: list[dict]) -> str:
     """Utterances where a quality metric could not be computed, per model/training/condition."""
-    sel = [r for r in rows if r["metric"].endswith("_failed") and (_num(r["value"]) or 0) > 0]
+    sel = [r for r in rows if r["metric"].endswith("_failed") and (as_number(r["value"]) or 0) > 0]
     if not sel:
         return "No utterance failed STOI, ESTOI or PESQ.\n"
     out = ["| model | training | condition | layer | metric | failed / utterances |",
            "|---|---|---|---|---|---:|"]
     for r in sel:
         out.append(f"| {r['model']} | {r['training']} | {r['condition']} | {r['layer']} | "
-                   f"{r['metric'][:-len('_failed')]} | {int(_num(r['value']))} / {r['n']} |")
+                   f"{r['metric'][:-len('_failed')]} | {int(as_number(r['value']))} / {r['n']} |")
     return "\n".join(out) + "\n"
 
 
