@@ -83,20 +83,20 @@ def probe_update(repeats: int) -> tuple[float, float]:
     target = torch.randn(4, 250, 80)
 
     def setup(hidden: int, frames: int, fused: bool, all_slots: bool):
-        probes = [LayerProbe(o.hidden.size(-1), 250 / o.hidden.size(1), -0.5, hidden) for o in layers]
+        probes = [LayerProbe(out.size(-1), 250 / out.size(1), -0.5, hidden) for _, out, *_ in layers]
         params = [p for probe in probes for p in probe.parameters()]
         optim = torch.optim.Adam(params, lr=1e-3, fused=fused, foreach=False if not fused else None)
         b, t = torch.randint(0, 4, (frames,)), torch.randint(0, 250, (frames,))
 
         def run():
             with torch.no_grad():  # the frozen encoder's pass, as in training
-                hidden = encoder.forward_layers(x, lengths)
+                outs = encoder.forward_layers(x, lengths)
             loss = 0
-            for probe, layer in zip(probes, hidden):
+            for probe, (_, out, out_lengths, *_) in zip(probes, outs):
                 if all_slots:  # before: every slot's projection, then the sampled one picked
-                    pred = probe(layer.hidden, 250, layer.lengths)[b, t]
+                    pred = probe(out, 250, out_lengths)[b, t]
                 else:
-                    pred = probe.forward_at(layer.hidden, layer.lengths, b, t)
+                    pred = probe.forward_at(out, out_lengths, b, t)
                 loss = loss + (pred - target[b, t]).abs().mean()
             optim.zero_grad()
             loss.backward()

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from espnet_probe.layers import load_asr_model
-from espnet_probe.probe.model import ProbeModel, probe_layer_specs
+from espnet_probe.probe.model import ProbeModel, probed_layers
 
 from bench_common import untrained_asr
 
@@ -96,28 +96,28 @@ def main() -> None:
         asr = untrained_asr(args.asr_config, args.stats)[0]
         source = f"{args.asr_config} (untrained, same shape)"
     data = batches(args.feats, args.batch_frames, args.steps)
-    specs = probe_layer_specs(asr)
+    layers = probed_layers(asr)
     torch.manual_seed(0)
-    all_layers = time_training(ProbeModel(asr, specs, hidden_size=args.hidden_size), data, args.repeats)
+    all_layers = time_training(ProbeModel(asr, layers, hidden_size=args.hidden_size), data, args.repeats)
     single = {}
-    for spec in specs:
+    for layer in layers:
         torch.manual_seed(0)
-        single[spec[0]] = time_training(ProbeModel(asr, [spec], hidden_size=args.hidden_size), data,
-                                        args.repeats)
+        single[layer.name] = time_training(ProbeModel(asr, [layer], hidden_size=args.hidden_size),
+                                           data, args.repeats)
     frames = sum(int(lens.sum()) for _, lens in data)
-    print(f"# probe training: all {len(specs)} layers in one pass vs one run per layer")
+    print(f"# probe training: all {len(layers)} layers in one pass vs one run per layer")
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch thread, torch {torch.__version__}")
     print(f"ASR: {source}; {len(data)} batches, {frames} frames per pass; "
           f"probe hidden {args.hidden_size}; median of {args.repeats}")
     print("\n| probed | s per pass |\n|---|---|")
-    print(f"| all {len(specs)} layers, one pass | {all_layers:.2f} |")
+    print(f"| all {len(layers)} layers, one pass | {all_layers:.2f} |")
     for name, t in single.items():
         print(f"| {name} only | {t:.2f} |")
     mean_single = statistics.mean(single.values())
     print(f"\nall-layers pass / mean single-layer run: **{all_layers / mean_single:.2f}x**; "
           f"/ most expensive single layer ({max(single, key=single.get)}): "
           f"{all_layers / max(single.values()):.2f}x")
-    print(f"{len(specs)} separate runs: {sum(single.values()):.2f} s, "
+    print(f"{len(layers)} separate runs: {sum(single.values()):.2f} s, "
           f"i.e. **{sum(single.values()) / all_layers:.2f}x** the one-pass cost")
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import resource
@@ -26,6 +25,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from espnet_probe.probe.summary import read_summary
 
 PY = sys.executable
 
@@ -55,8 +56,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     recipe = args.recipe.resolve()
     exp = recipe / args.exp
-    layers = {s: list(json.loads((exp / f"decode_{s}" / "summary.json").read_text())["layers"])
-              for s in args.sets}
+    layers = {s: read_summary(exp / f"decode_{s}").layer_names for s in args.sets}
     n_jobs = sum(len(v) for v in layers.values())
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(dir=recipe / "exp") as tmp:

@@ -61,7 +61,7 @@ def batches(waves, size):
 
 def run(option: str, asr, waves, epochs: int, batch: int) -> dict:
     from espnet_probe.audio.features import FbankConfig, LogMelExtractor
-    from espnet_probe.probe.model import ProbeModel, probe_layer_specs
+    from espnet_probe.probe.model import ProbeModel, probed_layers
 
     asr = copy.deepcopy(asr)
     asr.window_batch = 1 if option == "recompute" else 4
@@ -69,7 +69,7 @@ def run(option: str, asr, waves, epochs: int, batch: int) -> dict:
         asr.cache_layers(8 * 2**30)
     conf = yaml.safe_load((REPO / "conf" / "probe" / "probe_small.yaml").read_text())
     probe_conf = {k: v for k, v in (conf.get("probe_conf") or {}).items() if k != "mix_batches"}
-    model = ProbeModel(asr, probe_layer_specs(asr, "all", 0.01), n_mels=80, **probe_conf)
+    model = ProbeModel(asr, probed_layers(asr, "all", 0.01), n_mels=80, **probe_conf)
     optim = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     extractor = LogMelExtractor(FbankConfig())
     mels = [torch.from_numpy(extractor(w)[0]) for w in waves]

@@ -265,12 +265,12 @@ def measure_asr(model, batch, repeats) -> dict:
 
 
 def measure_probe(asr, probe_conf: dict, batch, repeats) -> dict:
-    from espnet_probe.probe.model import ProbeModel, probe_layer_specs
+    from espnet_probe.probe.model import ProbeModel, probed_layers
 
     x, lengths, _, _ = batch
-    specs = probe_layer_specs(asr)
+    layers = probed_layers(asr)
     torch.manual_seed(0)
-    model = ProbeModel(asr, specs, **probe_conf)
+    model = ProbeModel(asr, layers, **probe_conf)
 
     def train():
         model.train()
@@ -284,7 +284,7 @@ def measure_probe(asr, probe_conf: dict, batch, repeats) -> dict:
 
     return {"train": measure(train, model, repeats), "forward": measure(forward, model, repeats),
             "step": measure(optimizer_step(model.probes.parameters()), None, repeats),
-            "specs": specs, "params": sum(p.numel() for p in model.probes.parameters())}
+            "layers": layers, "params": sum(p.numel() for p in model.probes.parameters())}
 
 
 def measure_resnet(conf: dict, n_spk: int, crops: int, wav_lists, repeats) -> dict:
@@ -590,7 +590,7 @@ def estimate_stages(args: argparse.Namespace, meas: SimpleNamespace) -> SimpleNa
     conditions = 1 + args.snrs
     voc_utts = args.test_utts if args.vocode_max_utts <= 0 else min(args.vocode_max_utts, args.test_utts)
     names = list(asr)
-    n_layers = {n: len(probe[n]["specs"]) for n in names}
+    n_layers = {n: len(probe[n]["layers"]) for n in names}
 
     def latency(m: Measured) -> Cost:
         """GPU floor of one training batch: its sequential LSTM steps x --rnn_step_us."""
@@ -688,7 +688,7 @@ def estimate_stages(args: argparse.Namespace, meas: SimpleNamespace) -> SimpleNa
     sid_jobs, sid_gpu = [], []
     n_probe_train = args.train_utts * (1 - args.sid_held_out)
     for n in names:
-        dims = [2 * spec.size for spec in probe[n]["specs"]]  # mean + std pooling
+        dims = [2 * layer.dim for layer in probe[n]["layers"]]  # mean + std pooling
         lr_flops = args.lr_iters * 4 * n_probe_train * sum(dims) * args.train_speakers
         forward = args.train_hours * h * per_s(asr[n]["forward"])
         for _ in range(3):

@@ -6,10 +6,9 @@
 
 Writes <out>/results.csv (layer,layer_index,accuracy,ci_low,ci_high,n,n_speakers,chance) and
 <out>/results.json (the same plus split sizes, pooling, convergence and the inputs digest).
-A finished <out> whose stamp matches (espnet_probe.utils.freshness: the digest of config,
-checkpoint, feats.scp, utt2spk and every option that changes the numbers; not --batch_frames) is
-kept as it is. See
-espnet_probe/probe/speaker_id.py for the design.
+A finished <out> whose stamp matches (espnet_probe.utils.freshness: the fingerprint of config,
+checkpoint and the feature dir, and every option that changes the numbers; not --batch_frames)
+is kept as it is. See espnet_probe/probe/speaker_id.py for the design.
 """
 
 from __future__ import annotations
@@ -18,8 +17,6 @@ if __name__ in ("__main__", "__mp_main__"):  # run as a tool (or its DDP worker)
     import espnet_probe.utils.typecheck  # noqa: F401 - first: ESPnet's type checks off
 
 import argparse
-import hashlib
-import json
 import logging
 import sys
 import time
@@ -28,19 +25,7 @@ from pathlib import Path
 from espnet_probe.asr.brought import best_checkpoint
 from espnet_probe.probe.speaker_id import DEFAULT_C, PER_UTTERANCE, POOLINGS
 from espnet_probe.utils.device import add_device_argument
-from espnet_probe.utils.freshness import Stamp
-
-
-def inputs_digest(files: list[Path], settings: dict) -> str:
-    """sha256 of the files' contents and the settings; the ark files are reached through
-    feats.scp, whose offsets change whenever the features are re-dumped."""
-    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for path in files:
-        h.update(f"\0{path.name}\0".encode())
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
+from espnet_probe.utils.freshness import Stamp, fingerprint
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from espnet_probe.layers import load_asr_model
-    from espnet_probe.probe.decode import ProbeDecodeError
     from espnet_probe.probe.model import reinitialise_encoder
     from espnet_probe.probe.speaker_id import speaker_id_probe, write_results
     from espnet_probe.utils.kaldi_dir import DataDirError
@@ -84,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in files:
             if not path.is_file():
                 raise FileNotFoundError(f"{path} not found")
-        digest = inputs_digest(files, settings)
+        digest = fingerprint(config, checkpoint, args.feats_dir)
         stamp, stamped = Stamp(args.out), {**settings, "inputs_digest": digest}
         if stamp.state(stamped) == "done" and (args.out / PER_UTTERANCE).is_file():
             print(f"speaker_id_probe {args.out}: already done with the same inputs, skipped",
@@ -97,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         model.to(args.device)
         results = speaker_id_probe(model, args.feats_dir, args.held_out, args.seed,
                                    args.batch_frames, args.pooling, args.C)
-    except (DataDirError, ProbeDecodeError, FileNotFoundError, ValueError) as e:
+    except (DataDirError, FileNotFoundError, ValueError) as e:
         print(f"speaker_id_probe: error: {e}", file=sys.stderr)
         return 1
     results = {"inputs_digest": digest, "asr_exp": str(args.asr_exp), "checkpoint": str(checkpoint),
