@@ -151,8 +151,9 @@ def bring(source: str | Path, exp_dir: str | Path, recipe_dir: Optional[str | Pa
 
     An existing ``exp_dir`` made from the same source, checkpoint and recipe dir is kept.
     """
+    # torch: only when bringing (the records this module reads stay torch-free)
     from espnet_probe.asr.whisper import is_whisper_source
-    from espnet_probe.utils.checkpoint import load_state_dict  # torch: only when bringing
+    from espnet_probe.utils.checkpoint import load_state_dict
 
     if is_whisper_source(source):
         return _bring_whisper(source, Path(exp_dir), name)
@@ -224,7 +225,7 @@ def bring(source: str | Path, exp_dir: str | Path, recipe_dir: Optional[str | Pa
 
 def _bring_whisper(source: str | Path, exp_dir: Path, name: Optional[str]) -> dict:
     """A Whisper model (espnet_probe.asr.whisper): converted once into exp_dir/model.pth."""
-    from espnet_probe.asr.whisper import source_path, whisper_experiment
+    from espnet_probe.asr.whisper import source_path, whisper_experiment  # torch
 
     path = source_path(source)
     if not path.exists():

@@ -27,6 +27,7 @@ import kaldiio
 import numpy as np
 from tqdm import tqdm
 
+from espnet_probe.audio.io import load_utterance, write_wav
 from espnet_probe.experiments import EXPERIMENT_FILE, TRAINING_ORDER, probe_experiments, select
 from espnet_probe.report.results import condition_namer, conditions_in
 from espnet_probe.scoring.layer_scores import ScoreJob, probe_exp_jobs
@@ -147,8 +148,7 @@ class _Collector:
         self.extractor = None
 
     def original_row(self, set_name: str, data, utts: list[str]) -> Row:
-        from espnet_probe.audio.features import FbankConfig, LogMelExtractor
-        from espnet_probe.audio.io import load_utterance, write_wav
+        from espnet_probe.audio.features import FbankConfig, LogMelExtractor  # torch
 
         if self.extractor is None:
             self.extractor = LogMelExtractor(FbankConfig.from_yaml(self.fbank_config))
