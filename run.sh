@@ -54,6 +54,8 @@ asr_recipe_dir=""           # where their config.yaml's relative paths start (de
 asr_model_file=""           # their checkpoint (default: valid.acc.ave.pth, valid.acc.best.pth,
                             # valid.loss.ave.pth, valid.loss.best.pth, the first that exists)
 beam_size=10                # joint CTC/attention beam for hybrid brought models (stage 6)
+maxlenratio=0.0             # their hypotheses' length limit in tokens per encoder frame (ESPnet's
+                            # maxlenratio: 0 = one, with ESPnet's end detection)
 trust_checkpoints=false     # true: unpickle brought checkpoints in full, which RUNS ANY CODE they
                             # carry; false: tensors and plain data only, others refused (one line)
 # Probes (stages 7-9)
@@ -125,7 +127,7 @@ Options (defaults in brackets):
   --asr_trainings ["${asr_trainings}"] --robust_epoch [${robust_epoch}] --robust_init [${robust_init}] --asr_args ["${asr_args}"] --ngpu [${ngpu}]
   --gpu_inference [${gpu_inference}] --asr_parallel [${asr_parallel}] --probe_parallel [${probe_parallel}]
   --asr_exps ["${asr_exps}"] --asr_recipe_dir [${asr_recipe_dir:-<exp dir>/../..}]
-  --asr_model_file [${asr_model_file:-first of valid.acc.ave.pth ...}] --beam_size [${beam_size}]
+  --asr_model_file [${asr_model_file:-first of valid.acc.ave.pth ...}] --beam_size [${beam_size}] --maxlenratio [${maxlenratio}]
   --trust_checkpoints [${trust_checkpoints}]  (true runs code a checkpoint carries: trusted files only)
   --probe_config [${probe_config}] --probe_train_set [${probe_train_set:-<train>_robust}]
   --probe_controls [${probe_controls}] --control_conditions [${control_conditions}] --probe_args ["${probe_args}"]
@@ -335,7 +337,7 @@ if run_stage 6; then
       # one job per model for all conditions: the model and ESPnet (~10 s) load once
       start_job "${nj}" ${infer_cmd} "${exp}/log/decode.log" \
         python -m espnet_probe.bin.asr_decode --asr_exp "${exp}" --device "${infer_device}" \
-          --beam_size "${beam_size}" \
+          --beam_size "${beam_size}" --maxlenratio "${maxlenratio}" \
           --feats_dir $(for t in ${test_sets} ${noisy_test_sets}; do echo "${dumpdir}/fbank/${t}"; done) \
           --out $(for t in ${test_sets} ${noisy_test_sets}; do echo "${exp}/decode_${t}"; done)
   done

@@ -28,6 +28,10 @@ pytestmark = pytest.mark.integration
 PYTHON = sys.executable
 SNRS = "0"  # one noisy condition keeps the run short; every stage still sees clean + noisy
 BEAM = 2
+# The stock hybrids train for 2 epochs and loop ("FPFPFP...") until the length limit: ESPnet's
+# default (a token per encoder frame) made stage 6 ~8 s an utterance; a tenth of that is enough
+# for the fine-tuned Whisper's transcripts (it is capped by Whisper's own limit anyway).
+MAXLENRATIO = "0.1"
 
 
 def _run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
@@ -93,7 +97,8 @@ def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, tmp_path_fa
     spk["max_epoch"] = 1
     spk_conf = tmp_path / "tiny_spk.yaml"
     spk_conf.write_text(yaml.safe_dump(spk))
-    base = ["./run.sh", *common, "--asr_configs", "", "--beam_size", str(BEAM)]
+    base = ["./run.sh", *common, "--asr_configs", "", "--beam_size", str(BEAM),
+            "--maxlenratio", MAXLENRATIO]
 
     proc = _run(base + ["--stage", "3", "--stop_stage", "6", "--asr_exps", " ".join(map(str, hybrid))],
                 recipe, env)
@@ -107,6 +112,7 @@ def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, tmp_path_fa
             result = json.loads((exp / f"asr_{name}_brought" / f"decode_{cond}" / "result.json").read_text())
             assert result["input"] == "wave" and result["utterances"] == N_TEST
             assert result["decoding"]["beam_size"] == BEAM and result["cer"]["ref"] > 0
+            assert result["decoding"]["maxlenratio"] == float(MAXLENRATIO)
             hyps = read_table(exp / f"asr_{name}_brought" / f"decode_{cond}" / "text",
                               allow_empty_value=True)
             assert len(hyps) == N_TEST and any(h.strip() for h in hyps.values())
@@ -114,8 +120,8 @@ def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, tmp_path_fa
     assert "joint CTC/attention beam 2, ctc_weight 0.3" in table and "ctc_weight 0.5" in table
     # ESPnet's Whisper (encoder and decoder from tiny.en, Whisper's tokens, a few fine-tuning
     # steps) recognises the unseen speakers: its own beam search, scored after its text cleaner
-    assert "attention beam 2 (ESPnet Speech2Text, ctc_weight 0), no LM; WER after ESPnet's " \
-        "whisper_en text cleaner" in table
+    assert "attention beam 2 (ESPnet Speech2Text, ctc_weight 0), no LM, maxlenratio 0.1; WER " \
+        "after ESPnet's whisper_en text cleaner" in table
     whisper = json.loads((exp / f"asr_{WHISPER_KIND}_brought" / "decode_test" / "result.json").read_text())
     assert whisper["wer"]["rate"] < 20, whisper["wer"]
 
@@ -170,7 +176,7 @@ def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, tmp_path_fa
         (exp / "report" / "RESULTS.md").read_text()
 
     # Stage 6's WER of the stock hybrid model = espnet2.bin.asr_inference's on the same data,
-    # beam and ctc_weight (its own loader, its own decoding loop)
+    # beam, maxlenratio and ctc_weight (its own loader, its own decoding loop)
     brought = exp / "asr_conformer_hybrid_bpe_brought"
     record = yaml.safe_load((brought / "experiment.yaml").read_text())
     out = tmp_path / "espnet_inference"
@@ -178,7 +184,8 @@ def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, tmp_path_fa
     proc = _run([PYTHON, "-m", "espnet2.bin.asr_inference", "--asr_train_config",
                  str(brought / "config.yaml"), "--asr_model_file", record["checkpoint"],
                  "--data_path_and_name_and_type", f"{wav_scp},speech,sound", "--output_dir",
-                 str(out), "--beam_size", str(BEAM), "--ctc_weight", str(record["decoding"]["ctc_weight"]),
+                 str(out), "--beam_size", str(BEAM), "--maxlenratio", MAXLENRATIO,
+                 "--ctc_weight", str(record["decoding"]["ctc_weight"]),
                  "--lm_weight", "0", "--penalty", "0", "--batch_size", "1", "--ngpu", "0"],
                 recipe, dict(env, OMP_NUM_THREADS="1"))  # as our stage-6 job (1 thread)
     assert proc.returncode == 0, proc.stderr[-3000:]

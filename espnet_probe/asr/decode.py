@@ -100,10 +100,12 @@ def encoder_frames(model, inputs: InputSet, max_frames: int = 40000) -> dict[str
     return frames
 
 
-def joint_decode(asr_config: str | Path, model, inputs: InputSet,
-                 beam_size: int, ctc_weight: float, device: str = "cpu") -> dict[str, str]:
+def joint_decode(asr_config: str | Path, model, inputs: InputSet, beam_size: int,
+                 ctc_weight: float, device: str = "cpu", maxlenratio: float = 0.0) -> dict[str, str]:
     """ESPnet's own Speech2Text: joint CTC/attention beam search, one utterance at a time (as
-    espnet2.bin.asr_inference does), no language model, no length penalty.
+    espnet2.bin.asr_inference does), no language model, no length penalty. ``maxlenratio`` as
+    ESPnet's: 0 allows a token per encoder frame and stops at its end detection; r > 0 allows r
+    tokens per encoder frame and searches to that length.
 
     ``model`` is the ASR model as loaded by ``load_asr_model`` (its checkpoint checked to hold
     tensors only): Speech2Text builds its own from the config without a file (its loader would
@@ -112,15 +114,17 @@ def joint_decode(asr_config: str | Path, model, inputs: InputSet,
 
     speech2text = Speech2Text(asr_train_config=str(asr_config), asr_model_file=None,
                               device=device, beam_size=beam_size, ctc_weight=ctc_weight,
-                              lm_weight=0.0, penalty=0.0, nbest=1)
+                              lm_weight=0.0, penalty=0.0, nbest=1, maxlenratio=maxlenratio)
     speech2text.asr_model.load_state_dict(model.state_dict(), strict=True)
     positions = text_positions(speech2text.asr_model.decoder)
     if positions:
         # ESPnet's default allows one token per encoder frame (750 for 15 s), past the 448
         # positions of Whisper's decoder; Whisper's own decoding allows half of them (224 tokens)
         # per 30-s window of 1,500 frames: that ratio, which also bounds the cost (any ratio but
-        # 0 turns ESPnet's end detection off, so every hypothesis runs to it)
-        speech2text.maxlenratio = positions // 2 / (WINDOW_FRAMES // 2)
+        # 0 turns ESPnet's end detection off, so every hypothesis runs to it); a smaller one asked
+        # for wins
+        whisper_ratio = positions // 2 / (WINDOW_FRAMES // 2)
+        speech2text.maxlenratio = min(maxlenratio, whisper_ratio) if maxlenratio > 0 else whisper_ratio
     whisper_cache = WhisperDecoderCache.attach(speech2text.asr_model.decoder)
     hyps = {}
     for utt in tqdm(sorted(inputs.entries), desc=f"beam {beam_size}", file=sys.stderr, mininterval=5):

@@ -1,8 +1,9 @@
 """ASR decoding of dump dirs with an ASR experiment (ours or brought), then WER/CER scoring.
 
 CTC-only models decode greedily; hybrid CTC/attention models (experiment.yaml's decoding, see
-espnet_probe/asr/brought.py) with ESPnet's Speech2Text joint beam search (--beam_size, the
-model's ctc_weight).  Each model gets the input it was trained on (features or waveforms).
+espnet_probe/asr/brought.py) with ESPnet's Speech2Text joint beam search (--beam_size,
+--maxlenratio, the model's ctc_weight).  Each model gets the input it was trained on (features
+or waveforms).
 A decode that cannot be right (every hypothesis empty, too few encoder frames for the
 references) is refused with the reason, exit 1, and nothing is written.
 
@@ -79,7 +80,7 @@ def decode_set(model, train_args: dict, config: Path, checkpoint: Path, feats_di
     else:
         if decoding["method"] == "joint_ctc_attention":
             hyps = joint_decode(config, model, inputs, decoding["beam_size"],
-                                decoding["ctc_weight"], device)
+                                decoding["ctc_weight"], device, decoding.get("maxlenratio", 0.0))
             frames = encoder_frames(model, inputs, max_frames)
         else:
             hyps, frames = greedy_decode(model, inputs, token_type, bpemodel, max_frames)
@@ -117,10 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max_frames", type=int, default=40000, help="padded frames per batch")
     p.add_argument("--beam_size", type=int, default=10,
                    help="joint CTC/attention beam (hybrid models; CTC-only ones decode greedily)")
+    p.add_argument("--maxlenratio", type=float, default=0.0,
+                   help="joint beam: ESPnet's maxlenratio, tokens per encoder frame at most (0: one,\n"
+                        "with ESPnet's end detection; Whisper decoders: at most Whisper's own limit)")
     p.add_argument("--ctc_weight", type=float,
                    help="joint decoding's CTC weight (default: the model's training ctc_weight)")
     add_device_argument(p)
     args = p.parse_args(argv)
+    if args.maxlenratio < 0:
+        p.error(f"--maxlenratio must be >= 0, got {args.maxlenratio}")
     if len(args.out) != len(args.feats_dir):
         p.error(f"{len(args.feats_dir)} --feats_dir but {len(args.out)} --out; give one out dir per set")
 
@@ -137,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                         or {"method": "ctc_greedy", "ctc_weight": 1.0})
         if decoding["method"] == "joint_ctc_attention":
             decoding["beam_size"] = args.beam_size
+            decoding["maxlenratio"] = args.maxlenratio
             if args.ctc_weight is not None:
                 decoding["ctc_weight"] = args.ctc_weight
         model = load_asr_model(config, checkpoint, args.device)

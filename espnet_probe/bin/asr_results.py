@@ -35,6 +35,8 @@ def describe_decoding(result: dict) -> str:
         how = f"joint CTC/attention beam {d['beam_size']}, ctc_weight {d['ctc_weight']:g} (ESPnet Speech2Text), no LM"
     else:
         how = "greedy CTC, no LM"
+    if d.get("maxlenratio"):
+        how += f", maxlenratio {d['maxlenratio']:g}"
     return how + (f"; WER after {result['normaliser']}" if result.get("normaliser") else "")
 
 
