@@ -19,6 +19,7 @@ import yaml
 
 from conftest import REPO
 from espnet_probe.metrics.wer import score
+from espnet_probe.probe.summary import read_summary
 from espnet_probe.utils.checkpoint import load_checkpoint
 from espnet_probe.utils.kaldi_dir import read_table
 from stock_models import STOCK_KINDS, WHISPER_KIND, pack_model, stock_recipe
@@ -152,12 +153,13 @@ def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, tmp_path_fa
     assert yaml.safe_load((exp / "asr_transformer_conv2d6_packed_brought" / "experiment.yaml")
                           .read_text())["packed"]
     for name in names:
-        summary = json.loads((exp / f"probe_{name}_brought" / "decode_test" / "summary.json").read_text())
-        assert summary["input"] == "wave" and summary["utterances"] == N_TEST
+        summary = read_summary(exp / f"probe_{name}_brought" / "decode_test")
+        assert summary.input == "wave" and summary.utterances == N_TEST
         # layer 0 holds the heard audio (the model's own log-mel): its probe must beat the best
         # constant predictor by far, which it cannot unless frames are aligned in time
-        assert summary["layers"]["input"]["l1_heard"] < 0.6 * constant, (name, summary, constant)
-        assert (exp / f"probe_{name}_random" / "decode_test" / "summary.json").is_file()
+        assert summary.layers[0].layer.name == "input"
+        assert summary.layers[0].l1_heard < 0.6 * constant, (name, summary, constant)
+        assert read_summary(exp / f"probe_{name}_random" / "decode_test").layer_names
         assert not (exp / f"probe_{name}_random" / f"decode_test_snr{SNRS}").exists()
         sid = (exp / f"asr_{name}_brought" / "speaker_id" / "results.csv").read_text().splitlines()
         assert sid[0].startswith("layer,layer_index,accuracy") and len(sid) >= 1 + 4

@@ -111,10 +111,11 @@ def test_greedy_decode_moves_features_to_the_model(tmp_path):
 
 
 def test_probe_decode_moves_features_to_the_model_and_writes_cpu_arrays(tmp_path):
+    from espnet_probe.layer_record import Layer
     from espnet_probe.probe.decode import decode_set
 
     class FakeProbes(OnMeta):
-        layer_names, n_mels = ["l1"], 4
+        layers, layer_names, n_mels = (Layer("l1", 1, 8, 1, 0.01, -0.005),), ["l1"], 4
 
         def predict(self, x, lens):
             self.seen += [x.device, lens.device]
@@ -123,7 +124,7 @@ def test_probe_decode_moves_features_to_the_model_and_writes_cpu_arrays(tmp_path
     model = FakeProbes()
     feats_dir = write_feats(tmp_path, {"u1": 5, "u2": 7}, 12)
     summary = decode_set(model, feats_dir, tmp_path / "out")
-    assert summary["utterances"] == 2
+    assert summary.utterances == 2
     assert set(model.seen) == {torch.device("meta")}
     mel = dict(kaldiio.load_scp(str(tmp_path / "out" / "l1" / "mel.scp")))
     assert mel["u2"].shape == (7, 4) and np.allclose(mel["u2"], 0.5)
