@@ -17,8 +17,8 @@ that imports this module loads ESPnet, which imports it anyway.
 
 Only an entry point does this (a running tool; the test run, in tests/conftest.py): importing
 espnet_probe or a tool's functions (a notebook, a user's script) leaves typeguard as ESPnet set
-it. ``PROBE_TYPECHECK=1`` keeps the checks in a tool and in the tests too (debugging).  Modules decorated before the
-import keep their checks, hence "first".
+it. ``PROBE_TYPECHECK=1`` keeps the checks in a tool and in the tests too (debugging).  Modules
+decorated before the import keep their checks, hence "first".
 """
 
 from __future__ import annotations
