@@ -212,7 +212,8 @@ def test_probe_task_trains_through_espnet_and_decodes(tmp_path):
     assert probe_decode.main(["--probe_exp", str(exp), "--feats_dir", str(feats)]) == 0
     summary = read_summary(out)
     assert summary.layer_names == ["input", "blstm5"] and summary.utterances == 24
-    assert [d.layer.index for d in summary.layers] == [0, 5] and summary.input == "feats"
+    # a layer keeps its depth in the encoder (input, cnn1-2, pool1, cnn3-4, pool2, blstm1-5)
+    assert [d.layer.index for d in summary.layers] == [0, 11] and summary.input == "feats"
 
     mels = {u: m[:, :80] for u, m in kaldiio.load_scp(str(feats / "feats.scp")).items()}
     pred = dict(kaldiio.load_scp(str(out / "input" / "mel.scp")))
