@@ -11,7 +11,7 @@ import pytest
 from espnet_probe.bin import listening_test
 from espnet_probe.listening.analysis import error_interval, human_error_rows
 from espnet_probe.listening.store import EXPORT_COLUMNS, Store
-from espnet_probe.probe.speaker_id import wilson_interval
+from espnet_probe.metrics.proportion import wilson_interval
 from espnet_probe.scoring.layer_scores import read_scores
 from tests.listening_support import make_db
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from espnet_probe.probe.speaker_id import wilson_interval
+from espnet_probe.metrics.proportion import wilson_interval
 from espnet_probe.scoring.layer_scores import SCORE_COLUMNS
 from espnet_probe.utils.fileio import atomic_open
 

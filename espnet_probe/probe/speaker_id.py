@@ -47,11 +47,11 @@ from espnet_probe.asr.model_input import model_input
 from espnet_probe.data.model_inputs import ModelInputError, open_inputs
 from espnet_probe.layer_record import Layer
 from espnet_probe.layers import extract_layers
+from espnet_probe.metrics.proportion import wilson_interval
 from espnet_probe.utils.device import model_device
 from espnet_probe.utils.fileio import atomic_open
 from espnet_probe.utils.kaldi_dir import read_table
 
-Z_95 = 1.959963984540054  # standard normal quantile at 0.975
 DEFAULT_C = 1.0
 MAX_ITER = 2000
 POOLINGS = ("mean", "mean_std")
@@ -67,17 +67,6 @@ class SpeakerProbeError(ValueError):
 class PooledLayer:
     layer: Layer
     features: np.ndarray  # (n_utts, F) float64, rows in the order of the utterances asked for
-
-
-def wilson_interval(correct: int, n: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval for the proportion ``correct / n`` (95 % by default)."""
-    if n < 1 or not 0 <= correct <= n:
-        raise ValueError(f"need 0 <= correct <= n and n >= 1, got correct={correct}, n={n}")
-    p = correct / n
-    z2 = z * z
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def split_by_speaker(utt2spk: dict[str, str], held_out: float = 0.25,
