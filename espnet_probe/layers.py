@@ -21,17 +21,13 @@ ESPnet's convolutional subsampling centres output frame j on input frame ``r j +
 is measured from the module's receptive field (a gradient), not taken from a table, so every
 input layer (conv2d, conv2d6, conv2d8, ...) is timed by the same rule.
 
-Supported encoders:
-  * ours (``vgg_blstm``, ``blstm``): their ``forward_layers``;
-  * ESPnet's conformer / transformer / branchformer / e_branchformer (any encoder with
-    ``embed`` + ``encoders``): forward hooks, layers ``subsample`` (when ``embed`` exists),
-    ``block1``..``blockN`` (raw block outputs) and ``output`` (after the final LayerNorm,
-    when the encoder has one);
-  * ESPnet's ``rnn`` / ``vgg_rnn`` encoders: ``<type>1``..``<type>N`` (e.g. ``blstm1``), and
-    ``output`` for the final projection of the un-projected variant.  Batches are run in
-    descending length order (ESPnet packs with ``enforce_sorted``) and returned in the
-    caller's order.
-Frontends: ESPnet's ``default`` (STFT + log-mel) or none (features).
+Which modules are layers, what their outputs hold and how each family is collected is the
+layer map, ``espnet_probe/families.py``: one entry per encoder family (ours through their
+``forward_layers``; ESPnet's transformer-style encoders through hooks on ``embed`` and
+``encoders``, contextual-block ones stitched back onto the timeline; ESPnet's rnn / vgg_rnn
+re-run a layer at a time, in descending length order as ESPnet packs them; ESPnet's Whisper
+encoder utterance by utterance) and per frontend (none, ESPnet's ``default`` STFT, ``s3prl``).
+An encoder or frontend without an entry is refused with the list of supported ones.
 
 Batches behave as in ESPnet's own batched ``encode`` (the lengths it derives from its masks,
 the same batched STFT), except that the normalised input and every layer are zero beyond each
@@ -52,7 +48,8 @@ import torch
 from espnet_probe.asr.blstm import EncoderLayer, zero_padding
 from espnet_probe.asr.model_input import model_input
 from espnet_probe.asr.register import register_encoders
-from espnet_probe.asr.whisper import build_whisper, espnet_encoder_layers, is_espnet_whisper
+from espnet_probe.asr.whisper import build_whisper, espnet_encoder_layers
+from espnet_probe.families import BLOCKS, Hook, UnsupportedFamily, class_path, family_of, frontend_of
 from espnet_probe.layer_record import Layer
 from espnet_probe.utils.checkpoint import CheckpointError, check_fits, load_state_dict
 
@@ -181,16 +178,19 @@ def extract_layers(
 
 
 def _espnet_layer_outputs(model, feats: torch.Tensor, lengths: torch.Tensor) -> List[EncoderLayer]:
-    """An ESPnet ASR model's layers: its frontend and normalisation (``input``), pre-encoder,
-    then the encoder's; ESPnet's Whisper encoder computes its own input from the waveform."""
-    if is_espnet_whisper(model.encoder):
+    """An ESPnet ASR model's layers: what its frontend gives (``input`` after normalisation),
+    its pre-encoder, then the encoder's, each as the layer map (families.py) says."""
+    family = family_of(model.encoder)
+    if family.takes_wave:
         parts = [p for p in ("frontend", "normalize", "preencoder") if getattr(model, p, None) is not None]
         if parts:
-            raise NotImplementedError(f"ESPnet's Whisper encoder behind a {' and '.join(parts)}: it "
-                                      "takes the raw waveform (frontend: null, normalize: null)")
-        return espnet_encoder_layers(model.encoder, feats, lengths)
-    if getattr(model, "frontend", None) is not None:
-        feats, lengths = model.frontend(feats, lengths)
+            raise UnsupportedFamily(f"ESPnet's {family.name} encoder behind a {' and '.join(parts)}: "
+                                    "it takes the raw waveform (frontend: null, normalize: null)")
+        return encoder_layers(model.encoder, feats, lengths)
+    frontend = getattr(model, "frontend", None)
+    frontend_of(frontend)  # refuses a frontend the map does not know
+    if frontend is not None:
+        feats, lengths = frontend(feats, lengths)
     if getattr(model, "normalize", None) is not None:
         feats, lengths = model.normalize(feats, lengths)
     feats = zero_padding(feats, lengths)
@@ -207,22 +207,37 @@ def _espnet_layer_outputs(model, feats: torch.Tensor, lengths: torch.Tensor) -> 
 def encoder_layers(
     encoder: torch.nn.Module, feats: torch.Tensor, lengths: torch.Tensor
 ) -> List[EncoderLayer]:
-    """Every layer of an encoder given normalised features (no ``input`` layer).
+    """Every layer of an encoder given normalised features (no ``input`` layer), collected as
+    its entry in the layer map says; an encoder without one is refused, never guessed.
 
     Stock encoders may leave junk beyond ``lengths``; ``extract_layers`` zeroes it.
     """
-    if hasattr(encoder, "forward_layers"):
-        return list(encoder.forward_layers(feats, lengths))
-    name = type(encoder).__name__
-    if name in ("RNNEncoder", "VGGRNNEncoder"):
-        return _rnn_layers(encoder, feats, lengths)
-    if hasattr(encoder, "encoders"):
-        return _block_layers(encoder, feats, lengths)
-    raise NotImplementedError(
-        f"cannot list the layers of encoder {type(encoder).__module__}.{name}; supported: "
-        "encoders with forward_layers (vgg_blstm, blstm), rnn, and transformer-style "
-        "encoders with .embed/.encoders (conformer, transformer, branchformer, e_branchformer)"
-    )
+    family = family_of(encoder)
+    collect = _COLLECTORS[family.collect]
+    if not family.one_utterance or feats.size(0) == 1:
+        return collect(encoder, family, feats, lengths)
+    per_utt = [collect(encoder, family, feats[b:b + 1, : int(lengths[b])], lengths[b:b + 1])
+               for b in range(feats.size(0))]
+    return [_stack_utterances([u[i] for u in per_utt]) for i in range(len(per_utt[0]))]
+
+
+def _stack_utterances(parts: List[EncoderLayer]) -> EncoderLayer:
+    """One layer of a batch from each utterance's own (name, (1, T_b, D), (1,), rate, start)."""
+    name, _, _, rate, start = parts[0]
+    lens = torch.cat([p[2] for p in parts]).long()
+    first = parts[0][1]
+    hidden = first.new_zeros(len(parts), int(lens.max()), first.size(-1))
+    for b, (_, x, n, *_) in enumerate(parts):
+        hidden[b, : int(n)] = x[0, : int(n)]
+    return name, hidden, lens, rate, start
+
+
+def _own_layers(encoder, family, feats, lengths) -> List[EncoderLayer]:
+    return list(encoder.forward_layers(feats, lengths))
+
+
+def _whisper_layers(encoder, family, wave, lengths) -> List[EncoderLayer]:
+    return espnet_encoder_layers(encoder, wave, lengths)
 
 
 def _split_output(out):
@@ -242,21 +257,54 @@ def _mask_lengths(mask: torch.Tensor) -> torch.Tensor:
     return mask.reshape(mask.size(0), -1).sum(-1).long()
 
 
-def _block_layers(encoder, feats, lengths) -> List[EncoderLayer]:
-    captured = []
+def _hooked_modules(encoder, hooks) -> List[Tuple[str, Hook, torch.nn.Module]]:
+    """(layer name, hook, module) for every hook of the map, ``.*`` expanded."""
+    found = []
+    for hook in hooks:
+        path, every = (hook.module[:-2], True) if hook.module.endswith(".*") else (hook.module, False)
+        try:
+            module = encoder.get_submodule(path)
+        except AttributeError:
+            raise UnsupportedFamily(f"{class_path(encoder)} has no module {path!r}, which the layer "
+                                    "map lists for its family") from None
+        if every:
+            found += [(f"{hook.name}{i + 1}", hook, m) for i, m in enumerate(module)]
+        elif module is not None:
+            found.append((hook.name, hook, module))
+    return found
 
-    def hook(name):
+
+def stitch_blocks(encoder, blocks: torch.Tensor, frames: int) -> torch.Tensor:
+    """A contextual-block layer's (B, n_blocks, block_size + 2, D) back onto the timeline
+    (B, frames, D), by the rule the encoder applies to its last layer: block 0 gives its first
+    ``block_size - look_ahead`` frames, every later block its ``hop_size`` frames after the
+    past context, the last block what is left; the context vectors (first and last slot of each
+    block) and the look-ahead are dropped."""
+    size, hop, ahead = encoder.block_size, encoder.hop_size, encoder.look_ahead
+    n_blocks = blocks.size(1)
+    out = blocks.new_zeros(blocks.size(0), frames, blocks.size(-1))
+    first = size - ahead  # frames block 0 keeps
+    start = size - ahead - hop + 1  # where a later block's kept frames start (slot 0 = context)
+    out[:, :first] = blocks[:, 0, 1:first + 1]
+    done, block = first, 1
+    while block * hop + size < frames and block < n_blocks:
+        out[:, done:done + hop] = blocks[:, block, start:start + hop]
+        done, block = done + hop, block + 1
+    out[:, done:frames] = blocks[:, block, start:start + frames - done]
+    return out
+
+
+def _hook_layers(encoder, family, feats, lengths) -> List[EncoderLayer]:
+    captured = []
+    modules = _hooked_modules(encoder, family.hooks)
+
+    def hook(name, how):
         def fn(module, inputs, output):
-            captured.append((name, _split_output(output)))
+            captured.append((name, how, _split_output(output)))
 
         return fn
 
-    handles = []
-    embed = getattr(encoder, "embed", None)
-    if embed is not None:
-        handles.append(embed.register_forward_hook(hook("subsample")))
-    for i, block in enumerate(encoder.encoders):
-        handles.append(block.register_forward_hook(hook(f"block{i + 1}")))
+    handles = [m.register_forward_hook(hook(name, h.holds)) for name, h, m in modules]
     try:
         out, olens, _ = encoder(feats, lengths)
     finally:
@@ -264,26 +312,22 @@ def _block_layers(encoder, feats, lengths) -> List[EncoderLayer]:
             h.remove()
     if isinstance(out, tuple):  # intermediate-CTC encoders return (out, inters)
         out = out[0]
+    if len(captured) != len(modules):
+        raise RuntimeError(f"{class_path(encoder)}: captured {len(captured)} layer outputs, "
+                           f"expected {len(modules)} ({', '.join(n for n, *_ in modules)})")
 
-    embed_rate, embed_start = 1, 0.0
-    if embed is not None and captured:
-        embed_rate, embed_start = embed_timing(embed, feats.size(-1), feats.device)
-
+    embed = getattr(encoder, "embed", None)
+    rate, start = (1, 0.0) if embed is None else embed_timing(embed, feats.size(-1), feats.device)
     layers: List[EncoderLayer] = []
-    cur_lengths = lengths
-    for name, (x, mask) in captured:
-        if mask is not None:
+    cur_lengths, frames = lengths, out.size(1)
+    for name, holds, (x, mask) in captured:
+        if holds == BLOCKS and x.dim() == 4:  # a short utterance runs as one plain block
+            x = stitch_blocks(encoder, x, frames)
+        elif mask is not None:
             cur_lengths = _mask_lengths(mask)
-        layers.append((name, x, cur_lengths, embed_rate, embed_start))
-    expected = len(encoder.encoders) + (embed is not None)
-    if len(captured) != expected:
-        raise RuntimeError(
-            f"{type(encoder).__name__}: captured {len(captured)} layer outputs, expected {expected}"
-        )
-    # the final LayerNorm: conformer/transformer only with normalize_before, e_branchformer and
-    # branchformer always
-    if hasattr(encoder, "after_norm") and getattr(encoder, "normalize_before", True):
-        layers.append(("output", out, olens.long(), embed_rate, embed_start))
+        layers.append((name, x, cur_lengths, rate, start))
+    if family.output and (not family.output_when or getattr(encoder, family.output_when)):
+        layers.append(("output", out, olens.long(), rate, start))
     return layers
 
 
@@ -328,7 +372,7 @@ def embed_timing(embed: torch.nn.Module, dim: int, device=None, frames: int = 96
     return timing
 
 
-def _rnn_layers(encoder, feats, lengths) -> List[EncoderLayer]:
+def _rnn_layers(encoder, family, feats, lengths) -> List[EncoderLayer]:
     """ESPnet's RNNEncoder / VGGRNNEncoder: [VGG2L,] RNNP (projection per layer) or RNN."""
     modules = list(encoder.enc)
     layers: List[EncoderLayer] = []
@@ -396,6 +440,10 @@ def _rnn_stack_layers(rnn, feats, lengths, rate) -> List[EncoderLayer]:
     out = torch.tanh(rnn.l_last(x))
     layers.append(("output", out, lengths, rate, 0.0))
     return layers
+
+
+_COLLECTORS = {"hooks": _hook_layers, "rnn": _rnn_layers, "own": _own_layers,
+               "whisper": _whisper_layers}
 
 
 def layer_table(layers: List[LayerStates]) -> str:
