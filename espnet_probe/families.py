@@ -10,8 +10,10 @@ collected (``collect``):
 
 * ``hooks``: forward hooks on the modules listed in ``hooks``, in order, then ``output`` (the
   encoder's own returned output, when it applies a final LayerNorm: ``output_when`` names the
-  encoder attribute that must be true for that, empty for "always").  Every hooked frame is
-  timed from the encoder's ``embed`` module, measured (layers.embed_timing).
+  encoder attribute that must be true for that, empty for "always").  Every hooked layer runs
+  at the encoder output's frame rate and is timed from the receptive field of the ``timing``
+  module (``embed``, or an SSL encoder's convolutional feature extractor), measured
+  (layers.measured_timing), and its lengths are the encoder's output lengths.
 * ``rnn``: ESPnet's RNN encoders, re-run one recurrent layer at a time with their own weights
   (their packed sequences cannot be hooked per layer).
 * ``own``: the encoder lists its layers itself (``forward_layers``: this project's encoders).
@@ -54,8 +56,9 @@ class Family:
     classes: Tuple[str, ...]  # module.Class of every encoder it covers
     collect: str  # "hooks" | "rnn" | "own" | "whisper"
     hooks: Tuple[Hook, ...] = ()
+    timing: str = "embed"  # the module whose receptive field times every hooked layer
     output: bool = False  # add the encoder's returned output as layer "output"
-    output_when: str = ""  # ... only when this encoder attribute is true ("" = always)
+    output_when: str = ""  # ... only when this encoder attribute (a dotted path; "not path") is true
     one_utterance: bool = False
     takes_wave: bool = False  # the encoder computes its own input from the waveform
     tested: str = ""  # what proves it (the README table shows it)
@@ -85,6 +88,7 @@ OURS = "espnet_probe.asr."
 # blocks from ESPnet's ``embed`` (input layer) and ``encoders`` (block list)
 _BLOCKS = (Hook("embed", "subsample"), Hook("encoders.*", "block"))
 _STREAMING = (Hook("embed", "subsample"), Hook("encoders.*", "block", BLOCKS))
+_W2V = "hubert_pretrain_model.wav2vec2."  # torchaudio's Wav2Vec2Model inside ESPnet's HuBERT
 _TRANSFORMER_STYLE = "tiny model built by ASRTask: last layer = encode() frames and values; probe epoch"
 
 FAMILIES: Tuple[Family, ...] = (
@@ -113,6 +117,12 @@ FAMILIES: Tuple[Family, ...] = (
            (ENC + "contextual_block_transformer_encoder.ContextualBlockTransformerEncoder",),
            "hooks", _STREAMING, output=True, output_when="normalize_before", one_utterance=True,
            tested="stitched blocks = encode() output; probe epoch"),
+    Family("torchaudiohubert", (ENC + "hubert_encoder.TorchAudioHuBERTPretrainEncoder",), "hooks",
+           (Hook(_W2V + "feature_extractor", "cnn"), Hook(_W2V + "encoder.feature_projection", "projection"),
+            Hook(_W2V + "encoder.transformer.layers.*", "block")),
+           timing=_W2V + "feature_extractor", output=True,
+           output_when="not " + _W2V + "encoder.transformer.layer_norm_first", takes_wave=True,
+           tested="tiny random HuBERT built by ASRTask (finetuning: true): last layer = encode(); probe epoch"),
     Family("rnn", (ENC + "rnn_encoder.RNNEncoder",), "rnn",
            tested="stock egs2 model through stages 6-12 (bring test); matrix test"),
     Family("vgg_rnn", (ENC + "vgg_rnn_encoder.VGGRNNEncoder",), "rnn", tested="matrix test"),
@@ -126,6 +136,14 @@ REFUSED: Tuple[Refused, ...] = (
     Refused("wav2vec2", (ENC + "wav2vec2_encoder.FairSeqWav2Vec2Encoder",), _FAIRSEQ),
     Refused("hubert", (ENC + "hubert_encoder.FairseqHubertEncoder",), _FAIRSEQ),
     Refused("hubert_pretrain", (ENC + "hubert_encoder.FairseqHubertPretrainEncoder",), _FAIRSEQ),
+    Refused("longformer", (ENC + "longformer_encoder.LongformerEncoder",),
+            "needs the longformer package, which is not on PyPI"),
+    Refused("transformer_multispkr", (ENC + "transformer_encoder_multispkr.TransformerEncoder",),
+            "multi-speaker: each layer holds one sequence per speaker (B, speakers, T, D) and the "
+            "shared blocks run once per speaker, so a layer is not one sequence to probe"),
+    Refused("beats", (ENC + "beats_encoder.BeatsEncoder",),
+            "its frames are 16x16 time-frequency patches, not time frames (and its length mask "
+            "counts patches as if they were in time order)"),
     Refused("avhubert", (ENC + "avhubert_encoder.FairseqAVHubertEncoder",),
             "audio-visual (it needs video input), and " + _FAIRSEQ),
 )

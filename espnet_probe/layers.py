@@ -252,9 +252,48 @@ def _split_output(out):
     return x, mask
 
 
-def _mask_lengths(mask: torch.Tensor) -> torch.Tensor:
-    """(B, 1, T) or (B, T) bool mask -> (B,) lengths."""
-    return mask.reshape(mask.size(0), -1).sum(-1).long()
+def _attribute(obj, dotted: str):
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _condition(encoder, when: str) -> bool:
+    """A map entry's condition: "" (always), "path" or "not path" of an encoder attribute."""
+    if not when:
+        return True
+    negate = when.startswith("not ")
+    return bool(_attribute(encoder, when.removeprefix("not "))) != negate
+
+
+def _family_timing(encoder, family, feats) -> Tuple[int, float]:
+    """(rate, start) of the family's hooked layers in the encoder's input frames (samples for
+    an encoder that takes the waveform)."""
+    module = _attribute(encoder, family.timing)
+    if module is None:  # an encoder without an input layer (transformer, input_layer: null)
+        return 1, 0.0
+    if family.takes_wave:
+        return conv_stack_timing(module)
+    return embed_timing(module, feats.size(-1), feats.device)
+
+
+def conv_stack_timing(module: torch.nn.Module) -> Tuple[int, float]:
+    """(rate, start) in samples of a stack of 1-d convolutions (an SSL encoder's feature
+    extractor), from their kernels, strides and dilations: HuBERT's group norm spans the whole
+    utterance, so every output depends on every sample and no gradient can show the receptive
+    field.  Output frame j reads samples [j * rate, j * rate + field) and spans one rate
+    around that window's centre."""
+    convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv1d)]
+    if not convs:
+        raise NotImplementedError(f"{type(module).__name__}: no 1-d convolutions to time its frames by")
+    field, rate = 1, 1
+    for conv in convs:
+        if conv.padding not in ((0,), "valid"):
+            raise NotImplementedError(f"{type(module).__name__}: a padded convolution in its stack")
+        field += (conv.kernel_size[0] - 1) * conv.dilation[0] * rate
+        rate *= conv.stride[0]
+    centre0 = (field - 1) / 2
+    return rate, centre0 + 0.5 - rate / 2
 
 
 def _hooked_modules(encoder, hooks) -> List[Tuple[str, Hook, torch.nn.Module]]:
@@ -263,7 +302,7 @@ def _hooked_modules(encoder, hooks) -> List[Tuple[str, Hook, torch.nn.Module]]:
     for hook in hooks:
         path, every = (hook.module[:-2], True) if hook.module.endswith(".*") else (hook.module, False)
         try:
-            module = encoder.get_submodule(path)
+            module = _attribute(encoder, path)
         except AttributeError:
             raise UnsupportedFamily(f"{class_path(encoder)} has no module {path!r}, which the layer "
                                     "map lists for its family") from None
@@ -316,59 +355,64 @@ def _hook_layers(encoder, family, feats, lengths) -> List[EncoderLayer]:
         raise RuntimeError(f"{class_path(encoder)}: captured {len(captured)} layer outputs, "
                            f"expected {len(modules)} ({', '.join(n for n, *_ in modules)})")
 
-    embed = getattr(encoder, "embed", None)
-    rate, start = (1, 0.0) if embed is None else embed_timing(embed, feats.size(-1), feats.device)
+    rate, start = _family_timing(encoder, family, feats)
     layers: List[EncoderLayer] = []
-    cur_lengths, frames = lengths, out.size(1)
-    for name, holds, (x, mask) in captured:
+    for name, holds, (x, _) in captured:
         if holds == BLOCKS and x.dim() == 4:  # a short utterance runs as one plain block
-            x = stitch_blocks(encoder, x, frames)
-        elif mask is not None:
-            cur_lengths = _mask_lengths(mask)
-        layers.append((name, x, cur_lengths, rate, start))
-    if family.output and (not family.output_when or getattr(encoder, family.output_when)):
+            x = stitch_blocks(encoder, x, out.size(1))
+        layers.append((name, x, olens.long(), rate, start))
+    if family.output and _condition(encoder, family.output_when):
         layers.append(("output", out, olens.long(), rate, start))
     return layers
 
 
 def embed_timing(embed: torch.nn.Module, dim: int, device=None, frames: int = 96) -> Tuple[int, float]:
-    """(rate, start) of an input layer, measured: which input frames reach output frames 2 and 3.
+    """(rate, start) of an encoder's input layer for ``dim``-dim frames (measured_timing)."""
+    def run(module, x):
+        mask = torch.ones(1, 1, x.size(1), dtype=torch.bool, device=x.device)
+        try:
+            return module(x, mask)
+        except TypeError:  # Linear / Sequential input layers take no mask
+            return module(x)
+
+    return measured_timing(embed, torch.randn(1, frames, dim, device=device), run)
+
+
+def measured_timing(module: torch.nn.Module, x: torch.Tensor, run) -> Tuple[int, float]:
+    """(rate, start) of a module, measured: which input frames (or samples) of ``x`` reach its
+    output frames 2 and 3 (``run(module, x)``).
 
     ``rate`` is the step between the two outputs' receptive fields, ``start`` where output
     frame 0's span begins (input frames): centred on its receptive field's centre.  Measured
-    once per module (cached on it); a layer whose outputs do not depend on its inputs locally
-    (no receptive field) is refused.
+    once per module and input size (cached on it); a module whose outputs do not depend on its
+    inputs locally (no receptive field) is refused.
     """
-    cached = getattr(embed, "_probe_timing", None)
-    if cached is not None and cached[0] == dim:
+    key = tuple(x.shape[1:])
+    cached = getattr(module, "_probe_timing", None)
+    if cached is not None and cached[0] == key:
         return cached[1]
-    x = torch.randn(1, frames, dim, device=device, requires_grad=True)
-    mask = torch.ones(1, 1, frames, dtype=torch.bool, device=device)
-    was_training = embed.training
-    embed.eval()
+    x = x.detach().requires_grad_(True)
+    was_training = module.training
+    module.eval()
     try:
         with torch.enable_grad():
-            try:
-                out = embed(x, mask)
-            except TypeError:  # Linear / Sequential input layers take no mask
-                out = embed(x)
-            y, _ = _split_output(out)
+            y, _ = _split_output(run(module, x))
             centres = []
             for j in (2, 3):
                 (grad,) = torch.autograd.grad(y[0, j].sum(), x, retain_graph=True)
-                reached = grad.abs().sum(-1)[0].nonzero().flatten()
+                reached = grad.abs().reshape(grad.size(0), grad.size(1), -1).sum(-1)[0].nonzero().flatten()
                 if reached.numel() == 0:
-                    raise RuntimeError(f"{type(embed).__name__}: output frame {j} depends on no input frame")
+                    raise RuntimeError(f"{type(module).__name__}: output frame {j} depends on no input frame")
                 centres.append((float(reached.min()) + float(reached.max())) / 2)
     finally:
-        embed.train(was_training)
+        module.train(was_training)
     rate = centres[1] - centres[0]
     if rate < 1 or rate != int(rate):
-        raise NotImplementedError(f"{type(embed).__name__}: input layer with a step of {rate} frames")
+        raise NotImplementedError(f"{type(module).__name__}: input layer with a step of {rate} frames")
     rate = int(rate)
     centre0 = centres[0] - 2 * rate
     timing = (rate, centre0 + 0.5 - rate / 2)
-    embed._probe_timing = (dim, timing)
+    module._probe_timing = (key, timing)
     return timing
 
 

@@ -9,6 +9,7 @@ from typing import Tuple
 import torch
 
 from espnet_probe.asr.whisper import HOP, SAMPLE_RATE, is_espnet_whisper
+from espnet_probe.families import UnsupportedFamily, family_of
 
 
 class InputMismatchError(ValueError):
@@ -61,9 +62,13 @@ def model_input(model: torch.nn.Module, feature_period: float = 0.01) -> ModelIn
     own STFT settings (hop_length, win_length, center).
     """
     frontend = getattr(model, "frontend", None)
-    if frontend is None and is_espnet_whisper(getattr(model, "encoder", None)):
+    encoder = getattr(model, "encoder", None)
+    if frontend is None and is_espnet_whisper(encoder):
         # its own log-mel of the waveform: centred 25 ms windows every 10 ms
         return ModelInput("wave", HOP / SAMPLE_RATE, -HOP / 2 / SAMPLE_RATE, sample_rate=SAMPLE_RATE)
+    if frontend is None and encoder is not None and _encoder_takes_wave(encoder):
+        # an SSL encoder's own convolutions over the 16 kHz samples: its input frames are samples
+        return ModelInput("wave", 1 / SAMPLE_RATE, -0.5 / SAMPLE_RATE, sample_rate=SAMPLE_RATE)
     if frontend is None:
         dim = _feature_dim(model)
         return ModelInput("feats", feature_period, -feature_period / 2, dim=dim)
@@ -80,6 +85,13 @@ def model_input(model: torch.nn.Module, feature_period: float = 0.01) -> ModelIn
     # centred frames: frame k is centred on sample k * hop; else frame k starts at k * hop
     centre0 = 0.0 if stft.center else win / 2
     return ModelInput("wave", period, (centre0 - hop / 2) / fs, sample_rate=int(fs))
+
+
+def _encoder_takes_wave(encoder) -> bool:
+    try:
+        return family_of(encoder).takes_wave
+    except UnsupportedFamily:
+        return False  # refused later, by extract_layers, with the reason
 
 
 def _feature_dim(model: torch.nn.Module) -> int:

@@ -1,0 +1,224 @@
+"""The layer map's matrix: every encoder family ESPnet 202511's ASRTask offers, built tiny by
+ESPnet itself, lists layers whose last one is the encoder's output (frames, values and time),
+and one probe epoch trains on them and decodes; a family the map refuses says why in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from espnet_probe.families import FAMILIES, REFUSED, UnsupportedFamily, family_named
+from espnet_probe.layers import extract_layers
+from espnet_probe.probe.model import ProbeModel, probed_layers
+from test_brought import stock_model
+from test_layers import TINY_VGG, build_model, feats_batch
+
+TRANSFORMER = {"output_size": 16, "attention_heads": 2, "linear_units": 16, "num_blocks": 2,
+               "input_layer": "conv2d"}
+STREAMING = {**TRANSFORMER, "block_size": 8, "hop_size": 4, "look_ahead": 2}
+
+# family -> (ESPnet encoder choice, encoder_conf, layer names); each builds a waveform model
+# with ESPnet's default STFT frontend (hop 128) and utterance_mvn, as egs2 asr.sh does
+STOCK = {
+    "conformer": ("conformer", TRANSFORMER, ["input", "subsample", "block1", "block2", "output"]),
+    "interctc_conformer": ("conformer", {**TRANSFORMER, "interctc_layer_idx": [1]},
+                           ["input", "subsample", "block1", "block2", "output"]),
+    "transformer": ("transformer", TRANSFORMER, ["input", "subsample", "block1", "block2", "output"]),
+    "branchformer": ("branchformer", {"output_size": 16, "attention_heads": 2, "cgmlp_linear_units": 16,
+                                      "num_blocks": 2, "input_layer": "conv2d"},
+                     ["input", "subsample", "block1", "block2", "output"]),
+    "e_branchformer": ("e_branchformer", {**TRANSFORMER, "cgmlp_linear_units": 16},
+                       ["input", "subsample", "block1", "block2", "output"]),
+    "multiconv_conformer": ("multiconv_conformer",
+                            {**TRANSFORMER, "cgmlp_linear_units": 16, "multicgmlp_kernel_sizes": "7,15"},
+                            ["input", "subsample", "block1", "block2", "output"]),
+    "contextual_block_conformer": ("contextual_block_conformer", STREAMING,
+                                   ["input", "subsample", "block1", "block2", "output"]),
+    "contextual_block_transformer": ("contextual_block_transformer", STREAMING,
+                                     ["input", "subsample", "block1", "block2", "output"]),
+    "rnn": ("rnn", {"rnn_type": "lstm", "num_layers": 2, "hidden_size": 8, "output_size": 8,
+                    "subsample": [1, 2]}, ["input", "blstm1", "blstm2"]),
+    "vgg_rnn": ("vgg_rnn", {"rnn_type": "lstm", "num_layers": 2, "hidden_size": 8, "output_size": 8},
+                ["input", "vgg", "blstm1", "blstm2"]),
+}
+# ours, from the recipe's configs (features in, global_mvn)
+OURS = {
+    "vgg_blstm": ("vgg_blstm_small.yaml", TINY_VGG),
+    "blstm": ("blstm.yaml", ["--encoder_conf", "hidden_size=8", "--encoder_conf", "projection_size=8"]),
+}
+ELSEWHERE = {"whisper": "test_whisper.py (ESPnet's Whisper encoder needs tiny.en's weights)",
+             "torchaudiohubert": "test_torchaudio_hubert_lists_its_layers_and_trains_a_probe, below"}
+
+
+def test_every_encoder_choice_of_asrtask_has_an_entry_or_a_refusal():
+    from espnet2.tasks.asr import encoder_choices
+
+    mapped = {f.name for f in FAMILIES} | {r.name for r in REFUSED}
+    assert set(encoder_choices.classes) <= mapped, set(encoder_choices.classes) - mapped
+    # and every mapped family is tested here or named where it is
+    assert {f.name for f in FAMILIES} <= set(STOCK) | set(OURS) | set(ELSEWHERE)
+
+
+def test_every_refused_family_says_why_in_one_line(tmp_path):
+    from espnet2.tasks.asr import encoder_choices
+
+    from espnet_probe.families import family_of
+
+    for refused in REFUSED:
+        cls = encoder_choices.classes[refused.name]
+        fake = cls.__new__(cls)  # building one needs what is missing; its class is enough
+        with pytest.raises(UnsupportedFamily) as e:
+            family_of(fake)
+        message = str(e.value)
+        assert "\n" not in message and refused.name in message and refused.reason in message
+
+
+def test_an_encoder_without_an_entry_is_refused_with_the_supported_list():
+    from espnet_probe.families import family_of
+
+    class MyEncoder(torch.nn.Module):
+        pass
+
+    with pytest.raises(UnsupportedFamily, match=r"MyEncoder: no entry in the layer map.*conformer"):
+        family_of(MyEncoder())
+
+
+def check_probe_epoch(model, speech, lengths, names, feature_period=0.01):
+    """A probe per layer: a few updates lower the loss, and decoding gives every layer's mel on
+    the 10 ms target grid, zero beyond each utterance."""
+    torch.manual_seed(0)
+    probe = ProbeModel(model, probed_layers(model), hidden_size=8)
+    assert [layer.name for layer in probe.layers] == names
+    frames = probe.frame_lengths(lengths)
+    mel = torch.randn(speech.size(0), int(frames.max()), 240)
+    optimiser = torch.optim.Adam([p for p in probe.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    probe.train()
+    for _ in range(4):
+        loss, _, _ = probe(speech=speech, speech_lengths=lengths, mel=mel, mel_lengths=frames)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss))
+    assert losses[-1] < losses[0], losses
+    probe.eval()
+    preds = probe.predict(speech, lengths)
+    assert set(preds) == set(names)
+    for name, pred in preds.items():
+        assert pred.shape == (speech.size(0), int(frames.max()), 80), name
+        assert torch.isfinite(pred).all() and not pred[1, int(frames[1]):].any(), name
+
+
+def check_last_layer_is_the_output(model, speech, lengths):
+    layers = extract_layers(model, speech, lengths)
+    last = layers[-1]
+    for b in range(speech.size(0)):  # each utterance alone, as Speech2Text encodes it
+        n = int(lengths[b])
+        with torch.no_grad():
+            out, olens = model.encode(speech[b:b + 1, :n].clone(), lengths[b:b + 1])
+        if isinstance(out, tuple):  # intermediate CTC: (output, intermediate outputs)
+            out = out[0]
+        alone = extract_layers(model, speech[b:b + 1, :n], lengths[b:b + 1])[-1]
+        assert alone.lengths.tolist() == olens.tolist()
+        assert torch.allclose(alone.hidden, out, atol=1e-5)
+        # the last frame's span ends within a period past the utterance's end (ceil-mode pooling
+        # covers a partial last step) and less than two before it (valid convolutions drop the
+        # edge frames that would need input past the end)
+        seconds = n / 16000 if speech.dim() == 2 else n * 0.01
+        end = last.layer.offset + int(olens[0]) * last.layer.period
+        assert -last.layer.period <= seconds - end < 2 * last.layer.period, (end, seconds)
+    return layers
+
+
+@pytest.mark.parametrize("family", sorted(STOCK))
+def test_stock_family_lists_its_layers_and_trains_a_probe(tmp_path, family):
+    encoder, conf, names = STOCK[family]
+    model = stock_model(tmp_path, encoder, conf)
+    assert family_named(encoder) is not None
+    wav = torch.randn(2, 16000) * 0.1
+    lens = torch.tensor([16000, 11000])
+    layers = check_last_layer_is_the_output(model, wav, lens)
+    assert [s.layer.name for s in layers] == names
+    check_probe_epoch(model, wav, lens, names)
+
+
+@pytest.mark.parametrize("family", sorted(OURS))
+def test_our_family_lists_its_layers_and_trains_a_probe(tmp_path, family):
+    config, overrides = OURS[family]
+    model = build_model(tmp_path, config, *overrides)
+    x, lens = feats_batch([120, 90])
+    layers = check_last_layer_is_the_output(model, x, lens)
+    check_probe_epoch(model, x, lens, [s.layer.name for s in layers])
+
+
+def test_contextual_block_layers_are_stitched_onto_the_timeline(tmp_path):
+    """Each block layer has the encoder output's frames; the last one is the output before the
+    final LayerNorm; an utterance shorter than a block runs as one plain block."""
+    model = stock_model(tmp_path, "contextual_block_conformer", STREAMING)
+    for n in (16000, 3000):  # 30 frames in 7 blocks; 5 frames, fewer than the block size of 8
+        wav = torch.randn(1, n) * 0.1
+        layers = extract_layers(model, wav, torch.tensor([n]))
+        with torch.no_grad():
+            out, olens = model.encode(wav.clone(), torch.tensor([n]))
+        assert [s.hidden.size(1) for s in layers[1:]] == [int(olens[0])] * 4
+        assert torch.allclose(model.encoder.after_norm(layers[-2].hidden), out, atol=1e-5)
+    # in a batch, each utterance is encoded alone: the same layers as when it is alone
+    wav = torch.randn(2, 16000) * 0.1
+    batch = extract_layers(model, wav, torch.tensor([16000, 11000]))
+    alone = extract_layers(model, wav[1:, :11000], torch.tensor([11000]))
+    for a, b in zip(batch[1:], alone[1:]):
+        n = int(b.lengths[0])
+        assert int(a.lengths[1]) == n
+        # input differs only as ESPnet's batched STFT does (reflect padding at the batch's end)
+        assert a.hidden[1, n:].abs().sum() == 0
+
+
+def tiny_torchaudio_hubert(tmp_path: Path, layer_norm_first: bool):
+    """ESPnet's torchaudiohubert encoder, a random tiny HuBERT (320-sample stride), no frontend."""
+    from espnet2.tasks.asr import ASRTask
+    import yaml
+
+    conv = [[16, 10, 5]] + [[16, 3, 2]] * 4 + [[16, 2, 2]] * 2
+    conf = {"frontend": None, "input_size": 1, "normalize": None, "encoder": "torchaudiohubert",
+            "encoder_conf": {"extractor_conv_layer_config": conv, "encoder_embed_dim": 16,
+                             "encoder_pos_conv_kernel": 16, "encoder_pos_conv_groups": 2,
+                             "encoder_num_layers": 2, "encoder_num_heads": 2,
+                             "encoder_ff_interm_features": 32, "encoder_layer_drop": 0.0,
+                             "final_dim": 8, "num_classes": 10, "finetuning": True,
+                             "encoder_layer_norm_first": layer_norm_first},
+            "decoder": None, "model_conf": {"ctc_weight": 1.0},
+            "token_list": ["<blank>", "<unk>", "a", "b", "<sos/eos>"]}
+    path = tmp_path / "hubert.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    args = ASRTask.get_parser().parse_args(["--config", str(path), "--output_dir", str(tmp_path)])
+    torch.manual_seed(0)
+    return ASRTask.build_model(args).eval()
+
+
+@pytest.mark.parametrize("layer_norm_first,final_norm", [(False, False), (True, True)],
+                         ids=["base_conf", "large_conf"])
+def test_torchaudio_hubert_lists_its_layers_and_trains_a_probe(tmp_path, layer_norm_first, final_norm):
+    """ESPnet's ``encoder_layer_norm_first`` reaches torchaudio's transformer inverted: with
+    True the transformer's LayerNorm comes after its last block ("output": that block
+    normalised); with False (HuBERT Base) before its first."""
+    from espnet_probe.asr.model_input import model_input
+
+    model = tiny_torchaudio_hubert(tmp_path, layer_norm_first)
+    transformer = model.encoder.hubert_pretrain_model.wav2vec2.encoder.transformer
+    assert transformer.layer_norm_first != final_norm
+    spec = model_input(model)
+    assert spec.kind == "wave" and spec.period == pytest.approx(1 / 16000)
+    wav = torch.randn(2, 16000) * 0.1
+    lens = torch.tensor([16000, 11000])
+    layers = check_last_layer_is_the_output(model, wav, lens)
+    names = ["cnn", "projection", "block1", "block2"] + (["output"] if final_norm else [])
+    assert [s.layer.name for s in layers] == names
+    # 20 ms frames: frame j reads samples 320 j .. 320 j + 399 (its convolutions' receptive
+    # field), so it spans the 320 samples centred there: from sample 320 j + 40
+    first = layers[0].layer
+    assert first.frame_rate == 320 and first.period == pytest.approx(0.02)
+    assert first.offset == pytest.approx((40 - 0.5) / 16000)
+    assert layers[0].lengths.tolist() == [(n - 400) // 320 + 1 for n in (16000, 11000)]
+    check_probe_epoch(model, wav, lens, names)
