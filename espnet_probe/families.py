@@ -152,6 +152,9 @@ FRONTENDS: Tuple[Frontend, ...] = (
     Frontend("", (), "none"),
     Frontend("default", ("espnet2.asr.frontend.default.DefaultFrontend",), "stft"),
     Frontend("s3prl", ("espnet2.asr.frontend.s3prl.S3prlFrontend",), "s3prl"),
+    # a brought openai-whisper model's log-mel, described as an STFT for its timing (the model
+    # computes its own layers: espnet_probe.asr.whisper.WhisperASR.layer_outputs)
+    Frontend("whisper_logmel", (OURS + "whisper.WhisperFrontend",), "stft"),
 )
 
 
@@ -196,7 +199,7 @@ def frontend_of(frontend) -> Frontend:
     path = class_path(frontend)
     entry = _FRONTEND_BY_CLASS.get(path)
     if entry is None:
-        names = ", ".join(f.name for f in FRONTENDS if f.name)
+        names = ", ".join(f.name for f in FRONTENDS if f.name and not f.classes[0].startswith(OURS))
         raise UnsupportedFamily(f"frontend {path} is not supported: no entry in the layer map "
                                 f"(espnet_probe/families.py); supported: none, {names}")
     return entry

@@ -46,7 +46,9 @@ import numpy as np
 import torch
 
 from espnet_probe.asr.blstm import EncoderLayer, zero_padding
+from espnet_probe.asr.conv_timing import conv_stack_timing
 from espnet_probe.asr.model_input import model_input
+from espnet_probe.asr.s3prl_layers import s3prl_frontend_layers, s3prl_timing
 from espnet_probe.asr.register import register_encoders
 from espnet_probe.asr.whisper import build_whisper, espnet_encoder_layers
 from espnet_probe.families import BLOCKS, Hook, UnsupportedFamily, class_path, family_of, frontend_of
@@ -178,8 +180,10 @@ def extract_layers(
 
 
 def _espnet_layer_outputs(model, feats: torch.Tensor, lengths: torch.Tensor) -> List[EncoderLayer]:
-    """An ESPnet ASR model's layers: what its frontend gives (``input`` after normalisation),
-    its pre-encoder, then the encoder's, each as the layer map (families.py) says."""
+    """An ESPnet ASR model's layers: what its frontend gives (``input`` after normalisation;
+    for an s3prl frontend every upstream layer, then ``weighted_sum``, the frontend's output
+    after normalisation), its pre-encoder, then the encoder's, each as the layer map
+    (families.py) says."""
     family = family_of(model.encoder)
     if family.takes_wave:
         parts = [p for p in ("frontend", "normalize", "preencoder") if getattr(model, p, None) is not None]
@@ -188,20 +192,28 @@ def _espnet_layer_outputs(model, feats: torch.Tensor, lengths: torch.Tensor) -> 
                                     "it takes the raw waveform (frontend: null, normalize: null)")
         return encoder_layers(model.encoder, feats, lengths)
     frontend = getattr(model, "frontend", None)
-    frontend_of(frontend)  # refuses a frontend the map does not know
-    if frontend is not None:
+    outs: List[EncoderLayer] = []
+    rate, start, input_name = 1, 0.0, "input"  # the encoder input frames, in the model's input frames
+    if frontend_of(frontend).collect == "s3prl":
+        upstream, feats, lengths = s3prl_frontend_layers(frontend, feats, lengths)
+        rate, start = s3prl_timing(frontend)
+        outs += [(name, hidden, n, rate, start) for name, hidden, n in upstream]
+        input_name = "weighted_sum"  # the frontend's output: the upstream layers, weighted
+    elif frontend is not None:
         feats, lengths = frontend(feats, lengths)
     if getattr(model, "normalize", None) is not None:
         feats, lengths = model.normalize(feats, lengths)
     feats = zero_padding(feats, lengths)
-    outs = [("input", feats, lengths, 1, 0.0)]
+    outs.append((input_name, feats, lengths, rate, start))
     if getattr(model, "preencoder", None) is not None:
         pre, new_lengths = model.preencoder(feats, lengths)
         if not torch.equal(new_lengths, lengths):
             raise NotImplementedError("a pre-encoder that changes the frame rate")
-        outs.append(("preencoder", pre, lengths, 1, 0.0))
+        outs.append(("preencoder", pre, lengths, rate, start))
         feats = pre
-    return outs + encoder_layers(model.encoder, feats, lengths)
+    # an encoder frame j spans its input frames [s + j r, s + (j + 1) r)
+    return outs + [(name, hidden, n, rate * r, start + rate * s)
+                   for name, hidden, n, r, s in encoder_layers(model.encoder, feats, lengths)]
 
 
 def encoder_layers(
@@ -276,24 +288,6 @@ def _family_timing(encoder, family, feats) -> Tuple[int, float]:
         return conv_stack_timing(module)
     return embed_timing(module, feats.size(-1), feats.device)
 
-
-def conv_stack_timing(module: torch.nn.Module) -> Tuple[int, float]:
-    """(rate, start) in samples of a stack of 1-d convolutions (an SSL encoder's feature
-    extractor), from their kernels, strides and dilations: HuBERT's group norm spans the whole
-    utterance, so every output depends on every sample and no gradient can show the receptive
-    field.  Output frame j reads samples [j * rate, j * rate + field) and spans one rate
-    around that window's centre."""
-    convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv1d)]
-    if not convs:
-        raise NotImplementedError(f"{type(module).__name__}: no 1-d convolutions to time its frames by")
-    field, rate = 1, 1
-    for conv in convs:
-        if conv.padding not in ((0,), "valid"):
-            raise NotImplementedError(f"{type(module).__name__}: a padded convolution in its stack")
-        field += (conv.kernel_size[0] - 1) * conv.dilation[0] * rate
-        rate *= conv.stride[0]
-    centre0 = (field - 1) / 2
-    return rate, centre0 + 0.5 - rate / 2
 
 
 def _hooked_modules(encoder, hooks) -> List[Tuple[str, Hook, torch.nn.Module]]:

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import torch
 
-from espnet_probe.asr.s3prl_layers import patch_torchaudio_for_s3prl
+import espnet_probe  # noqa: F401  (its import hooks let s3prl 0.4.18 import beside torchaudio >= 2.9)
 
-patch_torchaudio_for_s3prl()  # s3prl 0.4.18 does not import beside torchaudio >= 2.9 without it
 
 CONV_LAYERS = "[(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] * 2"
 _TINY = {"encoder_layers": 2, "encoder_embed_dim": 32, "encoder_ffn_embed_dim": 64,

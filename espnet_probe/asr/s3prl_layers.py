@@ -9,8 +9,9 @@ in the waveform, measured on the upstream's convolutions.
 
 s3prl 0.4.18 does not import beside torchaudio >= 2.9 (it calls the removed
 ``torchaudio.set_audio_backend`` and imports the removed ``torchaudio.sox_effects`` at import
-time, for upstreams we do not use): :func:`patch_torchaudio_for_s3prl` is the import hook that
-gives it both names back.
+time, for upstreams we do not use), and tools/install.sh installs it without transformers
+(with it, every ESPnet process starts ~2 s slower): :func:`s3prl_import_hooks` gives it both
+names back and stands in for the two HuggingFace-hosted upstreams.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 import types
 import torch
 
+from espnet_probe.asr.conv_timing import conv_stack_timing
 from espnet_probe.utils.offline import hook_import
 
 UpstreamLayer = tuple[str, torch.Tensor, torch.Tensor]  # (name, (B, T, D), lengths (B,) int64)
@@ -37,8 +39,26 @@ def _set_audio_backend_is_gone(backend) -> None:
     """torchaudio >= 2.9 has one I/O path and no backend to choose: nothing to set."""
 
 
+def _needs_transformers(name: str):
+    def upstream(*args, **kwargs):
+        raise ImportError(f"s3prl's {name} upstream needs transformers, which tools/install.sh "
+                          "leaves out (ESPnet imports it at every start, ~2 s a process); "
+                          "pip install transformers to use it")
+
+    return upstream
+
+
 def _exec_with_old_torchaudio_names(exec_module, module) -> None:
+    import importlib.util
+
     import torchaudio
+
+    if importlib.util.find_spec("transformers") is None:
+        # the two HuggingFace-hosted upstreams import transformers; every other one works without
+        for name in ("hf_hubert", "hf_wav2vec2"):
+            stub = types.ModuleType(f"s3prl.upstream.{name}.hubconf", "Stand-in: needs transformers.")
+            setattr(stub, f"{name}_custom", _needs_transformers(f"{name}_custom"))
+            sys.modules[stub.__name__] = stub
 
     if not hasattr(torchaudio, "set_audio_backend"):
         torchaudio.set_audio_backend = _set_audio_backend_is_gone
@@ -52,10 +72,11 @@ def _exec_with_old_torchaudio_names(exec_module, module) -> None:
     exec_module(module)
 
 
-def patch_torchaudio_for_s3prl() -> None:
-    """Give torchaudio the two names s3prl needs (see the module docstring) just before
-    ``s3prl.hub`` runs: it imports every upstream, the frontend imports it (``s3prl.nn``).
-    Not on ``s3prl`` itself: ESPnet's trainer module imports that bare package early."""
+def s3prl_import_hooks() -> None:
+    """Give torchaudio the two names s3prl needs (see the module docstring), and stand-ins for
+    the two upstreams that need transformers when it is absent, just before ``s3prl.hub`` runs:
+    it imports every upstream, the frontend imports it (``s3prl.nn``).  Not on ``s3prl``
+    itself: ESPnet's trainer module imports that bare package early."""
     hook_import("s3prl.hub", _exec_with_old_torchaudio_names)
 
 
@@ -99,81 +120,21 @@ def s3prl_frontend_layers(frontend, wave: torch.Tensor, lengths: torch.Tensor
 
 # ----------------------------------------------------------------------------- the timing
 
-def _feature_convs(frontend) -> list[torch.nn.Conv1d]:
-    """The Conv1d chain of the upstream's waveform encoder (fairseq's ConvFeatureExtractionModel,
-    at ``upstream.upstream.model.feature_extractor`` in s3prl's HuBERT / wav2vec 2.0 experts)."""
-    expert = frontend.upstream.upstream
-    extractor = getattr(getattr(expert, "model", None), "feature_extractor", None)
-    convs = ([] if extractor is None else
-             [m for m in extractor.modules() if isinstance(m, torch.nn.Conv1d)])
-    if not convs:
-        raise NotImplementedError(f"{type(expert).__module__}: no convolutional feature "
-                                  "extractor at model.feature_extractor to time")
-    channels = 1
-    for conv in convs:
-        if conv.in_channels != channels or conv.padding_mode != "zeros":
-            raise NotImplementedError(f"{type(extractor).__name__}: its convolutions are not one "
-                                      "zero-padded chain from the waveform")
-        channels = conv.out_channels
-    return convs
-
-
-def _spans(convs, samples: int) -> tuple[int, int, list[tuple[int, int]]]:
-    """(output frames, j, [(first, last) input sample reaching frame j, and frame j + 1]) of the
-    chain on ``samples`` samples, j its middle frame (gradients on, whatever the caller's mode)."""
-    with torch.inference_mode(False), torch.enable_grad():
-        x = torch.zeros(1, 1, samples, dtype=torch.float64, requires_grad=True)
-        y = x
-        for conv in convs:
-            kernel = torch.ones(conv.weight.shape, dtype=torch.float64) / conv.weight[0].numel()
-            y = torch.nn.functional.conv1d(y, kernel, None, conv.stride, conv.padding,
-                                           conv.dilation, conv.groups)
-        frames = y.size(-1)
-        j = frames // 2
-        spans = []
-        for frame in (j, j + 1)[:max(0, frames - j)]:
-            (grad,) = torch.autograd.grad(y[0, :, frame].sum(), x, retain_graph=True)
-            reached = grad[0, 0].nonzero().flatten()
-            spans.append((int(reached.min()), int(reached.max())))
-    return frames, j, spans
-
-
 def s3prl_timing(frontend) -> tuple[int, float]:
-    """(rate, start) in samples of the upstream's frames (= of the frontend's output).
-
-    ``rate`` is the upstream's downsample rate (s3prl's ``get_downsample_rates``: 320 for HuBERT
-    and wav2vec 2.0). ``start`` is where frame 0's span begins: frame j is centred on its
-    receptive field's centre and spans one rate around it, measured with a gradient through the
-    feature extractor's convolutions alone, all-ones kernels with their strides, padding and
-    dilation. Alone, because fairseq's "default" extractor GroupNorms each channel over the
-    whole utterance, so every frame depends on every sample; the convolutions say which
-    samples a frame is made of. Measured on a frame far from both ends, cached on the frontend.
-    """
+    """(rate, start) in samples of the upstream's frames (= of the frontend's output), from the
+    convolutions of its waveform encoder (espnet_probe.asr.conv_timing), checked against
+    s3prl's own downsample rate (``get_downsample_rates``: 320 for HuBERT and wav2vec 2.0)."""
     _check_one_frame_rate(frontend)
-    cached = getattr(frontend, "_probe_s3prl_timing", None)
-    if cached is not None:
-        return cached
     rates = set(frontend.upstream.downsample_rates)
     if len(rates) != 1:
         raise NotImplementedError(f"hidden states at different downsample rates {sorted(rates)}")
-    rate = int(rates.pop())
-    convs = _feature_convs(frontend)
-    where = type(frontend.upstream.upstream).__module__
-    samples = 16 * rate
-    while True:  # until frames j and j + 1 are clear of both ends (no padding in their view)
-        try:
-            frames, j, spans = _spans(convs, samples)
-        except RuntimeError:  # fewer samples than one receptive field
-            frames = 0
-        if frames >= 4 and spans[0][0] > 0 and spans[1][1] < samples - 1:
-            break
-        if samples > 1 << 22:
-            raise NotImplementedError(f"{where}: no frame clear of the ends of {samples} samples")
-        samples *= 2
-    centre, centre_next = ((first + last) / 2 + 0.5 for first, last in spans)  # sample i: [i, i+1)
-    if centre_next - centre != rate:
-        raise NotImplementedError(f"{where}: its convolutions step {centre_next - centre} "
-                                  f"samples, its downsample rate is {rate}")
-    timing = (rate, centre - j * rate - rate / 2)
-    frontend._probe_s3prl_timing = timing
-    return timing
+    expert = frontend.upstream.upstream
+    extractor = getattr(getattr(expert, "model", None), "feature_extractor", None)
+    if extractor is None:
+        raise NotImplementedError(f"{type(expert).__module__}: no convolutional feature "
+                                  "extractor at model.feature_extractor to time")
+    rate, start = conv_stack_timing(extractor)
+    if rate != rates.pop():
+        raise NotImplementedError(f"{type(expert).__module__}: its convolutions step {rate} "
+                                  f"samples, its downsample rate is {frontend.upstream.downsample_rates[0]}")
+    return rate, start
