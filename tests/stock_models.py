@@ -261,17 +261,143 @@ keep_nbest_models: 1
 num_iters_per_epoch: 1
 """ + _COMMON
 
+# A streaming conformer shaped as egs2/librispeech's train_asr_streaming_conformer config (blocks
+# of 40 frames, hop 16, look-ahead 16), small; not trained unless asked for (stock_recipe(kinds=...))
+STREAMING_KIND = "contextual_block_conformer"
+CONFIGS[STREAMING_KIND] = _FRONTEND + """\
+normalize: utterance_mvn
+specaug: null
+
+encoder: contextual_block_conformer
+encoder_conf:
+    output_size: 48
+    attention_heads: 4
+    linear_units: 64
+    num_blocks: 2
+    dropout_rate: 0.1
+    positional_dropout_rate: 0.1
+    attention_dropout_rate: 0.1
+    input_layer: conv2d
+    normalize_before: true
+    macaron_style: true
+    selfattention_layer_type: rel_selfattn
+    activation_type: swish
+    use_cnn_module: true
+    cnn_module_kernel: 7
+    block_size: 40
+    hop_size: 16
+    look_ahead: 16
+    init_average: true
+    ctx_pos_enc: true
+
+decoder: transformer
+decoder_conf:
+    attention_heads: 4
+    linear_units: 64
+    num_blocks: 1
+    dropout_rate: 0.1
+    positional_dropout_rate: 0.1
+    self_attention_dropout_rate: 0.1
+    src_attention_dropout_rate: 0.1
+
+model_conf:
+    ctc_weight: 0.3
+    lsm_weight: 0.1
+    length_normalized_loss: false
+
+optim: adam
+optim_conf:
+    lr: 0.002
+scheduler: warmuplr
+scheduler_conf:
+    warmup_steps: 10
+
+best_model_criterion:
+-   - valid
+    - acc
+    - max
+keep_nbest_models: 2
+nbest_averaging_interval: 0
+""" + _COMMON
+
+# A conformer on ESPnet's s3prl frontend (the weighted sum of every layer of an SSL upstream), as
+# egs2 recipes with `frontend: s3prl` / `multilayer_feature: true` have it. The upstream is a random
+# tiny HuBERT written in s3prl's local-checkpoint layout (tests/ssl_upstream.py) into the recipe's
+# downloads/, the path a user's converted checkpoint would have. Trained through our entry point:
+# s3prl imports beside torchaudio >= 2.9 only through espnet_probe's import hooks.
+S3PRL_KIND = "s3prl_hubert_conformer"
+S3PRL_UPSTREAM = Path("downloads") / "hubert_tiny.pt"
+CONFIGS[S3PRL_KIND] = """\
+frontend: s3prl
+frontend_conf:
+    frontend_conf:
+        upstream: hubert_local
+        path_or_url: {recipe_dir}/downloads/hubert_tiny.pt
+    multilayer_feature: true
+normalize: utterance_mvn
+specaug: null
+
+encoder: conformer
+encoder_conf:
+    output_size: 48
+    attention_heads: 4
+    linear_units: 64
+    num_blocks: 2
+    dropout_rate: 0.1
+    positional_dropout_rate: 0.1
+    attention_dropout_rate: 0.1
+    input_layer: conv2d2   # 2x on the upstream's 20 ms frames
+    normalize_before: true
+    macaron_style: true
+    rel_pos_type: latest
+    pos_enc_layer_type: rel_pos
+    selfattention_layer_type: rel_selfattn
+    activation_type: swish
+    use_cnn_module: true
+    cnn_module_kernel: 7
+
+decoder: transformer
+decoder_conf:
+    attention_heads: 4
+    linear_units: 64
+    num_blocks: 1
+    dropout_rate: 0.1
+    positional_dropout_rate: 0.1
+    self_attention_dropout_rate: 0.1
+    src_attention_dropout_rate: 0.1
+
+model_conf:
+    ctc_weight: 0.3
+    lsm_weight: 0.1
+    length_normalized_loss: false
+
+optim: adam
+optim_conf:
+    lr: 0.002
+scheduler: warmuplr
+scheduler_conf:
+    warmup_steps: 10
+
+best_model_criterion:
+-   - valid
+    - acc
+    - max
+keep_nbest_models: 2
+nbest_averaging_interval: 0
+""" + _COMMON
+
 # token type, normalisation and text cleaner per kind (asr.sh's --token_type, --feats_normalize
 # and --cleaner)
 TOKEN_TYPE = {"conformer_hybrid_bpe": "bpe", "transformer_conv2d6": "char", "rnn": "char",
-              WHISPER_KIND: "whisper_en"}
+              WHISPER_KIND: "whisper_en", STREAMING_KIND: "char", S3PRL_KIND: "char"}
 FEATS_NORMALIZE = {"conformer_hybrid_bpe": "global_mvn", "transformer_conv2d6": "utterance_mvn",
-                   "rnn": "global_mvn", WHISPER_KIND: None}
+                   "rnn": "global_mvn", WHISPER_KIND: None, STREAMING_KIND: "utterance_mvn",
+                   S3PRL_KIND: "utterance_mvn"}
 CLEANER = {WHISPER_KIND: "whisper_en"}
 # ESPnet's trainer, as `python -m espnet2.bin.asr_train`; for Whisper the same main through
 # espnet_probe.bin.asr_train, which serves tiny.en's weights offline (ESPnet's encoder would
 # download them)
-TRAINER = {WHISPER_KIND: "espnet_probe.bin.asr_train"}
+TRAINER = {WHISPER_KIND: "espnet_probe.bin.asr_train", S3PRL_KIND: "espnet_probe.bin.asr_train"}
 # Whisper's epochs are few: each is one update and a validation pass over 30-s windows (~1 min
 # on one CPU thread); one is enough to show ESPnet's trainer made the model
 MAX_EPOCH = {WHISPER_KIND: 1}
@@ -432,6 +558,7 @@ def make_recipe(recipe_dir: Path, train_dir: Path, valid_dir: Path) -> None:
     conf = recipe_dir / "conf"
     conf.mkdir(parents=True, exist_ok=True)
     for kind, text in CONFIGS.items():
+        text = text.replace("{recipe_dir}", str(recipe_dir.resolve()))
         (conf / f"train_asr_{kind}.yaml").write_text(text, encoding="utf-8")
 
     # BPE (asr.sh's token-list stage): sentencepiece on the train transcripts. tokens.txt is
@@ -553,6 +680,10 @@ def prepare_stock_model(recipe_dir: Path, kind: str, reuse_stats: bool = True) -
         raise StockModelError(f"{recipe_dir}: no recipe here (call make_recipe first)")
     if TOKEN_TYPE[kind] == "whisper_en":
         export_whisper_token_list(recipe_dir)
+    if kind == S3PRL_KIND and not (recipe_dir / S3PRL_UPSTREAM).is_file():
+        from ssl_upstream import write_tiny_hubert
+
+        write_tiny_hubert(recipe_dir / S3PRL_UPSTREAM)
     if not (reuse_stats and _stats_complete(recipe_dir, kind)):
         collect_stats(recipe_dir, kind)
     return recipe_dir
@@ -659,9 +790,10 @@ def librispeech_subset() -> Path:
 
 
 def stock_recipe(tmp_path_factory, kinds: Sequence[str] = STOCK_KINDS, max_epoch: int = 2,
-                 seed: int = 0, subset_dir: Path | None = None) -> StockRecipe:
-    """Train `kinds` once per pytest run in <basetemp>/stock_recipe_e<max_epoch>_s<seed>/ and
-    return the recipe. Kinds already trained by an earlier call are reused, also by the other
+                 seed: int = 0, subset_dir: Path | None = None, name: str = "stock") -> StockRecipe:
+    """Train `kinds` once per pytest run in <basetemp>/<name>_recipe_e<max_epoch>_s<seed>/ and
+    return the recipe (a test that trains other kinds at the same time as another worker gives
+    its own `name`: the kinds of one recipe train under its lock). Kinds already trained by an earlier call are reused, also by the other
     workers of a pytest-xdist run (the recipe sits in the run's shared basetemp and is built
     under a file lock, its record naming the finished kinds); pytest.skip()s when the
     LibriSpeech subset is missing. The missing kinds are prepared one after another (token
@@ -675,7 +807,7 @@ def stock_recipe(tmp_path_factory, kinds: Sequence[str] = STOCK_KINDS, max_epoch
     base = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         base = base.parent  # shared by the run's workers
-    root = base / f"stock_recipe_e{max_epoch}_s{seed}"
+    root = base / f"{name}_recipe_e{max_epoch}_s{seed}"
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / ".lock")):
         recipe_dir = root / "egs2" / "stock" / "asr1"

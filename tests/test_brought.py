@@ -167,6 +167,28 @@ def test_bring_names_a_missing_relative_path_and_where_it_looked(tmp_path):
     assert record["settings"]["recipe_dir"] == str(tmp_path / "asr1")
 
 
+def test_bring_resolves_an_s3prl_upstreams_nested_checkpoint_path(tmp_path):
+    exp = egs2_exp(tmp_path / "asr1")
+    conf = yaml.safe_load((exp / "config.yaml").read_text())
+    conf.update(frontend="s3prl", frontend_conf={
+        "frontend_conf": {"upstream": "hubert_local", "path_or_url": "downloads/hubert.pt"},
+        "multilayer_feature": True})
+    (exp / "config.yaml").write_text(yaml.safe_dump(conf))
+    with pytest.raises(BringError, match=r"frontend_conf.frontend_conf.path_or_url "
+                                         r"'downloads/hubert.pt' not found"):
+        bring(exp, tmp_path / "probe_exp" / "asr_x_brought")
+    (tmp_path / "asr1" / "downloads").mkdir()
+    (tmp_path / "asr1" / "downloads" / "hubert.pt").write_bytes(b"upstream")
+    bring(exp, tmp_path / "probe_exp" / "asr_x_brought")
+    got = yaml.safe_load((tmp_path / "probe_exp" / "asr_x_brought" / "config.yaml").read_text())
+    assert got["frontend_conf"]["frontend_conf"]["path_or_url"] == str(
+        (tmp_path / "asr1" / "downloads" / "hubert.pt").resolve())
+    assert got["frontend_conf"]["multilayer_feature"] is True
+    # the user's config is untouched
+    assert yaml.safe_load((exp / "config.yaml").read_text())["frontend_conf"]["frontend_conf"][
+        "path_or_url"] == "downloads/hubert.pt"
+
+
 def test_bring_unpacks_a_packed_model_and_refuses_unsafe_archives(tmp_path):
     root = tmp_path / "asr1"
     exp = egs2_exp(root)

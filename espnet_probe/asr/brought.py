@@ -40,10 +40,12 @@ from espnet_probe.utils.fileio import atomic_dir, atomic_open
 
 CHECKPOINT_ORDER = ("valid.acc.ave.pth", "valid.acc.best.pth", "valid.loss.ave.pth",
                     "valid.loss.best.pth")
-# config keys that hold file paths, as (section, key); section None = top level
+# config keys that hold file paths, as (section, key); section None = top level, "a.b" nested
+# (an s3prl frontend's upstream checkpoint sits in frontend_conf.frontend_conf.path_or_url)
 PATH_KEYS = (
     (None, "bpemodel"), (None, "token_list"), ("normalize_conf", "stats_file"),
-    ("frontend_conf", "path_or_url"), ("preencoder_conf", "path"),
+    ("frontend_conf", "path_or_url"), ("frontend_conf.frontend_conf", "path_or_url"),
+    ("preencoder_conf", "path"),
 )
 # values of those keys that name a built-in rather than a file: ESPnet's Whisper tokenizers
 BUILT_IN_VALUES = {"whisper_en", "whisper_multilingual"}
@@ -76,12 +78,25 @@ def best_checkpoint(exp_dir: str | Path, model_file: Optional[str | Path] = None
            else "; has training finished?"))
 
 
+def _copied_section(conf: dict, section: str | None) -> dict | None:
+    """The dict at dotted ``section`` of ``conf`` (None: conf itself), copied on the way down so
+    that setting a key in it leaves the caller's nested dicts alone; None if it is not there."""
+    holder = conf
+    for part in section.split(".") if section else ():
+        child = holder.get(part)
+        if not isinstance(child, dict):
+            return None
+        holder[part] = child = dict(child)
+        holder = child
+    return holder
+
+
 def _resolve_paths(conf: dict, root: Path, config_path: Path, what: str) -> dict:
     """config with every known path key made absolute against ``root``; missing ones refused."""
     conf = dict(conf)
     for section, key in PATH_KEYS:
-        holder = conf if section is None else conf.get(section)
-        if not isinstance(holder, dict):
+        holder = _copied_section(conf, section)
+        if holder is None:
             continue
         value = holder.get(key)
         if not isinstance(value, str) or not value or "://" in value or value in BUILT_IN_VALUES:
@@ -95,9 +110,6 @@ def _resolve_paths(conf: dict, root: Path, config_path: Path, what: str) -> dict
                 f"{config_path}: {name} '{value}' not found (looked for {path}; relative paths "
                 f"are taken from {what} '{root}'"
                 + (", give --asr_recipe_dir" if what == "the recipe dir" else "") + ")")
-        if section is not None:
-            holder = dict(holder)
-            conf[section] = holder
         holder[key] = str(path.resolve())
     return conf
 

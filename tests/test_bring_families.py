@@ -1,0 +1,73 @@
+"""The encoder families beyond the stock three, end to end: a streaming (contextual-block)
+conformer and a conformer on an s3prl frontend (a random tiny HuBERT upstream), both trained by
+ESPnet's trainer, brought into ./run.sh and taken through stages 6-12 on real speech.
+
+Its own file (and stock recipe) so that it runs beside test_bring_recipe.py on the other
+pytest-xdist worker; the recipe's stages 1-3 are the same fixture."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from conftest import REPO
+from espnet_probe.probe.summary import read_summary
+from stock_models import S3PRL_KIND, STREAMING_KIND, stock_recipe
+from test_bring_recipe import BEAM, MAXLENRATIO, N_TEST, SNRS, _run, probe_recipe  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+
+def test_streaming_and_ssl_frontend_models_through_stages_6_to_12(probe_recipe, tmp_path_factory,
+                                                                  tmp_path):
+    recipe, common, env = probe_recipe
+    stock = stock_recipe(tmp_path_factory, kinds=(STREAMING_KIND, S3PRL_KIND), name="families")
+    spk = yaml.safe_load((REPO / "conf" / "speaker" / "resnet_small.yaml").read_text())
+    spk["encoder_conf"].update(widths=[4, 8, 8, 8], blocks=[1, 1, 1, 1], descriptor_dim=16,
+                               embed_dim=16)
+    spk["max_epoch"] = 1
+    spk_conf = tmp_path / "tiny_spk.yaml"
+    spk_conf.write_text(yaml.safe_dump(spk))
+    exps = " ".join(str(stock.exp(kind)) for kind in (STREAMING_KIND, S3PRL_KIND))
+    proc = _run(["./run.sh", *common, "--asr_configs", "", "--beam_size", str(BEAM),
+                 "--maxlenratio", MAXLENRATIO, "--stage", "3", "--stop_stage", "12",
+                 "--asr_exps", exps, "--probe_train_set", "train",
+                 "--probe_args", "--max_epoch 2 --batch_bins 400000 --probe_conf hidden_size=32",
+                 "--vocode_max_utts", "4", "--speaker_config", str(spk_conf), "--n_boot", "100"],
+                recipe, env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    exp = recipe / "exp"
+
+    expected = {
+        # the streaming blocks stitched back onto the utterance: one layer per block, at 32 ms
+        STREAMING_KIND: (["input", "subsample", "block1", "block2", "output"], 0.032),
+        # the upstream's layers at 20 ms, the frontend's weighted sum, the conformer at 40 ms
+        S3PRL_KIND: (["upstream0", "upstream1", "upstream2", "weighted_sum", "subsample",
+                      "block1", "block2", "output"], 0.04),
+    }
+    for name, (layers, period) in expected.items():
+        record = yaml.safe_load((exp / f"asr_{name}_brought" / "experiment.yaml").read_text())
+        assert record["input"] == "wave" and record["decoding"]["method"] == "joint_ctc_attention"
+        for cond in ("test", f"test_snr{SNRS}"):
+            result = json.loads((exp / f"asr_{name}_brought" / f"decode_{cond}" / "result.json")
+                                .read_text())
+            assert result["utterances"] == N_TEST and result["cer"]["ref"] > 0
+        for training in ("brought", "random"):
+            summary = read_summary(exp / f"probe_{name}_{training}" / "decode_test")
+            assert summary.layer_names == layers and summary.utterances == N_TEST
+            assert summary.layers[-1].layer.period == pytest.approx(period)
+        sid = (exp / f"asr_{name}_brought" / "speaker_id" / "results.csv").read_text().splitlines()
+        assert [row.split(",")[0] for row in sid[1:]] == layers
+    with open(exp / "report" / "scores.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    got = {(r["model"], r["training"], r["condition"], r["layer"], r["metric"]) for r in rows}
+    for name, (layers, _) in expected.items():
+        for layer in (layers[0], layers[-1]):
+            for metric in ("eer_ge2e", "stoi", "pesq", "mel_l1"):
+                assert (name, "brought", "clean", layer, metric) in got, (name, layer, metric)
+                assert (name, "brought", f"snr{SNRS}", layer, metric) in got
+                assert (name, "random", "clean", layer, metric) in got
+        assert (name, "brought", "clean", "output", "wer") in got
