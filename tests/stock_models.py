@@ -73,25 +73,9 @@ use_tensorboard: false   # tensorboard is not installed in tools/venv
 log_interval: 1
 """
 
-# Each kind's training config, as a recipe would keep it in conf/. Like egs2 configs, the global_mvn
-# kinds leave `normalize` out: the training command adds `--normalize global_mvn` with the stats
-# file from the collect-stats pass (the stats pass itself cannot build a GlobalMVN without it).
-CONFIGS: dict[str, str] = {
-    "conformer_hybrid_bpe": _FRONTEND + """\
-specaug: specaug
-specaug_conf:
-    apply_time_warp: true
-    time_warp_window: 5
-    time_warp_mode: bicubic
-    apply_freq_mask: true
-    freq_mask_width_range: [0, 10]
-    num_freq_mask: 1
-    apply_time_mask: true
-    time_mask_width_range: [0, 20]
-    num_time_mask: 1
-
-encoder: conformer
-encoder_conf:
+# The conformers' sizes and modules, and the hybrid CTC/attention tail (decoder, loss, optimiser,
+# checkpoint choice) the conformer kinds share
+_SIZES = """\
     output_size: 48
     attention_heads: 4
     linear_units: 64
@@ -99,7 +83,8 @@ encoder_conf:
     dropout_rate: 0.1
     positional_dropout_rate: 0.1
     attention_dropout_rate: 0.1
-    input_layer: conv2d
+"""
+_CONFORMER = """\
     normalize_before: true
     macaron_style: true
     rel_pos_type: latest
@@ -108,7 +93,8 @@ encoder_conf:
     activation_type: swish
     use_cnn_module: true
     cnn_module_kernel: 7
-
+"""
+_HYBRID = """\
 decoder: transformer
 decoder_conf:
     attention_heads: 4
@@ -137,7 +123,30 @@ best_model_criterion:
     - max
 keep_nbest_models: 2
 nbest_averaging_interval: 0
-""" + _COMMON,
+"""
+
+# Each kind's training config, as a recipe would keep it in conf/. Like egs2 configs, the global_mvn
+# kinds leave `normalize` out: the training command adds `--normalize global_mvn` with the stats
+# file from the collect-stats pass (the stats pass itself cannot build a GlobalMVN without it).
+CONFIGS: dict[str, str] = {
+    "conformer_hybrid_bpe": _FRONTEND + """\
+specaug: specaug
+specaug_conf:
+    apply_time_warp: true
+    time_warp_window: 5
+    time_warp_mode: bicubic
+    apply_freq_mask: true
+    freq_mask_width_range: [0, 10]
+    num_freq_mask: 1
+    apply_time_mask: true
+    time_mask_width_range: [0, 20]
+    num_time_mask: 1
+
+encoder: conformer
+encoder_conf:
+""" + _SIZES + """\
+    input_layer: conv2d
+""" + _CONFORMER + _HYBRID + _COMMON,
     "transformer_conv2d6": _FRONTEND + """\
 normalize: utterance_mvn
 specaug: null
@@ -270,13 +279,7 @@ specaug: null
 
 encoder: contextual_block_conformer
 encoder_conf:
-    output_size: 48
-    attention_heads: 4
-    linear_units: 64
-    num_blocks: 2
-    dropout_rate: 0.1
-    positional_dropout_rate: 0.1
-    attention_dropout_rate: 0.1
+""" + _SIZES + """\
     input_layer: conv2d
     normalize_before: true
     macaron_style: true
@@ -289,36 +292,7 @@ encoder_conf:
     look_ahead: 16
     init_average: true
     ctx_pos_enc: true
-
-decoder: transformer
-decoder_conf:
-    attention_heads: 4
-    linear_units: 64
-    num_blocks: 1
-    dropout_rate: 0.1
-    positional_dropout_rate: 0.1
-    self_attention_dropout_rate: 0.1
-    src_attention_dropout_rate: 0.1
-
-model_conf:
-    ctc_weight: 0.3
-    lsm_weight: 0.1
-    length_normalized_loss: false
-
-optim: adam
-optim_conf:
-    lr: 0.002
-scheduler: warmuplr
-scheduler_conf:
-    warmup_steps: 10
-
-best_model_criterion:
--   - valid
-    - acc
-    - max
-keep_nbest_models: 2
-nbest_averaging_interval: 0
-""" + _COMMON
+""" + _HYBRID + _COMMON
 
 # A conformer on ESPnet's s3prl frontend (the weighted sum of every layer of an SSL upstream), as
 # egs2 recipes with `frontend: s3prl` / `multilayer_feature: true` have it. The upstream is a random
@@ -339,52 +313,9 @@ specaug: null
 
 encoder: conformer
 encoder_conf:
-    output_size: 48
-    attention_heads: 4
-    linear_units: 64
-    num_blocks: 2
-    dropout_rate: 0.1
-    positional_dropout_rate: 0.1
-    attention_dropout_rate: 0.1
+""" + _SIZES + """\
     input_layer: conv2d2   # 2x on the upstream's 20 ms frames
-    normalize_before: true
-    macaron_style: true
-    rel_pos_type: latest
-    pos_enc_layer_type: rel_pos
-    selfattention_layer_type: rel_selfattn
-    activation_type: swish
-    use_cnn_module: true
-    cnn_module_kernel: 7
-
-decoder: transformer
-decoder_conf:
-    attention_heads: 4
-    linear_units: 64
-    num_blocks: 1
-    dropout_rate: 0.1
-    positional_dropout_rate: 0.1
-    self_attention_dropout_rate: 0.1
-    src_attention_dropout_rate: 0.1
-
-model_conf:
-    ctc_weight: 0.3
-    lsm_weight: 0.1
-    length_normalized_loss: false
-
-optim: adam
-optim_conf:
-    lr: 0.002
-scheduler: warmuplr
-scheduler_conf:
-    warmup_steps: 10
-
-best_model_criterion:
--   - valid
-    - acc
-    - max
-keep_nbest_models: 2
-nbest_averaging_interval: 0
-""" + _COMMON
+""" + _CONFORMER + _HYBRID + _COMMON
 
 # token type, normalisation and text cleaner per kind (asr.sh's --token_type, --feats_normalize
 # and --cleaner)

@@ -13,10 +13,10 @@ import json
 import pytest
 import yaml
 
-from conftest import REPO
 from espnet_probe.probe.summary import read_summary
 from stock_models import S3PRL_KIND, STREAMING_KIND, stock_recipe
-from test_bring_recipe import BEAM, MAXLENRATIO, N_TEST, SNRS, _run, probe_recipe  # noqa: F401
+from test_bring_recipe import (BEAM, MAXLENRATIO, N_TEST, SNRS, _run, probe_recipe,  # noqa: F401
+                               tiny_speaker_config)
 
 pytestmark = pytest.mark.integration
 
@@ -25,18 +25,13 @@ def test_streaming_and_ssl_frontend_models_through_stages_6_to_12(probe_recipe, 
                                                                   tmp_path):
     recipe, common, env = probe_recipe
     stock = stock_recipe(tmp_path_factory, kinds=(STREAMING_KIND, S3PRL_KIND), name="families")
-    spk = yaml.safe_load((REPO / "conf" / "speaker" / "resnet_small.yaml").read_text())
-    spk["encoder_conf"].update(widths=[4, 8, 8, 8], blocks=[1, 1, 1, 1], descriptor_dim=16,
-                               embed_dim=16)
-    spk["max_epoch"] = 1
-    spk_conf = tmp_path / "tiny_spk.yaml"
-    spk_conf.write_text(yaml.safe_dump(spk))
+    spk_conf = tiny_speaker_config(tmp_path)
     exps = " ".join(str(stock.exp(kind)) for kind in (STREAMING_KIND, S3PRL_KIND))
     proc = _run(["./run.sh", *common, "--asr_configs", "", "--beam_size", str(BEAM),
                  "--maxlenratio", MAXLENRATIO, "--stage", "3", "--stop_stage", "12",
                  "--asr_exps", exps, "--probe_train_set", "train",
                  "--probe_args", "--max_epoch 2 --batch_bins 400000 --probe_conf hidden_size=32",
-                 "--vocode_max_utts", "4", "--speaker_config", str(spk_conf), "--n_boot", "100"],
+                 "--vocode_max_utts", "8", "--speaker_config", str(spk_conf), "--n_boot", "100"],
                 recipe, env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     exp = recipe / "exp"

@@ -82,6 +82,17 @@ def _mean_mel_l1(recipe: Path, dump: str) -> float:
 N_TEST = 12  # 4 test speakers x 3 utterances
 
 
+def tiny_speaker_config(where: Path) -> Path:
+    """The recipe's ThinResNet config at a tiny size, one epoch: stage 10's plumbing."""
+    spk = yaml.safe_load((REPO / "conf" / "speaker" / "resnet_small.yaml").read_text())
+    spk["encoder_conf"].update(widths=[4, 8, 8, 8], blocks=[1, 1, 1, 1], descriptor_dim=16,
+                               embed_dim=16)
+    spk["max_epoch"] = 1
+    path = where / "tiny_spk.yaml"
+    path.write_text(yaml.safe_dump(spk))
+    return path
+
+
 def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, tmp_path_factory, tmp_path):
     """The stock models train for 2 epochs (tests/stock_models.py): the hybrid ones' attention
     decoders already emit text, the CTC-only transformer still gives blanks only.  So stage 6
@@ -92,12 +103,7 @@ def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, tmp_path_fa
     packed = pack_model(stock.recipe_dir, stock.exp("transformer_conv2d6"),
                         tmp_path / "transformer_conv2d6_packed.zip")
     hybrid = [stock.exp("conformer_hybrid_bpe"), stock.exp("rnn"), stock.exp(WHISPER_KIND)]
-    spk = yaml.safe_load((REPO / "conf" / "speaker" / "resnet_small.yaml").read_text())
-    spk["encoder_conf"].update(widths=[4, 8, 8, 8], blocks=[1, 1, 1, 1], descriptor_dim=16,
-                               embed_dim=16)
-    spk["max_epoch"] = 1
-    spk_conf = tmp_path / "tiny_spk.yaml"
-    spk_conf.write_text(yaml.safe_dump(spk))
+    spk_conf = tiny_speaker_config(tmp_path)
     base = ["./run.sh", *common, "--asr_configs", "", "--beam_size", str(BEAM),
             "--maxlenratio", MAXLENRATIO]
 
