@@ -25,7 +25,7 @@ MUSAN_MINI = SHARED_DATA / "musan_mini"
 # (--no-loadscope-reorder) and is handed two at the start, so they start at once instead of
 # closing the run, and every other file goes to whichever worker is free. test_stock_models is
 # left in place: it waits for the stock models test_bring_recipe trains.
-LONGEST_FIRST = ("test_bring_recipe.py", "test_recipe.py")
+LONGEST_FIRST = ("test_bring_recipe.py", "test_recipe.py", "test_bring_families.py")
 
 
 def pytest_collection_modifyitems(items):
