@@ -207,3 +207,23 @@ def frontend_of(frontend) -> Frontend:
 
 def family_named(name: str) -> Optional[Family]:
     return next((f for f in FAMILIES if f.name == name), None)
+
+
+def check_config(encoder: str, frontend: Optional[str]) -> None:
+    """Refuse, by the names a training config gives (``encoder:``, ``frontend:``), a model the
+    map cannot probe: before anything is built or run (bringing a model checks this)."""
+    refused = next((r for r in REFUSED if r.name == encoder), None)
+    if refused is not None:
+        raise UnsupportedFamily(f"encoder {encoder} is not probed: {refused.reason}")
+    if family_named(encoder) is None:
+        raise UnsupportedFamily(f"encoder {encoder!r} has no entry in the layer map "
+                                f"(espnet_probe/families.py); supported: {supported()}")
+    if frontend and not any(f.name == frontend for f in FRONTENDS):
+        names = ", ".join(f.name for f in FRONTENDS if f.name and not f.classes[0].startswith(OURS))
+        raise UnsupportedFamily(f"frontend {frontend!r} is not supported: no entry in the layer map "
+                                f"(espnet_probe/families.py); supported: none, {names}")
+
+
+def waveform_encoders() -> Tuple[str, ...]:
+    """Encoder choices that compute their own input from the waveform (no ESPnet frontend)."""
+    return tuple(f.name for f in FAMILIES if f.takes_wave)

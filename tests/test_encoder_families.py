@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from espnet_probe.families import FAMILIES, REFUSED, UnsupportedFamily, family_named
 from espnet_probe.layers import extract_layers
@@ -256,3 +257,24 @@ def test_s3prl_frontend_model_lists_upstream_layers_then_the_encoders(tmp_path, 
         feats, _ = model.normalize(feats, torch.tensor([feats.size(1)]))
     assert torch.allclose(layers[3].hidden[:1, : feats.size(1)], feats, atol=1e-5)
     check_probe_epoch(model, wav, lens, names)
+
+
+def test_bringing_a_refused_or_unknown_family_fails_in_one_line_before_any_stage(tmp_path):
+    from test_brought import egs2_exp
+
+    from espnet_probe.asr.brought import BringError, bring
+    from espnet_probe.data.model_inputs import input_kind
+
+    exp = egs2_exp(tmp_path / "asr1")
+    conf = yaml.safe_load((exp / "config.yaml").read_text())
+    for encoder, frontend, message in (
+            ("hubert", None, "encoder hubert is not probed: needs fairseq"),
+            ("my_encoder", "default", "encoder 'my_encoder' has no entry in the layer map"),
+            ("conformer", "fused", "frontend 'fused' is not supported")):
+        (exp / "config.yaml").write_text(yaml.safe_dump({**conf, "encoder": encoder, "frontend": frontend}))
+        with pytest.raises(BringError, match=message) as e:
+            bring(exp, tmp_path / "exp" / f"asr_{encoder}_brought")
+        assert "\n" not in str(e.value)
+        assert not (tmp_path / "exp" / f"asr_{encoder}_brought").exists()
+    # an SSL encoder that reads the waveform itself (input_size 1, no frontend) is given it
+    assert input_kind({"encoder": "torchaudiohubert", "input_size": 1}) == "wave"

@@ -36,6 +36,7 @@ import yaml
 
 from espnet_probe.data.model_inputs import input_kind
 from espnet_probe.experiments import EXPERIMENT_FILE, read_experiment
+from espnet_probe.families import UnsupportedFamily, check_config
 from espnet_probe.utils.fileio import atomic_dir, atomic_open
 
 CHECKPOINT_ORDER = ("valid.acc.ave.pth", "valid.acc.best.pth", "valid.loss.ave.pth",
@@ -216,6 +217,10 @@ def bring(source: str | Path, exp_dir: str | Path, recipe_dir: Optional[str | Pa
             conf = yaml.safe_load(f)
         if not isinstance(conf, dict) or "encoder" not in conf:
             raise BringError(f"{config}: not an ESPnet2 ASR training config (no encoder)")
+        try:  # a family the layer map cannot probe is refused now, before any stage runs
+            check_config(conf["encoder"], conf.get("frontend"))
+        except UnsupportedFamily as e:
+            raise BringError(f"{config}: {e}") from None
         resolved = _resolve_paths(conf, root, config, root_what)
         if packed:  # paths were checked in the unpack dir; store them at their final place
             resolved = json.loads(json.dumps(resolved).replace(str(unpack.resolve()), str(final)))

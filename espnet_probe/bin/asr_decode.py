@@ -33,6 +33,7 @@ from espnet_probe.asr.decode import (DecodeRefused, check_decode, ctc_min_frames
 from espnet_probe.asr.whisper import english_normaliser
 from espnet_probe.data.model_inputs import ModelInputError, open_inputs
 from espnet_probe.experiments import read_experiment
+from espnet_probe.families import UnsupportedFamily
 from espnet_probe.metrics.wer import score
 from espnet_probe.utils.device import add_device_argument
 from espnet_probe.utils.fileio import atomic_open
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             decode_set(model, train_args, config, checkpoint, feats_dir, out, args.asr_exp.name,
                        args.max_frames, decoding, args.device)
     except (DecodeRefused, ModelInputError, InputMismatchError, CheckpointError,
-            FileNotFoundError) as e:
+            FileNotFoundError, UnsupportedFamily) as e:
         print(f"asr_decode: error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from espnet_probe.asr.register import register_encoders
+from espnet_probe.families import UnsupportedFamily
 from espnet_probe.probe.trainer import LAYER_BEST
 from espnet_probe.utils.device import add_device_argument
 
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
             print(f"probe_decode {out}: {summary.utterances} utts, L1 "
                   + ", ".join(f"{d.layer.name} {d.l1_heard:.3f}" for d in summary.layers),
                   file=sys.stderr)
-    except (ProbeDecodeError, FileNotFoundError, ValueError) as e:
+    except (ProbeDecodeError, FileNotFoundError, ValueError, UnsupportedFamily) as e:
         print(f"probe_decode: error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -34,6 +34,7 @@ import sys
 from pathlib import Path
 
 from espnet_probe.asr.register import register_encoders
+from espnet_probe.families import UnsupportedFamily
 from espnet_probe.tasks.probe import ProbeTask
 from espnet_probe.utils.checkpoint import CheckpointError, checked_init_params
 
@@ -82,12 +83,13 @@ def main(argv=None):
 
         try:
             model = load_asr_model(argv[1], argv[2]) if len(argv) == 3 else load_whisper(argv[1])
-        except (CheckpointError, WhisperSourceError, FileNotFoundError) as e:
+            spec = model_input(model)
+            table = layer_table(extract_layers(model, *spec.dummy(1.0)))
+        except (CheckpointError, WhisperSourceError, FileNotFoundError, UnsupportedFamily) as e:
             print(f"probe_train: error: {e}", file=sys.stderr)
             return 1
-        spec = model_input(model)
         print(f"input: {spec.describe()}")
-        print(layer_table(extract_layers(model, *spec.dummy(1.0))))
+        print(table)
         return 0
     dirs = argparse.ArgumentParser(add_help=False)
     dirs.add_argument("--train_dump_dir", type=Path)
@@ -100,7 +102,7 @@ def main(argv=None):
     try:
         with checked_init_params(argv) as argv:
             ProbeTask.main(cmd=argv)
-    except (CheckpointError, FileNotFoundError) as e:  # the ASR model or an --init_param file
+    except (CheckpointError, FileNotFoundError, UnsupportedFamily) as e:  # the ASR model or an --init_param file
         print(f"probe_train: error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from espnet_probe.asr.brought import best_checkpoint
+from espnet_probe.families import UnsupportedFamily
 from espnet_probe.probe.speaker_id import DEFAULT_C, PER_UTTERANCE, POOLINGS
 from espnet_probe.utils.device import add_device_argument
 from espnet_probe.utils.freshness import Stamp, fingerprint
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         model.to(args.device)
         results = speaker_id_probe(model, args.feats_dir, args.held_out, args.seed,
                                    args.batch_frames, args.pooling, args.C)
-    except (DataDirError, FileNotFoundError, ValueError) as e:
+    except (DataDirError, FileNotFoundError, ValueError, UnsupportedFamily) as e:
         print(f"speaker_id_probe: error: {e}", file=sys.stderr)
         return 1
     results = {"inputs_digest": digest, "asr_exp": str(args.asr_exp), "checkpoint": str(checkpoint),

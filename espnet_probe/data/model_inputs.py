@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 
 from espnet_probe.audio.io import load_utterance
+from espnet_probe.families import waveform_encoders
 from espnet_probe.utils.fileio import atomic_open, atomic_path
 from espnet_probe.utils.freshness import Stamp, fingerprint
 from espnet_probe.utils.kaldi_dir import load_data_dir, read_table, write_table
@@ -31,9 +32,10 @@ from espnet_probe.utils.kaldi_dir import load_data_dir, read_table, write_table
 INPUT_FILES = {"feats": ("feats.scp", "feats_shape"), "wave": ("wave.scp", "wave_shape")}
 
 
-# ESPnet encoders that compute their own features from the waveform: their configs set
-# input_size (1) so that ESPnet builds no frontend, yet the model is given the waveform
-WAVEFORM_ENCODERS = ("whisper",)
+# ESPnet encoders that compute their own features from the waveform (the layer map's
+# takes_wave): their configs set input_size (1) so that ESPnet builds no frontend, yet the
+# model is given the waveform
+WAVEFORM_ENCODERS = waveform_encoders()
 
 
 def input_kind(conf: dict) -> str:
