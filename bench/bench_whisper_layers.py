@@ -9,7 +9,7 @@ probes on every layer (conf/probe/probe_small.yaml's sizes), as ESPnet's trainer
   recompute      every epoch runs the encoder again, one utterance per forward (window batch 1)
   batched        every epoch runs the encoder again, the batch's windows in one forward
   cache          batched, and the layers kept in float16 after the first epoch
-                 (WhisperASR.cache_layers, what the probe trainer uses)
+                 (ProbeModel.cache_layers, what the probe trainer uses)
 
 Prints a markdown table: seconds per epoch (first and later), the split between the encoder and
 the probes, speed-up of the later epochs over `recompute`, the cache's memory per hour of audio,
@@ -61,15 +61,16 @@ def batches(waves, size):
 
 def run(option: str, asr, waves, epochs: int, batch: int) -> dict:
     from espnet_probe.audio.features import FbankConfig, LogMelExtractor
+    from espnet_probe.layers import extract_layers
     from espnet_probe.probe.model import ProbeModel, probed_layers
 
     asr = copy.deepcopy(asr)
     asr.window_batch = 1 if option == "recompute" else 4
-    if option == "cache":
-        asr.cache_layers(8 * 2**30)
     conf = yaml.safe_load((REPO / "conf" / "probe" / "probe_small.yaml").read_text())
     probe_conf = {k: v for k, v in (conf.get("probe_conf") or {}).items() if k != "mix_batches"}
     model = ProbeModel(asr, probed_layers(asr, "all", 0.01), n_mels=80, **probe_conf)
+    if option == "cache":
+        model.cache_layers(8 * 2**30)
     optim = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     extractor = LogMelExtractor(FbankConfig())
     mels = [torch.from_numpy(extractor(w)[0]) for w in waves]
@@ -93,12 +94,12 @@ def run(option: str, asr, waves, epochs: int, batch: int) -> dict:
         out["encoder"] = time.perf_counter() - start
     if option == "cache":
         hours = sum(len(w) for w in waves) / 16000 / 3600
-        out["gb_per_hour"] = asr._cache_bytes / 2**30 / hours
+        out["gb_per_hour"] = model._cache_bytes / 2**30 / hours
         speech, lengths = next(batches(waves, batch))
-        exact = asr.utterance_layers(speech, lengths)
-        rounded = asr._cached_utterance_layers(speech, lengths)
-        out["fp16_rel_err"] = max(float((r - e).abs().max() / e.abs().max())
-                                  for er, rr in zip(exact, rounded) for e, r in zip(er, rr))
+        exact = {s.layer.name: s.hidden for s in extract_layers(asr, speech, lengths)}
+        rounded = model.hidden_states(speech, lengths)
+        out["fp16_rel_err"] = max(float((rounded[n].hidden - e).abs().max() / e.abs().max())
+                                  for n, e in exact.items())
     return out
 
 

@@ -132,6 +132,37 @@ def real_features(root: Path, n_utts: int = 24) -> Path:
     return root
 
 
+def test_the_layer_cache_gives_exactly_the_computed_layers_once_per_batch(tmp_path, monkeypatch):
+    """The probe trainer's cache: a batch's layers are computed once, kept as computed (the
+    probes see exactly what they would without it), within its memory; new weights clear it."""
+    import espnet_probe.probe.model as probe_model
+
+    asr = build_model(tmp_path, "blstm_small.yaml", "--encoder_conf", "hidden_size=8",
+                      "--encoder_conf", "projection_size=8")
+    model = ProbeModel(asr, probed_layers(asr), hidden_size=8)
+    x = 1.0 + 2.0 * torch.randn(2, 50, 240)
+    lens = torch.tensor([50, 33])
+    exact = model.hidden_states(x, lens)
+    calls = []
+    compute = probe_model.extract_layers
+    monkeypatch.setattr(probe_model, "extract_layers", lambda *a: calls.append(1) or compute(*a))
+    model.cache_layers(2**20)
+    first, again = model.hidden_states(x, lens), model.hidden_states(x, lens)
+    assert len(calls) == 1
+    assert model._cache_bytes == sum(s.hidden.numel() * 4 for s in exact.values())
+    for name, e in exact.items():
+        assert torch.equal(first[name].hidden, e.hidden) and torch.equal(again[name].hidden, e.hidden)
+    model.hidden_states(x[:1], lens[:1])  # another batch: computed
+    assert len(calls) == 2
+    with torch.no_grad():
+        next(asr.encoder.parameters()).add_(1.0)  # new weights: what was kept is stale
+    model.hidden_states(x, lens)
+    assert len(calls) == 3
+    model.cache_layers(100)  # too little memory: nothing is kept, every pass computes
+    model.hidden_states(x, lens), model.hidden_states(x, lens)
+    assert len(calls) == 5 and model._cache_bytes == 0
+
+
 def test_probe_task_options_are_probe_models_keyword_arguments(tmp_path):
     from espnet_probe.tasks.probe import ProbeTask
 

@@ -210,27 +210,30 @@ def test_a_mismatched_openai_checkpoint_is_named(tmp_path):
         build_whisper(dims, state, "x.pt")
 
 
-def test_the_layer_cache_computes_each_utterance_once_and_forgets_on_new_weights(tiny, monkeypatch):
+def test_the_probe_trainers_layer_cache_keeps_whispers_layers_in_float16(tiny):
     import copy
 
-    from espnet_probe.probe.model import reinitialise_encoder
+    from espnet_probe.probe.model import ProbeModel, probed_layers, reinitialise_encoder
 
     model = copy.deepcopy(tiny)
     (_, wave, _), = librispeech(1)
     speech, lengths = torch.from_numpy(wave[None, :32000]), torch.tensor([32000])
-    exact = model.layer_outputs(speech, lengths)
-    model.cache_layers(2**30)
+    probe = ProbeModel(model, probed_layers(model), hidden_size=8)
+    exact = probe.hidden_states(speech, lengths)
+    probe.cache_layers(2**30)
     calls = []
     compute = model.utterance_layers
-    monkeypatch.setattr(model, "utterance_layers", lambda *a: calls.append(1) or compute(*a))
-    first = model.layer_outputs(speech, lengths)
-    again = model.layer_outputs(speech, lengths)
-    assert len(calls) == 1 and model._cache_bytes > 0
-    for (_, e, e_lengths, *_), (_, a, a_lengths, *_), (_, b, *_) in zip(exact, first, again):
-        assert torch.equal(a, b) and torch.equal(a_lengths, e_lengths)
-        assert (a - e).abs().max() <= 1e-3 * e.abs().max()  # float16
+    model.utterance_layers = lambda *a: calls.append(1) or compute(*a)
+    first = probe.hidden_states(speech, lengths)
+    again = probe.hidden_states(speech, lengths)
+    assert len(calls) == 1 and probe._cache_bytes == sum(
+        s.hidden.numel() * 2 for s in exact.values())  # float16
+    for name, e in exact.items():
+        assert torch.equal(first[name].hidden, again[name].hidden)
+        assert torch.equal(first[name].lengths, e.lengths)
+        assert (first[name].hidden - e.hidden).abs().max() <= 1e-3 * e.hidden.abs().max()
     reinitialise_encoder(model, seed=0)  # the random control: the cached layers are stale
-    model.layer_outputs(speech, lengths)
+    probe.hidden_states(speech, lengths)
     assert len(calls) == 2
 
 

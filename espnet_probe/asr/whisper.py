@@ -34,7 +34,6 @@ Whisper's ``EnglishTextNormalizer`` on both sides, as Whisper's papers report th
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import math
@@ -314,6 +313,10 @@ class WhisperASR(torch.nn.Module):
     """openai-whisper's model with this project's interface: ``frontend`` (timing), ``encoder``
     (what the random control re-initialises), ``layer_outputs`` and ``transcribe``."""
 
+    # the probe trainer's layer cache keeps these in float16: 30-s windows of every layer are
+    # large (1.1 GB an hour of audio even so; BENCHMARKS.md section 9)
+    layer_cache_dtype = torch.float16
+
     def __init__(self, dims: dict, window_batch: int = 4):
         super().__init__()
         from whisper.model import ModelDimensions, Whisper
@@ -364,40 +367,9 @@ class WhisperASR(torch.nn.Module):
                 out[b].append(whole[: math.ceil(frames[b] / rate)])
         return out
 
-    def cache_layers(self, max_bytes: int) -> None:
-        """Keep each utterance's layers (float16, its own frames only) after they are first
-        computed, up to ``max_bytes``: the second and later probe epochs then cost no encoder
-        pass (a 30-s window costs ~1.3 s of one core).  Keyed by the waveform's digest; cleared
-        when the encoder's weights change (the random control re-draws them).  Only the probe
-        trainer turns it on (BENCHMARKS.md: the options measured)."""
-        self._cache: Dict[str, List[torch.Tensor]] = {}
-        self._cache_bytes, self._cache_max = 0, int(max_bytes)
-        self._cache_weights = self._weights_version()
-
-    def _weights_version(self) -> tuple:
-        return tuple((p.data_ptr(), p._version) for p in self.whisper.encoder.parameters())
-
-    def _cached_utterance_layers(self, speech, lengths) -> List[List[torch.Tensor]]:
-        if self._weights_version() != self._cache_weights:
-            self.cache_layers(self._cache_max)
-        keys = [hashlib.sha1(speech[b, : int(lengths[b])].cpu().numpy().tobytes()).hexdigest()
-                for b in range(speech.size(0))]
-        missing = [b for b, key in enumerate(keys) if key not in self._cache]
-        fresh = {}
-        if missing:
-            index = torch.tensor(missing, device=speech.device)
-            for b, layers in zip(missing, self.utterance_layers(speech[index], lengths[index])):
-                fresh[keys[b]] = [x.half() for x in layers]
-                size = sum(x.numel() * 2 for x in fresh[keys[b]])
-                if self._cache_bytes + size <= self._cache_max:
-                    self._cache[keys[b]] = fresh[keys[b]]
-                    self._cache_bytes += size
-        return [[x.float() for x in (self._cache.get(key) or fresh[key])] for key in keys]
-
     def layer_outputs(self, speech: torch.Tensor, lengths: torch.Tensor) -> List[EncoderLayer]:
         """Every layer (module doc) for a padded batch of waveforms (B, N)."""
-        cached = getattr(self, "_cache_max", 0) > 0
-        per_utt = (self._cached_utterance_layers if cached else self.utterance_layers)(speech, lengths)
+        per_utt = self.utterance_layers(speech, lengths)
         return [_layer_output(name, i, [u[i] for u in per_utt])
                 for i, name in enumerate(self.layer_names())]
 

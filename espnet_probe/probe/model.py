@@ -24,6 +24,7 @@ it always runs in eval mode under no_grad: one encoder pass feeds every probe.
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from dataclasses import dataclass
 from typing import Deque, Dict, List, Optional, Sequence, Tuple
@@ -34,7 +35,7 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet_probe.asr.blstm import zero_padding
 from espnet_probe.asr.model_input import model_input
 from espnet_probe.layer_record import Layer
-from espnet_probe.layers import extract_layers
+from espnet_probe.layers import LayerStates, extract_layers
 
 try:  # ESPnet's base class when available (training); plain Module for unit use.
     from espnet2.train.abs_espnet_model import AbsESPnetModel as _Base
@@ -289,14 +290,51 @@ class ProbeModel(_Base):
             for name in self.layer_names if name in wanted
         }
 
+    def cache_layers(self, max_bytes: int) -> None:
+        """Keep each batch's probed layers after they are first computed, up to ``max_bytes``:
+        the ASR model is frozen and ESPnet's batches keep their members from epoch to epoch,
+        so the second and later epochs (and every validation) cost no encoder pass.  Keyed by
+        the batch's input (a digest); cleared when the ASR model's weights change (the random
+        control re-draws them).  Kept as computed, so the probes see exactly what they would
+        without the cache, unless the model asks for less (``layer_cache_dtype``: Whisper's
+        layers over 30-s windows are kept in float16, BENCHMARKS.md section 9).  Only the probe
+        trainer turns it on."""
+        self._cache: Dict[str, Dict[str, LayerStates]] = {}
+        self._cache_bytes, self._cache_max = 0, int(max_bytes)
+        self._cache_weights = self._asr_weights_version()
+
+    def _asr_weights_version(self) -> tuple:
+        return tuple((p.data_ptr(), p._version) for p in self.asr.parameters())
+
     def hidden_states(self, speech: torch.Tensor, speech_lengths: torch.Tensor):
         """Every probed layer's output of the frozen ASR model, by name."""
+        caching = getattr(self, "_cache_max", 0) > 0
+        if caching:
+            if self._asr_weights_version() != self._cache_weights:
+                self.cache_layers(self._cache_max)
+            digest = hashlib.sha1(speech_lengths.cpu().numpy().tobytes())
+            digest.update(speech[:, : int(speech_lengths.max())].contiguous().cpu().numpy().tobytes())
+            key = digest.hexdigest()
+            if key in self._cache:
+                return {name: LayerStates(s.layer, s.hidden.float(), s.lengths)
+                        for name, s in self._cache[key].items()}
         with torch.no_grad():
             hidden = {states.layer.name: states for states in
                       extract_layers(self.asr, speech, speech_lengths, self.target_period)}
         missing = [n for n in self.layer_names if n not in hidden]
         if missing:
             raise ValueError(f"the ASR model has no layer(s) {missing}; it has {sorted(hidden)}")
+        if caching:
+            dtype = getattr(self.asr, "layer_cache_dtype", None)
+            kept = {name: LayerStates(hidden[name].layer, hidden[name].hidden.to(dtype or
+                                                                               hidden[name].hidden.dtype),
+                                      hidden[name].lengths) for name in self.layer_names}
+            size = sum(s.hidden.numel() * s.hidden.element_size() for s in kept.values())
+            if self._cache_bytes + size <= self._cache_max:
+                self._cache[key] = kept
+                self._cache_bytes += size
+            if dtype is not None:  # the same values whether this batch was cached or not
+                return {name: LayerStates(s.layer, s.hidden.float(), s.lengths) for name, s in kept.items()}
         return hidden
 
     def sampled_losses(self, speech: torch.Tensor, speech_lengths: torch.Tensor,

@@ -57,9 +57,9 @@ class ProbeTrainer(Trainer):
     @classmethod
     def run(cls, model, optimizers, schedulers, train_iter_factory, valid_iter_factory,
             plot_attention_iter_factory, trainer_options, distributed_option) -> None:
-        if hasattr(model.asr, "cache_layers") and trainer_options.layer_cache_gb > 0:
-            # the frozen model's layers do not change between epochs: computed once (Whisper)
-            model.asr.cache_layers(int(trainer_options.layer_cache_gb * 2**30))
+        if trainer_options.layer_cache_gb > 0:
+            # the frozen model's layers do not change between epochs: computed once
+            model.cache_layers(int(trainer_options.layer_cache_gb * 2**30))
         criteria = [list(c) for c in trainer_options.best_model_criterion]
         for criterion in layer_criteria(model.layer_names):
             if criterion not in criteria:

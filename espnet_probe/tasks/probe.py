@@ -72,8 +72,8 @@ class ProbeTask(AbsTask):
         group.add_argument("--n_mels", type=int, default=MODEL_DEFAULTS["n_mels"],
                            help="mel bins of the target")
         group.add_argument("--layer_cache_gb", type=float, default=4.0,
-                           help="training only, for a model that can keep its layers (Whisper):\n"
-                                "memory for each utterance's layers after the first epoch (0: off)")
+                           help="training only: memory for each batch's layers after the first "
+                                "epoch (0: off)")
         group.add_argument("--probe_conf", action=NestedDictAction, default=PROBE_CONF_DEFAULTS,
                            help=f"probe options (ProbeModel's): {', '.join(PROBE_CONF_DEFAULTS)}")
 
