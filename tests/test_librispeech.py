@@ -95,6 +95,27 @@ def test_max_utts_per_spk(libri):
 
 
 @pytest.mark.integration
+def test_max_utts_per_spk_can_keep_each_speakers_shortest(libri):
+    (random_choice,) = prepare(libri, ["train-clean-5"], max_utts_per_spk=3, check_audio=False)
+    (shortest,) = prepare(libri, ["train-clean-5"], max_utts_per_spk=3, check_audio=False,
+                          utt_choice="shortest")
+    (everything,) = prepare(libri, ["train-clean-5"], check_audio=False)
+
+    def seconds(data, utts):
+        return [sf.info(data.wav_scp[u]).frames / 16000 for u in utts]
+
+    assert sorted(shortest.data.spk2utt) == sorted(everything.data.spk2utt)
+    for spk, utts in shortest.data.spk2utt.items():
+        assert len(utts) == 3
+        assert sorted(seconds(shortest.data, utts)) == sorted(
+            seconds(everything.data, everything.data.spk2utt[spk]))[:3]
+    total = sum(seconds(shortest.data, shortest.data.utt2spk))
+    assert total < 0.6 * sum(seconds(random_choice.data, random_choice.data.utt2spk))
+    with pytest.raises(ValueError, match="utt_choice must be one of"):
+        prepare(libri, ["train-clean-5"], max_utts_per_spk=3, check_audio=False, utt_choice="long")
+
+
+@pytest.mark.integration
 def test_data_sh_on_shared_copy(libri, tmp_path):
     recipe = REPO / "egs" / "librispeech_probe"
     proc = subprocess.run(

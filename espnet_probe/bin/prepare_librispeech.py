@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from espnet_probe.data.librispeech import URL_BASE, download_subsets, prepare
+from espnet_probe.data.librispeech import URL_BASE, UTT_CHOICES, download_subsets, prepare
 from espnet_probe.utils.kaldi_dir import DataDirError, write_data_dir
 
 
@@ -42,6 +42,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for the split and utterance limit")
     p.add_argument("--max_utts_per_spk", type=int, default=None,
                    help="keep at most N utterances per speaker (quick runs)")
+    p.add_argument("--utt_choice", choices=UTT_CHOICES, default="random",
+                   help="which utterances --max_utts_per_spk keeps: a seeded random choice, or "
+                        "each speaker's shortest (quick runs)")
     p.add_argument("--check_audio", action=argparse.BooleanOptionalAction, default=True,
                    help="read every FLAC header: empty, corrupt, not 16 kHz mono are errors")
     p.add_argument("--out", type=Path, default=Path("data"), help="parent of the data dirs")
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                                     keep_archives=args.keep_archives)
         sets = prepare(root, args.subsets, names=args.names, split_spec=args.split_by_speaker,
                        seed=args.seed, max_utts_per_spk=args.max_utts_per_spk,
-                       check_audio=args.check_audio)
+                       check_audio=args.check_audio, utt_choice=args.utt_choice)
         for s in sets:
             write_data_dir(args.out / s.name, s.data)
             print(f"{args.out / s.name}: {s.summary()}")

@@ -21,6 +21,7 @@ valid_set=dev           # "
 test_set=test           # "
 split_by_speaker=""     # spec for a single subset, e.g. "14,2,4" or "train=0.7,dev=0.1,test=0.2"
 max_utts_per_spk=""     # keep at most N utterances per speaker (quick runs)
+utt_choice=random       # which ones: random (seeded) or shortest (quicker runs)
 seed=0                  # seed for the speaker split and utterance limit
 out=data                # parent folder of the data dirs
 nj=1                    # accepted for run.sh's interface; preparation is I/O-light and serial
@@ -48,7 +49,7 @@ else
        "got ${#subset_list[@]}: $subsets" >&2
   exit 2
 fi
-[ -z "$max_utts_per_spk" ] || args+=(--max_utts_per_spk "$max_utts_per_spk")
+[ -z "$max_utts_per_spk" ] || args+=(--max_utts_per_spk "$max_utts_per_spk" --utt_choice "$utt_choice")
 
 if [ -n "$librispeech_dir" ]; then
   args+=(--librispeech_dir "$librispeech_dir")
