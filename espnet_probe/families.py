@@ -61,7 +61,6 @@ class Family:
     output_when: str = ""  # ... only when this encoder attribute (a dotted path; "not path") is true
     one_utterance: bool = False
     takes_wave: bool = False  # the encoder computes its own input from the waveform
-    tested: str = ""  # what proves it (the README table shows it)
 
 
 @dataclass(frozen=True)
@@ -89,45 +88,36 @@ OURS = "espnet_probe.asr."
 _BLOCKS = (Hook("embed", "subsample"), Hook("encoders.*", "block"))
 _STREAMING = (Hook("embed", "subsample"), Hook("encoders.*", "block", BLOCKS))
 _W2V = "hubert_pretrain_model.wav2vec2."  # torchaudio's Wav2Vec2Model inside ESPnet's HuBERT
-_TRANSFORMER_STYLE = "tiny model built by ASRTask: last layer = encode() frames and values; probe epoch"
 
 FAMILIES: Tuple[Family, ...] = (
-    Family("vgg_blstm", (OURS + "vgg_blstm.VGGBLSTMEncoder",), "own",
-           tested="the default run (stages 1-14) and the matrix test"),
-    Family("blstm", (OURS + "blstm.BLSTMEncoder",), "own",
-           tested="the default run (stages 1-14) and the matrix test"),
+    Family("vgg_blstm", (OURS + "vgg_blstm.VGGBLSTMEncoder",), "own"),
+    Family("blstm", (OURS + "blstm.BLSTMEncoder",), "own"),
     Family("conformer", (ENC + "conformer_encoder.ConformerEncoder",), "hooks", _BLOCKS,
-           output=True, output_when="normalize_before",
-           tested="stock egs2 model through stages 6-12 (bring test); " + _TRANSFORMER_STYLE),
+           output=True, output_when="normalize_before"),
     Family("transformer", (ENC + "transformer_encoder.TransformerEncoder",), "hooks", _BLOCKS,
-           output=True, output_when="normalize_before",
-           tested="stock egs2 model through stages 6-12 (bring test); " + _TRANSFORMER_STYLE),
+           output=True, output_when="normalize_before"),
     Family("branchformer", (ENC + "branchformer_encoder.BranchformerEncoder",), "hooks", _BLOCKS,
-           output=True, tested=_TRANSFORMER_STYLE),
+           output=True),
     Family("e_branchformer", (ENC + "e_branchformer_encoder.EBranchformerEncoder",), "hooks",
-           _BLOCKS, output=True, tested=_TRANSFORMER_STYLE),
+           _BLOCKS, output=True),
     Family("multiconv_conformer",
            (ENC + "multiconvformer_encoder.MultiConvConformerEncoder",), "hooks", _BLOCKS,
-           output=True, output_when="normalize_before", tested=_TRANSFORMER_STYLE),
+           output=True, output_when="normalize_before"),
     Family("contextual_block_conformer",
            (ENC + "contextual_block_conformer_encoder.ContextualBlockConformerEncoder",), "hooks",
-           _STREAMING, output=True, output_when="normalize_before", one_utterance=True,
-           tested="stitched blocks = encode() output; model through stages 6-12 (test); probe epoch"),
+           _STREAMING, output=True, output_when="normalize_before", one_utterance=True),
     Family("contextual_block_transformer",
            (ENC + "contextual_block_transformer_encoder.ContextualBlockTransformerEncoder",),
-           "hooks", _STREAMING, output=True, output_when="normalize_before", one_utterance=True,
-           tested="stitched blocks = encode() output; probe epoch"),
+           "hooks", _STREAMING, output=True, output_when="normalize_before", one_utterance=True),
     Family("torchaudiohubert", (ENC + "hubert_encoder.TorchAudioHuBERTPretrainEncoder",), "hooks",
            (Hook(_W2V + "feature_extractor", "cnn"), Hook(_W2V + "encoder.feature_projection", "projection"),
             Hook(_W2V + "encoder.transformer.layers.*", "block")),
            timing=_W2V + "feature_extractor", output=True,
-           output_when="not " + _W2V + "encoder.transformer.layer_norm_first", takes_wave=True,
-           tested="tiny random HuBERT built by ASRTask (finetuning: true): last layer = encode(); probe epoch"),
-    Family("rnn", (ENC + "rnn_encoder.RNNEncoder",), "rnn",
-           tested="stock egs2 model through stages 6-12 (bring test); matrix test"),
-    Family("vgg_rnn", (ENC + "vgg_rnn_encoder.VGGRNNEncoder",), "rnn", tested="matrix test"),
+           output_when="not " + _W2V + "encoder.transformer.layer_norm_first", takes_wave=True),
+    Family("rnn", (ENC + "rnn_encoder.RNNEncoder",), "rnn"),
+    Family("vgg_rnn", (ENC + "vgg_rnn_encoder.VGGRNNEncoder",), "rnn"),
     Family("whisper", (ENC + "whisper_encoder.OpenAIWhisperEncoder",), "whisper",
-           takes_wave=True, tested="fine-tuned by asr_train through stages 6-12 (bring test)"),
+           takes_wave=True),
 )
 
 _FAIRSEQ = ("needs fairseq, which does not install here (a source build pinning omegaconf<2.1 "

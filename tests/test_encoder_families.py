@@ -4,6 +4,7 @@ and one probe epoch trains on them and decodes; a family the map refuses says wh
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -278,3 +279,13 @@ def test_bringing_a_refused_or_unknown_family_fails_in_one_line_before_any_stage
         assert not (tmp_path / "exp" / f"asr_{encoder}_brought").exists()
     # an SSL encoder that reads the waveform itself (input_size 1, no frontend) is given it
     assert input_kind({"encoder": "torchaudiohubert", "input_size": 1}) == "wave"
+
+
+def test_the_readme_table_names_every_family_of_the_map():
+    from conftest import REPO
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    table = text[text.index("| encoder (`encoder:`) |"):]
+    table = table[: table.index("\n\n")]
+    for name in [f.name for f in FAMILIES] + [r.name for r in REFUSED]:
+        assert re.search(rf"\b{name}\b", table), f"README's encoder table lacks {name}"
