@@ -48,8 +48,8 @@ import torch
 from espnet_probe.asr.blstm import EncoderLayer, zero_padding
 from espnet_probe.asr.conv_timing import conv_stack_timing
 from espnet_probe.asr.model_input import model_input
-from espnet_probe.asr.s3prl_layers import s3prl_frontend_layers, s3prl_timing
 from espnet_probe.asr.register import register_encoders
+from espnet_probe.asr.s3prl_layers import s3prl_frontend_layers, s3prl_timing
 from espnet_probe.asr.whisper import build_whisper, espnet_encoder_layers
 from espnet_probe.families import BLOCKS, Hook, UnsupportedFamily, class_path, family_of, frontend_of
 from espnet_probe.layer_record import Layer
@@ -208,7 +208,7 @@ def _espnet_layer_outputs(model, feats: torch.Tensor, lengths: torch.Tensor) -> 
     if getattr(model, "preencoder", None) is not None:
         pre, new_lengths = model.preencoder(feats, lengths)
         if not torch.equal(new_lengths, lengths):
-            raise NotImplementedError("a pre-encoder that changes the frame rate")
+            raise UnsupportedFamily("a pre-encoder that changes the frame rate is not supported")
         outs.append(("preencoder", pre, lengths, rate, start))
         feats = pre
     # an encoder frame j spans its input frames [s + j r, s + (j + 1) r)
