@@ -12,17 +12,19 @@ from typing import List, Tuple
 
 import torch
 
+from espnet_probe.families import UnsupportedFamily
+
 
 def feature_convs(module: torch.nn.Module) -> List[torch.nn.Conv1d]:
     """The Conv1d chain of a waveform feature extractor, checked to be one unpadded chain from
     the 1-channel waveform (else its frames cannot be timed by this rule)."""
     convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv1d)]
     if not convs:
-        raise NotImplementedError(f"{type(module).__name__}: no 1-d convolutions to time its frames by")
+        raise UnsupportedFamily(f"{type(module).__name__}: no 1-d convolutions to time its frames by")
     channels = 1
     for conv in convs:
         if conv.in_channels != channels or conv.padding not in ((0,), "valid"):
-            raise NotImplementedError(f"{type(module).__name__}: its convolutions are not one "
+            raise UnsupportedFamily(f"{type(module).__name__}: its convolutions are not one "
                                       "unpadded chain from the waveform")
         channels = conv.out_channels
     return convs

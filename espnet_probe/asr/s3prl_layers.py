@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import sys
 import types
+
 import torch
 
 from espnet_probe.asr.conv_timing import conv_stack_timing
+from espnet_probe.families import UnsupportedFamily
 from espnet_probe.utils.offline import hook_import
 
 UpstreamLayer = tuple[str, torch.Tensor, torch.Tensor]  # (name, (B, T, D), lengths (B,) int64)
@@ -86,7 +88,7 @@ def _check_one_frame_rate(frontend) -> None:
     """Tiling would give the frontend's output another frame rate than the hidden states'."""
     tile = getattr(frontend, "tile_factor", 1)
     if tile != 1 and frontend.layer == -1:
-        raise NotImplementedError(
+        raise UnsupportedFamily(
             f"tile_factor {tile}: S3prlFrontend repeats each output frame {tile} times but keeps "
             "the upstream's frame lengths, so its output and the hidden states differ in rate")
 
@@ -113,7 +115,7 @@ def s3prl_frontend_layers(frontend, wave: torch.Tensor, lengths: torch.Tensor
     else:
         feats, feat_lengths = frontend.featurizer(hiddens[-1:], hidden_lengths[-1:])
     if feats.size(1) != hiddens[0].size(1):
-        raise NotImplementedError(f"the frontend's output has {feats.size(1)} frames, its "
+        raise UnsupportedFamily(f"the frontend's output has {feats.size(1)} frames, its "
                                   f"upstream's hidden states {hiddens[0].size(1)}")
     return layers, feats, feat_lengths
 
@@ -127,14 +129,14 @@ def s3prl_timing(frontend) -> tuple[int, float]:
     _check_one_frame_rate(frontend)
     rates = set(frontend.upstream.downsample_rates)
     if len(rates) != 1:
-        raise NotImplementedError(f"hidden states at different downsample rates {sorted(rates)}")
+        raise UnsupportedFamily(f"hidden states at different downsample rates {sorted(rates)}")
     expert = frontend.upstream.upstream
     extractor = getattr(getattr(expert, "model", None), "feature_extractor", None)
     if extractor is None:
-        raise NotImplementedError(f"{type(expert).__module__}: no convolutional feature "
+        raise UnsupportedFamily(f"{type(expert).__module__}: no convolutional feature "
                                   "extractor at model.feature_extractor to time")
     rate, start = conv_stack_timing(extractor)
     if rate != rates.pop():
-        raise NotImplementedError(f"{type(expert).__module__}: its convolutions step {rate} "
+        raise UnsupportedFamily(f"{type(expert).__module__}: its convolutions step {rate} "
                                   f"samples, its downsample rate is {frontend.upstream.downsample_rates[0]}")
     return rate, start
