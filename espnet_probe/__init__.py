@@ -1,6 +1,6 @@
 """espnet-probe: per-layer resynthesis probes for ESPnet CTC encoders."""
 
-from espnet_probe.asr.s3prl_layers import s3prl_import_hooks
+from espnet_probe.asr.s3prl_offline import s3prl_import_hooks
 from espnet_probe.asr.whisper_offline import local_whisper_weights
 from espnet_probe.utils.offline import quiet_flash_attention_notice, skip_g2p_downloads
 

@@ -42,7 +42,7 @@ pip=("${venv}/bin/python" -m pip --disable-pip-version-check)
 
 # s3prl, for ESPnet's `frontend: s3prl` (SSL upstreams from a local checkpoint), without its
 # transformers: with it installed ESPnet imports it in every process (~2 s each); the two
-# upstreams that need it say so (espnet_probe/asr/s3prl_layers.py)
+# upstreams that need it say so (espnet_probe/asr/s3prl_offline.py)
 "${pip[@]}" install -q --no-deps -c "$constraints" s3prl==0.4.18
 
 # torchaudio: PyPI only has builds linked against other torch releases; their compiled
