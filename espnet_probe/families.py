@@ -12,8 +12,8 @@ collected (``collect``):
   encoder's own returned output, when it applies a final LayerNorm: ``output_when`` names the
   encoder attribute that must be true for that, empty for "always").  Every hooked layer runs
   at the encoder output's frame rate and is timed from the receptive field of the ``timing``
-  module (``embed``, or an SSL encoder's convolutional feature extractor), measured
-  (layers.measured_timing), and its lengths are the encoder's output lengths.
+  module (``embed``, measured by layers.embed_timing; or an SSL encoder's convolutional feature
+  extractor, asr/conv_timing.py), and its lengths are the encoder's output lengths.
 * ``rnn``: ESPnet's RNN encoders, re-run one recurrent layer at a time with their own weights
   (their packed sequences cannot be hooked per layer).
 * ``own``: the encoder lists its layers itself (``forward_layers``: this project's encoders).
@@ -169,6 +169,11 @@ def supported() -> str:
     return ", ".join(f.name for f in FAMILIES)
 
 
+def supported_frontends() -> str:
+    """ESPnet's frontend choices the map knows (ours, Whisper's log-mel, are not a choice)."""
+    return "none, " + ", ".join(f.name for f in FRONTENDS if f.name and not f.classes[0].startswith(OURS))
+
+
 def family_of(encoder) -> Family:
     """The map's entry for ``encoder``, or one line saying why not."""
     path = class_path(encoder)
@@ -189,9 +194,8 @@ def frontend_of(frontend) -> Frontend:
     path = class_path(frontend)
     entry = _FRONTEND_BY_CLASS.get(path)
     if entry is None:
-        names = ", ".join(f.name for f in FRONTENDS if f.name and not f.classes[0].startswith(OURS))
         raise UnsupportedFamily(f"frontend {path} is not supported: no entry in the layer map "
-                                f"(espnet_probe/families.py); supported: none, {names}")
+                                f"(espnet_probe/families.py); supported: {supported_frontends()}")
     return entry
 
 
@@ -209,9 +213,8 @@ def check_config(encoder: str, frontend: Optional[str]) -> None:
         raise UnsupportedFamily(f"encoder {encoder!r} has no entry in the layer map "
                                 f"(espnet_probe/families.py); supported: {supported()}")
     if frontend and not any(f.name == frontend for f in FRONTENDS):
-        names = ", ".join(f.name for f in FRONTENDS if f.name and not f.classes[0].startswith(OURS))
         raise UnsupportedFamily(f"frontend {frontend!r} is not supported: no entry in the layer map "
-                                f"(espnet_probe/families.py); supported: none, {names}")
+                                f"(espnet_probe/families.py); supported: {supported_frontends()}")
 
 
 def waveform_encoders() -> Tuple[str, ...]:

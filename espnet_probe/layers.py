@@ -289,7 +289,6 @@ def _family_timing(encoder, family, feats) -> Tuple[int, float]:
     return embed_timing(module, feats.size(-1), feats.device)
 
 
-
 def _hooked_modules(encoder, hooks) -> List[Tuple[str, Hook, torch.nn.Module]]:
     """(layer name, hook, module) for every hook of the map, ``.*`` expanded."""
     found = []
@@ -361,52 +360,43 @@ def _hook_layers(encoder, family, feats, lengths) -> List[EncoderLayer]:
 
 
 def embed_timing(embed: torch.nn.Module, dim: int, device=None, frames: int = 96) -> Tuple[int, float]:
-    """(rate, start) of an encoder's input layer for ``dim``-dim frames (measured_timing)."""
-    def run(module, x):
-        mask = torch.ones(1, 1, x.size(1), dtype=torch.bool, device=x.device)
-        try:
-            return module(x, mask)
-        except TypeError:  # Linear / Sequential input layers take no mask
-            return module(x)
-
-    return measured_timing(embed, torch.randn(1, frames, dim, device=device), run)
-
-
-def measured_timing(module: torch.nn.Module, x: torch.Tensor, run) -> Tuple[int, float]:
-    """(rate, start) of a module, measured: which input frames (or samples) of ``x`` reach its
-    output frames 2 and 3 (``run(module, x)``).
+    """(rate, start) of an input layer, measured: which input frames reach output frames 2 and 3.
 
     ``rate`` is the step between the two outputs' receptive fields, ``start`` where output
     frame 0's span begins (input frames): centred on its receptive field's centre.  Measured
-    once per module and input size (cached on it); a module whose outputs do not depend on its
-    inputs locally (no receptive field) is refused.
+    once per module (cached on it); a layer whose outputs do not depend on its inputs locally
+    (no receptive field) is refused.
     """
-    key = tuple(x.shape[1:])
-    cached = getattr(module, "_probe_timing", None)
-    if cached is not None and cached[0] == key:
+    cached = getattr(embed, "_probe_timing", None)
+    if cached is not None and cached[0] == dim:
         return cached[1]
-    x = x.detach().requires_grad_(True)
-    was_training = module.training
-    module.eval()
+    x = torch.randn(1, frames, dim, device=device, requires_grad=True)
+    mask = torch.ones(1, 1, frames, dtype=torch.bool, device=device)
+    was_training = embed.training
+    embed.eval()
     try:
         with torch.enable_grad():
-            y, _ = _split_output(run(module, x))
+            try:
+                out = embed(x, mask)
+            except TypeError:  # Linear / Sequential input layers take no mask
+                out = embed(x)
+            y, _ = _split_output(out)
             centres = []
             for j in (2, 3):
                 (grad,) = torch.autograd.grad(y[0, j].sum(), x, retain_graph=True)
-                reached = grad.abs().reshape(grad.size(0), grad.size(1), -1).sum(-1)[0].nonzero().flatten()
+                reached = grad.abs().sum(-1)[0].nonzero().flatten()
                 if reached.numel() == 0:
-                    raise RuntimeError(f"{type(module).__name__}: output frame {j} depends on no input frame")
+                    raise RuntimeError(f"{type(embed).__name__}: output frame {j} depends on no input frame")
                 centres.append((float(reached.min()) + float(reached.max())) / 2)
     finally:
-        module.train(was_training)
+        embed.train(was_training)
     rate = centres[1] - centres[0]
     if rate < 1 or rate != int(rate):
-        raise NotImplementedError(f"{type(module).__name__}: input layer with a step of {rate} frames")
+        raise NotImplementedError(f"{type(embed).__name__}: input layer with a step of {rate} frames")
     rate = int(rate)
     centre0 = centres[0] - 2 * rate
     timing = (rate, centre0 + 0.5 - rate / 2)
-    module._probe_timing = (key, timing)
+    embed._probe_timing = (dim, timing)
     return timing
 
 

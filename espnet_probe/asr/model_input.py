@@ -68,15 +68,13 @@ def model_input(model: torch.nn.Module, feature_period: float = 0.01) -> ModelIn
     if frontend is None and is_espnet_whisper(encoder):
         # its own log-mel of the waveform: centred 25 ms windows every 10 ms
         return ModelInput("wave", HOP / SAMPLE_RATE, -HOP / 2 / SAMPLE_RATE, sample_rate=SAMPLE_RATE)
-    if frontend is None and encoder is not None and _encoder_takes_wave(encoder):
-        # an SSL encoder's own convolutions over the 16 kHz samples: its input frames are samples
+    # an SSL encoder's or s3prl upstream's own convolutions over the 16 kHz samples (the only rate
+    # they take): the input frames are the samples (frontend_of refuses a frontend the map lacks)
+    if _encoder_takes_wave(encoder) if frontend is None else frontend_of(frontend).collect == "s3prl":
         return ModelInput("wave", 1 / SAMPLE_RATE, -0.5 / SAMPLE_RATE, sample_rate=SAMPLE_RATE)
     if frontend is None:
         dim = _feature_dim(model)
         return ModelInput("feats", feature_period, -feature_period / 2, dim=dim)
-    if frontend_of(frontend).collect == "s3prl":  # refuses a frontend the layer map lacks
-        # the upstream's own convolutions over the 16 kHz samples (s3prl's upstreams take no other)
-        return ModelInput("wave", 1 / SAMPLE_RATE, -0.5 / SAMPLE_RATE, sample_rate=SAMPLE_RATE)
     stft = getattr(frontend, "stft", None)
     fs = getattr(frontend, "fs", None)
     if fs is None and hasattr(getattr(frontend, "logmel", None), "mel_options"):
