@@ -27,6 +27,10 @@ from hostile import payload_checkpoint
 
 pytestmark = pytest.mark.integration
 PYTHON = sys.executable
+# Two utterances a speaker: the fewest that give the speaker-ID probe a held-out utterance of each
+# training speaker and the EER target trials (both vocoded test utterances of a test speaker)
+UTTS_PER_SPK = 2
+N_TEST = 4 * UTTS_PER_SPK  # 4 test speakers
 SNRS = "0"  # one noisy condition keeps the run short; every stage still sees clean + noisy
 BEAM = 2
 # The stock hybrids train for 2 epochs and loop ("FPFPFP...") until the length limit: ESPnet's
@@ -55,10 +59,11 @@ def probe_recipe(tmp_path_factory, librispeech_dir):
     for name in ("run.sh", "local", "conf"):
         (recipe / name).symlink_to(REPO / "egs" / "librispeech_probe" / name)
     user = root / "users_data"
-    # each speaker's 3 shortest utterances: 5.0 s on average against 12.3 s at random, and every
-    # stage's cost grows with the audio
+    # each speaker's UTTS_PER_SPK shortest utterances (3.7 s on average in the test set, against
+    # 12.3 s at random): every stage's cost grows with the audio
     proc = _run(["local/data.sh", "--librispeech_dir", str(librispeech_dir), "--subsets", "train-clean-5",
-                 "--split_by_speaker", "14,2,4", "--max_utts_per_spk", "3", "--utt_choice", "shortest",
+                 "--split_by_speaker", "14,2,4", "--max_utts_per_spk", str(UTTS_PER_SPK),
+                 "--utt_choice", "shortest",
                  "--out", str(user)], recipe, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     common = ["--train_dir", str(user / "train"), "--valid_dir", str(user / "dev"),
@@ -82,7 +87,6 @@ def _mean_mel_l1(recipe: Path, dump: str) -> float:
     return float(np.abs(allm - np.median(allm, axis=0)).mean())
 
 
-N_TEST = 12  # 4 test speakers x 3 utterances
 
 
 def tiny_speaker_config(where: Path) -> Path:
@@ -113,7 +117,7 @@ def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, tmp_path_fa
     proc = _run(base + ["--stage", "3", "--stop_stage", "6", "--asr_exps", " ".join(map(str, hybrid))],
                 recipe, env)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "dump_waves test: 12 utterances" in proc.stderr
+    assert f"dump_waves test: {N_TEST} utterances" in proc.stderr
     exp = recipe / "exp"
     for name in ("conformer_hybrid_bpe", "rnn", WHISPER_KIND):
         record = yaml.safe_load((exp / f"asr_{name}_brought" / "experiment.yaml").read_text())

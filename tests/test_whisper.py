@@ -25,18 +25,22 @@ TINY = "whisper:tiny.en"
 
 @pytest.fixture(scope="module")
 def tiny():
-    torch.set_num_threads(2)
     return load_whisper(TINY)
 
 
-def librispeech(n: int) -> list[tuple[str, np.ndarray, str]]:
-    """(utt, waveform, reference) of the first n utterances of the shared subset."""
+def librispeech(n: int, max_seconds: float = 0) -> list[tuple[str, np.ndarray, str]]:
+    """(utt, waveform, reference) of the first n utterances of the shared subset, or of the first
+    n that last at most max_seconds: Whisper's encoder sees 30 s either way, but its decoder's
+    work follows the words."""
     root = need(LIBRISPEECH / "train-clean-5")
     out = []
     for trans in sorted(root.rglob("*.trans.txt")):
         for line in trans.read_text().splitlines():
             utt, text = line.split(" ", 1)
-            wav, sr = sf.read(trans.parent / f"{utt}.flac", dtype="float32")
+            path = trans.parent / f"{utt}.flac"
+            if max_seconds and sf.info(path).duration > max_seconds:
+                continue
+            wav, sr = sf.read(path, dtype="float32")
             assert sr == 16000
             out.append((utt, wav, text))
             if len(out) == n:
@@ -66,7 +70,7 @@ def test_encoder_equals_ctranslate2_on_real_speech(tiny):
     with torch.no_grad():
         ours = tiny.whisper.encoder(mels).numpy()
     reference = ctranslate2.models.Whisper(str(packaged_dir(TINY)), device="cpu",
-                                           compute_type="float32", intra_threads=2)
+                                           compute_type="float32", intra_threads=1)
     theirs = np.array(reference.encode(ctranslate2.StorageView.from_array(mels.numpy()), to_cpu=True))
     assert ours.shape == theirs.shape == (2, 1500, 384)
     assert np.abs(ours - theirs).max() < 2e-3 and ours.std() > 0.5
@@ -76,16 +80,16 @@ def test_greedy_transcripts_equal_ctranslate2s_and_recognise_speech(tiny):
     ctranslate2 = pytest.importorskip("ctranslate2")
     import whisper
 
-    utts = librispeech(20)
+    utts = librispeech(10)
     ours = tiny.transcribe([w for _, w, _ in utts])
     reference = ctranslate2.models.Whisper(str(packaged_dir(TINY)), device="cpu",
-                                           compute_type="float32", intra_threads=2)
+                                           compute_type="float32", intra_threads=1)
     results = reference.generate(ctranslate2.StorageView.from_array(windows(tiny, [w for _, w, _ in utts]).numpy()),
                                  [["<|startoftranscript|>", "<|notimestamps|>"]] * len(utts), beam_size=1)
     tokenizer = whisper.tokenizer.get_tokenizer(multilingual=False)
     theirs = [tokenizer.decode([t for t in r.sequences_ids[0] if t < tokenizer.eot]).strip()
               for r in results]
-    assert sum(a == b for a, b in zip(ours, theirs)) >= 18, list(zip(ours, theirs))
+    assert sum(a == b for a, b in zip(ours, theirs)) >= 9, list(zip(ours, theirs))
     normalise = english_normaliser()
     wer = score({u: normalise(t) for u, _, t in utts},
                 {u: normalise(h) for (u, _, _), h in zip(utts, ours)}, "word")
@@ -394,7 +398,7 @@ def test_whisper_beam_search_computes_only_the_new_token_and_finds_the_same_hypo
     whole_prefix = cache._past
     cache._past = lambda states, ys: incremental.append(bool(past := whole_prefix(states, ys))) or past
     seconds = {"plain": 0.0, "cached": 0.0}
-    for _, wave, _ in librispeech(2):
+    for _, wave, _ in librispeech(2, max_seconds=6):
         start = time.perf_counter()
         theirs = plain(wave)[0]
         seconds["plain"] += time.perf_counter() - start

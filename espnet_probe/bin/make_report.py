@@ -31,7 +31,7 @@ from pathlib import Path
 
 from espnet_probe.data.augment import describe_noise
 from espnet_probe.metrics.paired import PairedTestError
-from espnet_probe.probe.trainer import TRAINING_RECORD
+from espnet_probe.probe.files import TRAINING_RECORD
 from espnet_probe.report.comparisons import compare_all, scored_experiment, write_comparisons
 from espnet_probe.report.findings import (depth_trend_lines, findings_markdown,
                                            paired_tests_markdown, probe_training_markdown,

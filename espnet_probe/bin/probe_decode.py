@@ -23,7 +23,7 @@ from pathlib import Path
 
 from espnet_probe.asr.register import register_encoders
 from espnet_probe.families import UnsupportedFamily
-from espnet_probe.probe.trainer import LAYER_BEST
+from espnet_probe.probe.files import LAYER_BEST
 from espnet_probe.utils.device import add_device_argument
 
 

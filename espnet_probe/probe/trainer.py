@@ -29,11 +29,10 @@ import torch
 from espnet2.train.trainer import Trainer, TrainerOptions
 from espnet2.utils.build_dataclass import build_dataclass
 
+from espnet_probe.probe.files import LAYER_BEST, TRAINING_RECORD
 from espnet_probe.utils.checkpoint import load_checkpoint, load_state_dict
 from espnet_probe.utils.fileio import atomic_open, atomic_path
 
-LAYER_BEST = "valid.layer_best.pth"
-TRAINING_RECORD = "probe_training.json"
 # A probe counts as converged when its last `CONVERGED_EPOCHS` epochs improved its best valid L1
 # by less than `CONVERGED_TOLERANCE` (relative): more epochs would not change what it shows.
 CONVERGED_EPOCHS = 3
