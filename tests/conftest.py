@@ -27,11 +27,12 @@ LIBRISPEECH = SHARED_DATA / "LibriSpeech"
 MUSAN_MINI = SHARED_DATA / "musan_mini"
 
 
-# The two end-to-end files first: each xdist worker takes whole files in collection order
-# (--no-loadscope-reorder) and is handed two at the start, so they start at once instead of
-# closing the run, and every other file goes to whichever worker is free. test_stock_models is
-# left in place: it waits for the stock models test_bring_recipe trains.
-LONGEST_FIRST = ("test_bring_recipe.py", "test_recipe.py", "test_bring_families.py")
+# The end-to-end files first: each xdist worker takes whole files in collection order
+# (--no-loadscope-reorder), handed out in turn at the start (the first and third file to one
+# worker, the second to the other), so the two brought-model runs start at once on different
+# workers instead of closing the run, and every other file goes to whichever worker is free.
+# test_stock_models is left in place: it waits for the stock models test_bring_recipe trains.
+LONGEST_FIRST = ("test_bring_families.py", "test_bring_recipe.py", "test_recipe.py")
 
 
 def pytest_collection_modifyitems(items):
