@@ -4,7 +4,8 @@
   tagger and CMUdict the moment it is imported.  Offline that is a refused connection and eight
   ``[nltk_data] Error loading ...`` lines in every process and log.  This project tokenises into
   characters or BPE and never calls g2p, so those two downloads are skipped (g2p_en itself would
-  still fail loudly if someone used it without the data).
+  still fail loudly if someone used it without the data), and g2p_en is loaded lazily, on its
+  first use: importing it (and nltk) cost every process that imports ESPnet 0.5 s.
 * No flash-attention notice: ESPnet's attention module prints "Failed to import Flash Attention,
   using ESPnet default: No module named 'flash_attn'" to stdout in every process that builds a
   model.  flash_attn is a CUDA package; on a machine without it the default is what runs, so that
@@ -20,32 +21,29 @@ from __future__ import annotations
 import contextlib
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import io
 import sys
 
 G2P_RESOURCES = {"averaged_perceptron_tagger_eng", "cmudict"}
 
 
-class _SkipG2PDownloads(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "g2p_en":
-            sys.meta_path.remove(self)
-            import nltk
+def _exec_without_g2p_downloads(exec_module, module) -> None:
+    import nltk
 
-            download = nltk.download
+    download = nltk.download
 
-            def download_except_g2p(info_or_id=None, *args, **kwargs):
-                if info_or_id in G2P_RESOURCES:
-                    return False
-                return download(info_or_id, *args, **kwargs)
+    def download_except_g2p(info_or_id=None, *args, **kwargs):
+        if info_or_id in G2P_RESOURCES:
+            return False
+        return download(info_or_id, *args, **kwargs)
 
-            nltk.download = download_except_g2p
-        return None  # the normal import machinery finds the module
+    nltk.download = download_except_g2p
+    exec_module(module)
 
 
 def skip_g2p_downloads() -> None:
-    if "g2p_en" not in sys.modules and not any(isinstance(f, _SkipG2PDownloads) for f in sys.meta_path):
-        sys.meta_path.insert(0, _SkipG2PDownloads())
+    hook_import("g2p_en", _exec_without_g2p_downloads, lazy=True)
 
 
 ATTENTION_MODULE = "espnet.nets.pytorch_backend.transformer.attention"
@@ -53,10 +51,11 @@ FLASH_NOTICE = "Failed to import Flash Attention, using ESPnet default: No modul
 
 
 class _AroundImport(importlib.abc.MetaPathFinder):
-    """Runs the first import of module ``name`` through ``around(exec_module, module)``."""
+    """Runs the first import of module ``name`` through ``around(exec_module, module)``; with
+    ``lazy``, when the module is first used rather than imported (importlib's LazyLoader)."""
 
-    def __init__(self, name: str, around):
-        self.name, self.around = name, around
+    def __init__(self, name: str, around, lazy: bool = False):
+        self.name, self.around, self.lazy = name, around, lazy
 
     def find_spec(self, name, path=None, target=None):
         if name != self.name:
@@ -67,14 +66,17 @@ class _AroundImport(importlib.abc.MetaPathFinder):
             return spec
         exec_module = spec.loader.exec_module
         spec.loader.exec_module = lambda module: self.around(exec_module, module)
+        if self.lazy:
+            spec.loader = importlib.util.LazyLoader(spec.loader)
         return spec
 
 
-def hook_import(name: str, around) -> None:
-    """Run the first import of module ``name`` through ``around(exec_module, module)``."""
+def hook_import(name: str, around, lazy: bool = False) -> None:
+    """Run the first import of module ``name`` through ``around(exec_module, module)``; with
+    ``lazy``, on the module's first attribute access instead (``import name`` costs nothing)."""
     if name not in sys.modules and not any(
             isinstance(f, _AroundImport) and f.name == name for f in sys.meta_path):
-        sys.meta_path.insert(0, _AroundImport(name, around))
+        sys.meta_path.insert(0, _AroundImport(name, around, lazy))
 
 
 def _exec_without_notice(exec_module, module) -> None:
