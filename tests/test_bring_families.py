@@ -33,7 +33,7 @@ def test_whisper_streaming_and_ssl_frontend_models_through_stages_6_to_12(probe_
                  "--maxlenratio", MAXLENRATIO, "--stage", "3", "--stop_stage", "12",
                  "--asr_exps", exps, "--probe_train_set", "train",
                  "--probe_args", "--max_epoch 4 --batch_bins 400000 --probe_conf hidden_size=64",
-                 "--vocode_max_utts", "8", "--speaker_config", str(spk_conf), "--n_boot", "100"],
+                 "--vocode_max_utts", str(N_TEST), "--speaker_config", str(spk_conf), "--n_boot", "100"],
                 recipe, env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     exp = recipe / "exp"

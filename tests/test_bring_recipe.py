@@ -28,10 +28,13 @@ from hostile import payload_checkpoint
 
 pytestmark = pytest.mark.integration
 PYTHON = sys.executable
-# Two utterances a speaker: the fewest that give the speaker-ID probe a held-out utterance of each
-# training speaker and the EER target trials (both vocoded test utterances of a test speaker)
+# Two utterances a speaker and two test speakers: the fewest that give the speaker-ID probe a
+# held-out utterance of each training speaker and the EER both target and non-target trials. The
+# stages' plumbing is under test; every utterance costs each model a decoding, its probes'
+# decodings, vocodings and PESQ / STOI / speaker scores, layer by layer.
+SPEAKERS = (16, 2, 2)  # train, dev, test: the shared subset's 20
 UTTS_PER_SPK = 2
-N_TEST = 4 * UTTS_PER_SPK  # 4 test speakers
+N_TEST = SPEAKERS[2] * UTTS_PER_SPK
 SNRS = "0"  # one noisy condition keeps the run short; every stage still sees clean + noisy
 BEAM = 2
 # The stock hybrids train for 2 epochs and loop ("FPFPFP...") until the length limit: ESPnet's
@@ -46,7 +49,7 @@ def _run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def probe_recipe(tmp_path_factory, librispeech_dir):
-    """A user's own Kaldi dirs of the shared subset (14 / 2 / 4 speakers) and no MUSAN, through
+    """A user's own Kaldi dirs of the shared subset (16 / 2 / 2 speakers) and no MUSAN, through
     the recipe's stages 1-3 (features and waveform dumps come later, with --asr_exps): babble
     from the training speakers, synthetic noise and music."""
     import os
@@ -63,7 +66,7 @@ def probe_recipe(tmp_path_factory, librispeech_dir):
     # each speaker's UTTS_PER_SPK shortest utterances (3.7 s on average in the test set, against
     # 12.3 s at random): every stage's cost grows with the audio
     proc = _run(["local/data.sh", "--librispeech_dir", str(librispeech_dir), "--subsets", "train-clean-5",
-                 "--split_by_speaker", "14,2,4", "--max_utts_per_spk", str(UTTS_PER_SPK),
+                 "--split_by_speaker", ",".join(map(str, SPEAKERS)), "--max_utts_per_spk", str(UTTS_PER_SPK),
                  "--utt_choice", "shortest",
                  "--out", str(user)], recipe, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -71,7 +74,7 @@ def probe_recipe(tmp_path_factory, librispeech_dir):
               "--test_dirs", str(user / "test"), "--test_snrs", SNRS]
     proc = _run(["./run.sh", *common, "--stop_stage", "3"], recipe, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "babble voices of 14 speakers" in proc.stdout + proc.stderr
+    assert f"babble voices of {SPEAKERS[0]} speakers" in proc.stdout + proc.stderr
     return recipe, common, env
 
 
@@ -155,7 +158,7 @@ def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, tmp_path_fa
     proc = _run(base + ["--stage", "7", "--stop_stage", "12", "--asr_exps", exps,
                         "--probe_train_set", "train",  # clean only: half the work of train_robust
                         "--probe_args", "--max_epoch 4 --batch_bins 400000 --probe_conf hidden_size=64",
-                        "--vocode_max_utts", "8", "--speaker_config", str(spk_conf), "--n_boot", "100"],
+                        "--vocode_max_utts", str(N_TEST), "--speaker_config", str(spk_conf), "--n_boot", "100"],
                 recipe, env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     constant = _mean_mel_l1(recipe, "test")
@@ -182,7 +185,8 @@ def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, tmp_path_fa
         assert (name, "brought", "clean", "input", "speaker_id_acc") in got
         assert (name, "brought", "clean", "output", "wer") in got
     assert (exp / "report" / "eer_ge2e.png").stat().st_size > 5000
-    assert "babble from speech/from_training (14 files: voices of 14 training speakers" in \
+    assert (f"babble from speech/from_training ({SPEAKERS[0]} files: voices of {SPEAKERS[0]} "
+            "training speakers") in \
         (exp / "report" / "RESULTS.md").read_text()
 
     # Stage 6's WER of the stock hybrid model = espnet2.bin.asr_inference's on the same data,

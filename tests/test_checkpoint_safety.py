@@ -8,10 +8,8 @@ clean checkpoints: test_probe, test_recipe, test_bring_recipe)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import yaml
 
 import hostile
 from conftest import REPO
+from test_offline import list_layers_run
 from espnet_probe.utils.checkpoint import (TRUST_ENV, CheckpointError, UntrustedCheckpointError,
                                            checked_init_params, load_checkpoint, load_state_dict)
 
@@ -128,11 +127,6 @@ def test_init_param_files_reach_espnet_as_checked_copies(tmp_path, marker):
 
 # ----------------------------------------------------------------------------- entry points
 
-def _cli(module: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True,
-                          text=True, env={k: v for k, v in os.environ.items() if k != TRUST_ENV})
-
-
 def test_list_layers_refuses_a_payload_and_a_mismatch_in_one_line(tmp_path, marker, capsys):
     from espnet_probe.bin import probe_train
 
@@ -147,8 +141,8 @@ def test_list_layers_refuses_a_payload_and_a_mismatch_in_one_line(tmp_path, mark
     assert probe_train.main(["--list_layers", config, str(tmp_path / "other.pth")]) == 1
     line = one_error_line(capsys.readouterr().err, "probe_train")
     assert "does not match" in line and "1 missing (ctc.ctc_lo.bias)" in line and "encoder.extra" in line
-    # the command line itself, on a clean checkpoint
-    proc = _cli("espnet_probe.bin.probe_train", "--list_layers", config, str(FIXTURE / "valid.loss.best.pth"))
+    # the command line itself, on a clean checkpoint (the run test_offline checks too)
+    proc = list_layers_run()
     assert proc.returncode == 0, proc.stderr
     assert "blstm1" in proc.stdout
     # ESPnet's attention module's flash-attention notice is silenced at its source

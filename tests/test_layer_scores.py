@@ -43,10 +43,11 @@ def experiment(tmp_path_factory, librispeech_dir):
     tables = {s: {"wav.scp": [], "utt2spk": [], "mel": {}, "noisy_mel": {}} for s in ("test",)}
     t = tables["test"]
     for spk in speakers:
-        flacs = sorted(spk.rglob("*.flac"))[:4]
+        flacs = sorted(spk.rglob("*.flac"))[:3]
         for flac in flacs:
             utt = f"{spk.name}-{flac.stem}"
-            wav, sr = sf.read(flac, dtype="float32")
+            # the first 3 s: enough for STOI, PESQ and GE2E partials; scoring time is per second
+            wav, sr = sf.read(flac, dtype="float32", frames=3 * 16000)
             assert sr == 16000
             noise = rng.standard_normal(wav.size).astype(np.float32)
             noise *= np.sqrt(np.mean(wav ** 2) / np.mean(noise ** 2)) * 10 ** (5 / 20)
@@ -118,13 +119,13 @@ def test_scores_of_known_layers(experiment, capsys):
     assert clean_in["mel_l1"] == 0 and clean_in["mcd"] == 0
     deep = {m: float(value(rows, "test", "deep", m)["value"]) for m in ("stoi", "pesq", "mel_l1")}
     assert deep["stoi"] < clean_in["stoi"] - 0.1 and deep["pesq"] < 2.0 and deep["mel_l1"] > 0.3
-    # 3 LibriSpeech speakers x 4 utterances: 18 target pairs, all of them used
+    # 3 LibriSpeech speakers x 3 utterances: 9 target pairs, all of them used
     eer = value(rows, "test", "input", "eer_ge2e")
-    assert int(eer["n"]) == 36 and float(eer["ci_low"]) <= float(eer["value"]) <= float(eer["ci_high"])
+    assert int(eer["n"]) == 18 and float(eer["ci_low"]) <= float(eer["value"]) <= float(eer["ci_high"])
     assert float(value(rows, "test", "deep", "eer_ge2e")["value"]) > clean_in["eer_ge2e"]
     assert value(rows, "test", "deep", "pesq_failed")["value"] == "0"
     # per-utterance files beside the summaries
-    assert len((exp / "score_test" / "deep" / "quality" / "pesq").read_text().splitlines()) == 12
+    assert len((exp / "score_test" / "deep" / "quality" / "pesq").read_text().splitlines()) == 9
     assert (exp / "score_test" / "deep" / "speaker_ge2e" / "scores").is_file()
     first = (exp / "scores.csv").read_text()
 

@@ -4,6 +4,7 @@ tools skip ESPnet's import-time type instrumentation."""
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import subprocess
 import sys
@@ -12,11 +13,22 @@ from pathlib import Path
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "asr_tiny"
 
 
-def test_espnet_tools_of_ours_print_no_nltk_download_errors():
-    proc = subprocess.run(
+@functools.cache
+def list_layers_run() -> subprocess.CompletedProcess:
+    """``probe_train --list_layers`` on the clean fixture, as a program, without the checkpoint
+    opt-in (espnet_probe.utils.checkpoint.TRUST_ENV). One ESPnet start-up (~5 s) serves every
+    test of its worker that checks this run (also test_checkpoint_safety's)."""
+    from espnet_probe.utils.checkpoint import TRUST_ENV
+
+    return subprocess.run(
         [sys.executable, "-m", "espnet_probe.bin.probe_train", "--list_layers",
          str(FIXTURE / "config.yaml"), str(FIXTURE / "valid.loss.best.pth")],
-        capture_output=True, text=True, cwd=FIXTURE.parents[2])
+        capture_output=True, text=True, cwd=FIXTURE.parents[2],
+        env={k: v for k, v in os.environ.items() if k != TRUST_ENV})
+
+
+def test_espnet_tools_of_ours_print_no_nltk_download_errors():
+    proc = list_layers_run()
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "nltk_data" not in proc.stderr + proc.stdout
     assert "blstm" in proc.stdout
