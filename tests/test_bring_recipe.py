@@ -113,12 +113,12 @@ def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, tmp_path_fa
     recipe, common, env = probe_recipe
     stock = stock_recipe(tmp_path_factory, kinds=STOCK_KINDS)
     packed = pack_model(stock.recipe_dir, stock.exp("rnn"), tmp_path / "rnn_packed.zip")
-    models = [stock.exp("conformer_hybrid_bpe"), packed]
+    exps = " ".join(map(str, [stock.exp("conformer_hybrid_bpe"), packed]))
     spk_conf = tiny_speaker_config(tmp_path)
     base = ["./run.sh", *common, "--asr_configs", "", "--beam_size", str(BEAM),
             "--maxlenratio", MAXLENRATIO]
 
-    proc = _run(base + ["--stage", "3", "--stop_stage", "6", "--asr_exps", " ".join(map(str, models))],
+    proc = _run(base + ["--stage", "3", "--stop_stage", "6", "--asr_exps", exps],
                 recipe, env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert f"dump_waves test: {N_TEST} utterances" in proc.stderr
@@ -154,7 +154,6 @@ def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, tmp_path_fa
     assert "hypotheses is empty" in refused.stderr and "asr_transformer_conv2d6_brought" in refused.stderr
     assert not list((exp / "asr_transformer_conv2d6_brought").glob("decode_*/result.json"))
 
-    exps = " ".join(map(str, models))
     proc = _run(base + ["--stage", "7", "--stop_stage", "12", "--asr_exps", exps,
                         "--probe_train_set", "train",  # clean only: half the work of train_robust
                         "--probe_args", "--max_epoch 4 --batch_bins 400000 --probe_conf hidden_size=64",
