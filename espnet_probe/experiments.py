@@ -31,6 +31,7 @@ from typing import Iterable, Optional
 import yaml
 
 from espnet_probe.utils.fileio import atomic_open
+from espnet_probe.utils.yaml_io import load_yaml
 
 EXPERIMENT_FILE = "experiment.yaml"
 PLAN_FILE = "experiments.yaml"
@@ -84,7 +85,7 @@ def read_experiment(exp_dir: str | Path) -> Optional[dict]:
     if not path.is_file():
         return None
     try:
-        record = yaml.safe_load(path.read_text(encoding="utf-8"))
+        record = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ExperimentError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(record, dict):
@@ -207,7 +208,7 @@ def select(expdir: str | Path, kind: Optional[str] = None, init: Optional[str] =
     path = Path(expdir) / PLAN_FILE
     if not path.is_file():
         raise ExperimentError(f"{path}: no plan (run.sh writes it before stage 5)")
-    dirs = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("experiments") or []
+    dirs = (load_yaml(path.read_text(encoding="utf-8")) or {}).get("experiments") or []
     out = [load(d) for d in dirs]
     return [e for e in out if (kind is None or e.kind == kind) and (init is None or e.init == init)
             and (training is None or e.training == training)]

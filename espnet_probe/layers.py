@@ -54,6 +54,7 @@ from espnet_probe.asr.whisper import build_whisper, espnet_encoder_layers
 from espnet_probe.families import BLOCKS, Hook, UnsupportedFamily, class_path, family_of, frontend_of
 from espnet_probe.layer_record import Layer
 from espnet_probe.utils.checkpoint import CheckpointError, check_fits, load_state_dict
+from espnet_probe.utils.yaml_io import load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,6 @@ def load_asr_model(
     """
     import argparse
 
-    import yaml
     from espnet2.tasks.asr import ASRTask
 
     register_encoders()
@@ -91,7 +91,7 @@ def load_asr_model(
         if not path.is_file():
             raise FileNotFoundError(f"ASR {what} not found: {path}")
     with config.open(encoding="utf-8") as f:
-        conf = yaml.safe_load(f)
+        conf = load_yaml(f)
     if not isinstance(conf, dict):
         raise CheckpointError(f"{config}: not an ESPnet training config (no mapping)")
     state = load_state_dict(checkpoint, map_location=device)

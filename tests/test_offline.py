@@ -68,3 +68,20 @@ def test_tools_turn_type_checks_off_before_anything_else_is_imported():
         guard = body[0]
         assert isinstance(guard, ast.If) and "__main__" in ast.unparse(guard.test), path.name
         assert [ast.unparse(node) for node in guard.body] == [f"import {switch}"], path.name
+
+
+def test_load_yaml_reads_as_safe_load_and_builds_no_objects(tmp_path):
+    import pytest
+    import yaml
+
+    from espnet_probe.utils.yaml_io import load_yaml
+
+    text = ("token_list: [<blank>, ' the', \"\\xC3\\u0125\", 'yes', 'null']\nlr: 1.0e-3\n"
+            "flag: yes\nnothing: null\nnested: {a: [1, 2.5, -3], b: on}\n")
+    assert load_yaml(text) == yaml.safe_load(text)
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with path.open() as f:
+        assert load_yaml(f) == yaml.safe_load(text)
+    with pytest.raises(yaml.YAMLError):
+        load_yaml("run: !!python/object/apply:os.system ['true']\n")

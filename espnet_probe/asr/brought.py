@@ -38,6 +38,7 @@ from espnet_probe.data.model_inputs import input_kind
 from espnet_probe.experiments import EXPERIMENT_FILE, read_experiment
 from espnet_probe.families import UnsupportedFamily, check_config
 from espnet_probe.utils.fileio import atomic_dir, atomic_open
+from espnet_probe.utils.yaml_io import load_yaml
 
 CHECKPOINT_ORDER = ("valid.acc.ave.pth", "valid.acc.best.pth", "valid.loss.ave.pth",
                     "valid.loss.best.pth")
@@ -196,7 +197,7 @@ def bring(source: str | Path, exp_dir: str | Path, recipe_dir: Optional[str | Pa
             meta_path = unpack / "meta.yaml"
             if not meta_path.is_file():
                 raise BringError(f"{source}: no meta.yaml (not made by espnet2.bin.pack)")
-            meta = yaml.safe_load(meta_path.read_text(encoding="utf-8")) or {}
+            meta = load_yaml(meta_path.read_text(encoding="utf-8")) or {}
             try:
                 config = unpack / meta["yaml_files"]["asr_train_config"]
                 checkpoint = unpack / (model_file or meta["files"]["asr_model_file"])
@@ -214,7 +215,7 @@ def bring(source: str | Path, exp_dir: str | Path, recipe_dir: Optional[str | Pa
             root, packed, root_what = unpack, True, "the archive's root"
         with open(config if not packed else tmp / "packed" / config.relative_to(final),
                   encoding="utf-8") as f:
-            conf = yaml.safe_load(f)
+            conf = load_yaml(f)
         if not isinstance(conf, dict) or "encoder" not in conf:
             raise BringError(f"{config}: not an ESPnet2 ASR training config (no encoder)")
         try:  # a family the layer map cannot probe is refused now, before any stage runs

@@ -41,6 +41,7 @@ import yaml
 from espnet_probe.utils.argv import option_value
 from espnet_probe.utils.fileio import atomic_open
 from espnet_probe.utils.freshness import Stamp
+from espnet_probe.utils.yaml_io import load_yaml
 
 CONFIG_KEY = "encoder_pretraining"
 
@@ -86,7 +87,7 @@ def parse_schedule(conf: dict, config_path: str) -> Optional[Schedule]:
 def espnet_config(config: str | Path, out: str | Path) -> Path:
     """Write ``config`` without our pretraining key to ``out``: a file ESPnet's parser accepts."""
     with open(config) as f:
-        conf = yaml.safe_load(f) or {}
+        conf = load_yaml(f) or {}
     with atomic_open(out, "w") as f:
         yaml.safe_dump({k: v for k, v in conf.items() if k != CONFIG_KEY}, f, sort_keys=False)
     return Path(out)
@@ -121,7 +122,7 @@ def run_with_pretraining(argv: Sequence[str], run: Callable[[List[str]], None]) 
         run(list(argv))
         return
     with open(config) as f:
-        conf = yaml.safe_load(f) or {}
+        conf = load_yaml(f) or {}
     schedule = parse_schedule(conf, config)
     if schedule is None:
         run(list(argv))

@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
-import yaml
+
+from espnet_probe.utils.yaml_io import load_yaml
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class FbankConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "FbankConfig":
         with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f) or {}
+            raw = load_yaml(f) or {}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:

@@ -37,7 +37,6 @@ import numpy as np
 import soundfile as sf
 import torch
 import torch.nn.functional as F
-import yaml
 from tqdm import tqdm
 
 from espnet_probe.audio.features import FbankConfig, mel_filterbank
@@ -45,6 +44,7 @@ from espnet_probe.audio.io import AudioError, load_audio, write_wav
 from espnet_probe.utils.fileio import atomic_open, shard
 from espnet_probe.utils.freshness import audio_files, is_stale
 from espnet_probe.utils.kaldi_dir import Segment, read_table, write_table
+from espnet_probe.utils.yaml_io import load_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class VocoderConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "VocoderConfig":
         with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f) or {}
+            raw = load_yaml(f) or {}
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: expected a mapping of vocoder options")
         known = {f.name for f in fields(cls)}

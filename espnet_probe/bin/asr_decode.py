@@ -25,7 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 
 from espnet_probe.asr.brought import best_checkpoint
 from espnet_probe.asr.decode import (DecodeRefused, check_decode, ctc_min_frames, encoder_frames,
@@ -38,6 +37,7 @@ from espnet_probe.metrics.wer import score
 from espnet_probe.utils.device import add_device_argument
 from espnet_probe.utils.fileio import atomic_open
 from espnet_probe.utils.kaldi_dir import read_table, write_table
+from espnet_probe.utils.yaml_io import load_yaml
 
 
 def reference_frames_needed(model, refs: dict[str, str], token_type: str, bpemodel) -> dict[str, int]:
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         checkpoint = args.checkpoint or best_checkpoint(args.asr_exp)
         with open(config, encoding="utf-8") as f:
-            train_args = yaml.safe_load(f)
+            train_args = load_yaml(f)
         decoding = dict((read_experiment(args.asr_exp) or {}).get("decoding")
                         or {"method": "ctc_greedy", "ctc_weight": 1.0})
         if decoding["method"] == "joint_ctc_attention":

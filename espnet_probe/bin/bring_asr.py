@@ -16,8 +16,6 @@ import sys
 from pathlib import Path
 
 from espnet_probe.asr.brought import BringError, best_checkpoint, bring, default_name
-from espnet_probe.asr.whisper import WhisperSourceError
-from espnet_probe.utils.checkpoint import CheckpointError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.asr_exps:
         p.error("give --asr_exps or --checkpoint_of")
+    # torch comes in with these, for bringing only: run.sh asks --checkpoint_of once for every
+    # training job it starts, and that answer needs no torch (0.1 s instead of 2 s)
+    from espnet_probe.asr.whisper import WhisperSourceError
+    from espnet_probe.utils.checkpoint import CheckpointError
+
     names: dict[str, Path] = {}
     for source in args.asr_exps:
         name = default_name(source)

@@ -18,7 +18,7 @@ if __name__ in ("__main__", "__mp_main__"):  # run as a tool (or its DDP worker)
 import argparse
 import sys
 
-import yaml
+from espnet_probe.utils.yaml_io import load_yaml
 
 BATCH_OPTIONS = ("batch_type", "batch_size", "batch_bins")
 
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     parser.add_argument("--shape_file", required=True)
     args, overrides = parser.parse_known_args(argv)
     with open(args.config) as f:
-        config = yaml.safe_load(f) or {}
+        config = load_yaml(f) or {}
     override = argparse.ArgumentParser(add_help=False)
     for name in BATCH_OPTIONS:
         override.add_argument(f"--{name}")

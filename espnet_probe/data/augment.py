@@ -37,7 +37,6 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 import soundfile as sf
-import yaml
 from tqdm import tqdm
 
 from espnet_probe.audio.io import (MIN_UTTERANCE_SECONDS, SAMPLE_RATE, AudioError, load_audio,
@@ -47,6 +46,7 @@ from espnet_probe.audio.mix import (DEFAULT_PEAK_LIMIT, Mixture, MixError, fit_l
 from espnet_probe.data.babble import read_file2spk
 from espnet_probe.utils.kaldi_dir import (DataDirError, KaldiDataDir, Segment, load_data_dir,
                                          write_data_dir)
+from espnet_probe.utils.yaml_io import load_yaml
 
 MUSAN_FOLDERS = ("noise", "music", "speech")
 # noise type -> the MUSAN folder it draws from
@@ -223,7 +223,7 @@ def load_config(path: str | Path) -> AugmentConfig:
     if not path.is_file():
         raise AugmentConfigError(f"{path}: config file not found")
     with open(path, encoding="utf-8") as f:
-        raw = yaml.safe_load(f)
+        raw = load_yaml(f)
     if not isinstance(raw, dict):
         raise AugmentConfigError(f"{path}: expected a mapping at the top level")
     unknown = set(raw) - {"types", "copies", "peak_limit", "cache_mb"}

@@ -28,6 +28,7 @@ from espnet_probe.families import waveform_encoders
 from espnet_probe.utils.fileio import atomic_open, atomic_path
 from espnet_probe.utils.freshness import Stamp, fingerprint
 from espnet_probe.utils.kaldi_dir import load_data_dir, read_table, write_table
+from espnet_probe.utils.yaml_io import load_yaml
 
 INPUT_FILES = {"feats": ("feats.scp", "feats_shape"), "wave": ("wave.scp", "wave_shape")}
 
@@ -51,7 +52,7 @@ def input_kind(conf: dict) -> str:
 def config_input_kind(asr_config: str | Path) -> str:
     """``input_kind`` of a config.yaml."""
     with open(asr_config, encoding="utf-8") as f:
-        return input_kind(yaml.safe_load(f) or {})
+        return input_kind(load_yaml(f) or {})
 
 
 class ModelInputError(ValueError):

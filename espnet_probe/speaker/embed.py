@@ -20,7 +20,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import yaml
 from tqdm import tqdm
 
 from espnet_probe.audio.io import SAMPLE_RATE, load_audio
@@ -29,6 +28,7 @@ from espnet_probe.speaker.embedder import INT16_MAX, Embedder, SpeakerScoringErr
 from espnet_probe.speaker.resnet import ENCODER_DEFAULTS, load_encoder, repeat_pad
 from espnet_probe.utils.fileio import shard
 from espnet_probe.utils.freshness import entry_fingerprint
+from espnet_probe.utils.yaml_io import load_yaml
 
 MIN_SECONDS = 0.5
 STATUSES = ("ok", "silent", "short")
@@ -54,7 +54,7 @@ def describe_model(model_dir: str | Path) -> str:
     512-d, 64 log-mel bands'."""
     config, _ = find_checkpoint(model_dir)
     with open(config, encoding="utf-8") as f:
-        args = yaml.safe_load(f) or {}
+        args = load_yaml(f) or {}
     enc = {**ENCODER_DEFAULTS, **(args.get("encoder_conf") or {})}
     depth = 2 * sum(enc["blocks"]) + 2  # two convolutions per block, the stem, the output layer
     n_mels = (args.get("frontend_conf") or {}).get("n_mels", 80)
@@ -70,7 +70,7 @@ class ResNetEmbedder:
                  num_threads: int = 1):
         config, checkpoint = find_checkpoint(model_dir)
         with open(config, encoding="utf-8") as f:
-            self.encoder = load_encoder(yaml.safe_load(f) or {}, checkpoint, device).eval()
+            self.encoder = load_encoder(load_yaml(f) or {}, checkpoint, device).eval()
         self.device = device
         self.batch_size = batch_size
         self.num_threads = num_threads
