@@ -13,7 +13,7 @@ import yaml
 
 from espnet_probe.families import FAMILIES, REFUSED, UnsupportedFamily, family_named
 from espnet_probe.layers import extract_layers
-from espnet_probe.probe.model import ProbeModel, probed_layers
+from espnet_probe.probe.model import PROBED_PARTS, ProbeModel, probed_layers, reinitialise_encoder
 from test_brought import stock_model
 from test_layers import TINY_VGG, build_model, feats_batch
 
@@ -88,9 +88,30 @@ def test_an_encoder_without_an_entry_is_refused_with_the_supported_list():
         family_of(MyEncoder())
 
 
+def check_random_control(model, speech, lengths, names):
+    """The family's random-encoder control (stage 7's --asr_init random), on ``model`` in place:
+    every parameter the probed layers come from is drawn afresh (none keeps a trained value),
+    nothing outside them changes, and the layers and their frames stay the same."""
+    torch.manual_seed(1)
+    with torch.no_grad():  # "trained": every parameter moved off its initial value
+        for param in model.parameters():
+            param.add_(torch.rand_like(param) + 0.5)
+    before = extract_layers(model, speech, lengths)
+    trained = {k: p.clone() for k, p in model.named_parameters()}
+    reinitialise_encoder(model, seed=0)
+    kept = {k for k, p in model.named_parameters() if torch.equal(p, trained[k])}
+    probed = {k for k in trained if k.split(".")[0] in PROBED_PARTS}
+    assert probed and not probed & kept, sorted(probed & kept)
+    assert kept == set(trained) - probed
+    after = extract_layers(model, speech, lengths)
+    assert [s.layer.name for s in after] == names
+    assert [a.lengths.tolist() for a in after] == [b.lengths.tolist() for b in before]
+
+
 def check_probe_epoch(model, speech, lengths, names, feature_period=0.01):
     """A probe per layer: a few updates lower the loss, and decoding gives every layer's mel on
-    the 10 ms target grid, zero beyond each utterance."""
+    the 10 ms target grid, zero beyond each utterance; then the random control of ``model``
+    (in place)."""
     torch.manual_seed(0)
     probe = ProbeModel(model, probed_layers(model), hidden_size=8)
     assert [layer.name for layer in probe.layers] == names
@@ -112,6 +133,7 @@ def check_probe_epoch(model, speech, lengths, names, feature_period=0.01):
     for name, pred in preds.items():
         assert pred.shape == (speech.size(0), int(frames.max()), 80), name
         assert torch.isfinite(pred).all() and not pred[1, int(frames[1]):].any(), name
+    check_random_control(model, speech, lengths, names)
 
 
 def check_last_layer_is_the_output(model, speech, lengths):

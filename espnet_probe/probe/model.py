@@ -31,6 +31,7 @@ from typing import Deque, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from espnet2.torch_utils.device_funcs import force_gatherable
+from torch.nn.utils.weight_norm import WeightNorm
 
 from espnet_probe.asr.blstm import zero_padding
 from espnet_probe.asr.model_input import model_input
@@ -415,17 +416,57 @@ def probed_layers(asr_model: torch.nn.Module, wanted: Sequence[str] | str = "all
     return [layer for layer in layers if layer.name in wanted]
 
 
-def reinitialise_encoder(asr_model: torch.nn.Module, seed: int) -> None:
-    """The random-encoder control: fresh weights in the encoder (same shapes), fixed seed.
+# the parts of an ESPnet ASR model the probed layers come from, in the order they run
+PROBED_PARTS = ("frontend", "preencoder", "encoder")
 
-    The normalisation statistics stay: the control differs from the trained model only in
-    what training taught the encoder.
+
+def reinitialise_encoder(asr_model: torch.nn.Module, seed: int) -> None:
+    """The random-encoder control: fresh weights (same shapes, fixed seed) in every part the
+    probed layers come from: the frontend's learnt parts (an SSL upstream and the weighted sum
+    of its layers), the preencoder and the encoder.
+
+    Each module's own ``reset_parameters`` draws its weights.  A parameter that none of them
+    redraws would keep its trained value inside the "random" model, so those are drawn here:
+    a conformer's relative-position biases, weight-normalised convolutions (an SSL upstream's
+    positional convolution), an upstream's mask embedding, the s3prl featuriser's layer
+    weights; Xavier-uniform for a matrix or more (ESPnet's own init of the position biases),
+    zeros for a vector (the featuriser's own: equal layer weights).  The normalisation
+    statistics stay, and so do the decoders: the control differs from the trained model only
+    in what training taught the layers under the probes.
     """
+    parts = [part for name in PROBED_PARTS
+             if isinstance(part := getattr(asr_model, name, None), torch.nn.Module)]
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        for module in asr_model.encoder.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+        for part in parts:
+            for module in part.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+        with torch.no_grad():
+            for part in parts:
+                for param in _params_not_reset(part):
+                    if param.dim() >= 2:
+                        torch.nn.init.xavier_uniform_(param)
+                    else:
+                        param.zero_()
     finally:
         torch.random.set_rng_state(generator_state)
+
+
+def _params_not_reset(root: torch.nn.Module) -> List[torch.nn.Parameter]:
+    """Parameters of ``root`` that no module's ``reset_parameters`` redraws: those of modules
+    without one, and the direction and magnitude of a weight norm (torch's old
+    ``weight_norm`` keeps them beside the weight its module's reset would draw, then discards
+    at the next forward)."""
+    params = []
+    for module in root.modules():
+        own = {name: p for name, p in module._parameters.items() if p is not None}
+        if not hasattr(module, "reset_parameters"):
+            params.extend(own.values())
+            continue
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, WeightNorm):
+                params.extend(own[f"{hook.name}{suffix}"] for suffix in ("_g", "_v")
+                              if f"{hook.name}{suffix}" in own)
+    return params
