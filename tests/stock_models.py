@@ -17,7 +17,8 @@ experiment directory that looks like the one ``asr.sh`` leaves:
 
 The steps mirror asr.sh's stages: the token lists, collect stats with one job plus the
 aggregation and the ``text_shape.<token_type>`` files, training, and packing. Each tool is
-``python -m espnet2.bin.<tool>`` from the project's venv, so every path inside
+``python -m espnet2.bin.<tool>`` from the project's venv (the trainer's main through our entry
+point for every kind but the rnn: see ``TRAINER``), so every path inside
 ``exp/asr_<kind>/config.yaml`` is relative to the recipe directory, like a real recipe's.
 
 Reuse: :func:`stock_recipe` trains each kind once per pytest run, also across pytest-xdist
@@ -325,10 +326,14 @@ FEATS_NORMALIZE = {"conformer_hybrid_bpe": "global_mvn", "transformer_conv2d6": 
                    "rnn": "global_mvn", WHISPER_KIND: None, STREAMING_KIND: "utterance_mvn",
                    S3PRL_KIND: "utterance_mvn"}
 CLEANER = {WHISPER_KIND: "whisper_en"}
-# ESPnet's trainer, as `python -m espnet2.bin.asr_train`; for Whisper the same main through
-# espnet_probe.bin.asr_train, which serves tiny.en's weights offline (ESPnet's encoder would
-# download them)
-TRAINER = {WHISPER_KIND: "espnet_probe.bin.asr_train", S3PRL_KIND: "espnet_probe.bin.asr_train"}
+# ESPnet's trainer: its own `python -m espnet2.bin.asr_train` for the rnn, the witness that a
+# model from the untouched tool (and espnet2.bin.pack) comes in; the same ESPnet main through
+# espnet_probe.bin.asr_train for the others.  That entry point starts ESPnet as every tool of
+# ours does: typeguard's instrumentation off (utils/typecheck.py: 6 s of CPU per process, 7
+# processes a test run), tiny.en's weights served offline (ESPnet's Whisper encoder would
+# download them), s3prl importable beside torchaudio >= 2.9.  The model, config.yaml and
+# checkpoints it writes are ESPnet's.
+TRAINER = {kind: "espnet_probe.bin.asr_train" for kind in CONFIGS if kind != "rnn"}
 # Whisper's epochs are few: each is one update and a validation pass over 30-s windows (~1 min
 # on one CPU thread); one is enough to show ESPnet's trainer made the model
 MAX_EPOCH = {WHISPER_KIND: 1}
