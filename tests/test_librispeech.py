@@ -1,5 +1,5 @@
 """LibriSpeech preparation: the real train-clean-5 copy, speaker splits, and download + extract
-against a loopback HTTP server (no internet needed)."""
+against a loopback HTTP server (no internet needed); the LibriSpeech egs' stages 1-3."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from espnet_probe.data.librispeech import (LibriSpeechError, _part_sizes, downlo
                                            read_speakers, safe_extract, split_speakers)
 from espnet_probe.utils.freshness import Stamp
 from espnet_probe.utils.kaldi_dir import load_data_dir
+from test_recipe import _check_recipe_outputs
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -362,3 +363,25 @@ def test_truncated_archive_is_reported(tmp_path):
     (tmp_path / "t.tar.gz").write_bytes(body[: len(body) // 2])
     with pytest.raises(LibriSpeechError, match=r"t\.tar\.gz: .*delete it and download again"):
         safe_extract(tmp_path / "t.tar.gz", tmp_path / "out")
+
+
+# The egs' stages 1-3 here, not in test_recipe.py: that file is the default run's chain of stage
+# groups, one pytest-xdist unit; this run is independent of it and goes to whichever worker is free.
+@pytest.mark.integration
+def test_librispeech_recipe_on_shared_data(tmp_path, recipe_env, librispeech_dir, musan_mini_dir):
+    # A scratch copy of the repository layout (symlinks), so data/ and dump/ land in tmp_path.
+    for name in ("run.sh", "path.sh", "cmd.sh", "local", "conf", "scripts", "tools"):
+        (tmp_path / name).symlink_to(REPO / name)
+    recipe = tmp_path / "egs" / "librispeech_probe"
+    recipe.mkdir(parents=True)
+    for name in ("run.sh", "local", "conf"):
+        (recipe / name).symlink_to(REPO / "egs" / "librispeech_probe" / name)
+    utts = 2  # a speaker's: the egs' options and stages are under test, not the amount of audio
+    proc = subprocess.run(
+        ["./run.sh", "--musan_dir", str(musan_mini_dir), "--local_data_opts",
+         f"--librispeech_dir {librispeech_dir} --subsets train-clean-5 --split_by_speaker 14,2,4 "
+         f"--max_utts_per_spk {utts}", "--stop_stage", "3"],
+        cwd=recipe, env=recipe_env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _check_recipe_outputs(recipe, "train", ["test"], snrs=(20, 10, 0))  # the egs: the paper's SNRs
+    assert len(load_data_dir(recipe / "data" / "train").utt2spk) == 14 * utts
