@@ -85,3 +85,22 @@ def test_load_yaml_reads_as_safe_load_and_builds_no_objects(tmp_path):
         assert load_yaml(f) == yaml.safe_load(text)
     with pytest.raises(yaml.YAMLError):
         load_yaml("run: !!python/object/apply:os.system ['true']\n")
+
+
+def test_espnet_tasks_load_without_scipy_signal_and_jets_until_used():
+    """ESPnet's preprocessor (scipy.signal) and its attention-plot module (JETS: scipy.stats,
+    numba) stay unloaded (1.2 s per job); scipy.signal works on first use, and the plot module's
+    isinstance test answers as the real class does, importing it then."""
+    code = ("import sys\nimport espnet_probe\nimport torch\nimport espnet2.tasks.asr\n"
+            "import espnet2.train.trainer\n"
+            "from espnet2.main_funcs import calculate_all_attentions as plot\n"
+            "print(any(m.startswith(('scipy.signal.', 'scipy.stats', 'espnet2.gan_tts')) "
+            "for m in sys.modules))\n"
+            "import scipy.signal\n"
+            "print(scipy.signal.convolve([1.0, 2.0], [1.0, 1.0]).tolist())\n"
+            "print(isinstance(torch.nn.Linear(1, 1), plot.AlignmentModule))\n"
+            "from espnet2.gan_tts.jets.alignments import AlignmentModule\n"
+            "print(isinstance(AlignmentModule(2, 2), plot.AlignmentModule))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["False", "[1.0,", "3.0,", "2.0]", "False", "True"]

@@ -12,6 +12,15 @@
   one line is dropped while the module is executed (any other output, or another import error,
   still shows).
 
+* No signal-processing or TTS code the jobs do not run: ESPnet's preprocessor imports
+  scipy.signal for room-impulse convolution, which no job here asks for, and its trainer's
+  attention-plot module imports JETS's AlignmentModule (a TTS model, with scipy.stats and
+  numba) for one ``isinstance`` test, and no training here plots attention (``num_att_plot:
+  0``).  scipy.signal is loaded on first use (importlib's LazyLoader); in the attention-plot
+  module, the imported name stands for a class whose ``isinstance`` test imports the real
+  AlignmentModule and asks it, so the test answers as before.  Together 1.2 s of import
+  in every process that loads ESPnet's tasks (measured, BENCHMARKS.md section 10).
+
 The hooks cost nothing until their module is imported.  ``hook_import`` is the one way to
 hook an import: asr/whisper_offline.py patches openai-whisper with it.
 """
@@ -89,3 +98,33 @@ def _exec_without_notice(exec_module, module) -> None:
 
 def quiet_flash_attention_notice() -> None:
     hook_import(ATTENTION_MODULE, _exec_without_notice)
+
+
+ATTENTION_PLOT_MODULE = "espnet2.main_funcs.calculate_all_attentions"
+JETS_ALIGNMENTS = "espnet2.gan_tts.jets.alignments"
+
+
+class _RealOnInstanceCheck(type):
+    """A stand-in class: ``isinstance(x, it)`` is ``isinstance(x, <the real class>)``."""
+
+    def __instancecheck__(cls, obj) -> bool:
+        return isinstance(obj, getattr(importlib.import_module(cls.real_module), cls.__name__))
+
+
+def _exec_with_jets_on_demand(exec_module, module) -> None:
+    if JETS_ALIGNMENTS in sys.modules:  # loaded already: nothing to save
+        exec_module(module)
+        return
+    stand_in = type(sys)(JETS_ALIGNMENTS)
+    stand_in.AlignmentModule = _RealOnInstanceCheck("AlignmentModule", (),
+                                                    {"real_module": JETS_ALIGNMENTS})
+    sys.modules[JETS_ALIGNMENTS] = stand_in
+    try:
+        exec_module(module)
+    finally:
+        del sys.modules[JETS_ALIGNMENTS]
+
+
+def defer_unused_espnet_imports() -> None:
+    hook_import("scipy.signal", lambda exec_module, module: exec_module(module), lazy=True)
+    hook_import(ATTENTION_PLOT_MODULE, _exec_with_jets_on_demand)
