@@ -329,14 +329,17 @@ CLEANER = {WHISPER_KIND: "whisper_en"}
 # ESPnet's trainer: its own `python -m espnet2.bin.asr_train` for the CTC-only transformer, the
 # witness that what the untouched tool writes is brought (or refused) as it should be; the same
 # ESPnet main through espnet_probe.bin.asr_train for the others.  That entry point starts ESPnet
-# as every tool of ours does: typeguard off (utils/typecheck.py; the rnn's 2 epochs took 46
-# CPU-s with it, 13 without), tiny.en's weights served offline (ESPnet's Whisper encoder would
+# as every tool of ours does: typeguard off (utils/typecheck.py: 6 CPU-s of import a process,
+# and checks at run time), tiny.en's weights served offline (ESPnet's Whisper encoder would
 # download them), s3prl importable beside torchaudio >= 2.9.  The model, config.yaml and
 # checkpoints it writes are ESPnet's.
 TRAINER = {kind: "espnet_probe.bin.asr_train" for kind in CONFIGS if kind != "transformer_conv2d6"}
 # Whisper's epochs are few: each is one update and a validation pass over 30-s windows (~1 min
 # on one CPU thread); one is enough to show ESPnet's trainer made the model
 MAX_EPOCH = {WHISPER_KIND: 1}
+# ... and its update on 2 of the 30-s windows, not 6: forward and backward through tiny.en are
+# nearly all of its training (24 CPU-s for the update on 6)
+BATCH_SIZE = {WHISPER_KIND: 2}
 
 
 class StockModelError(RuntimeError):
@@ -653,6 +656,8 @@ def train_stock_model(recipe_dir: Path, kind: str, max_epoch: int = 2, seed: int
              "--train_shape_file", str(sdir / "train" / f"text_shape.{token_type}"),
              "--ngpu", "0", "--num_workers", "0", "--seed", str(seed),
              "--max_epoch", str(min(max_epoch, MAX_EPOCH.get(kind, max_epoch)))]
+    if kind in BATCH_SIZE:
+        args += ["--batch_size", str(BATCH_SIZE[kind])]
     _run(args, recipe_dir, exp / "train.log")
     return recipe_dir / exp
 
