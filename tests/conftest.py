@@ -43,6 +43,18 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))
 
 
+def egs_recipe(root: Path) -> Path:
+    """A scratch copy of the repository's layout (symlinks) under ``root`` and its LibriSpeech
+    egs dir, returned: a run there writes its data/, dump/ and exp/ under ``root``."""
+    for name in ("run.sh", "path.sh", "cmd.sh", "local", "conf", "scripts", "tools"):
+        (root / name).symlink_to(REPO / name)
+    recipe = root / "egs" / "librispeech_probe"
+    recipe.mkdir(parents=True)
+    for name in ("run.sh", "local", "conf"):
+        (recipe / name).symlink_to(REPO / "egs" / "librispeech_probe" / name)
+    return recipe
+
+
 def need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"real data not found at {path} (set PROBE_SHARED_DATA to its location)")

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, egs_recipe
 from espnet_probe.metrics.wer import score
 from espnet_probe.probe.summary import read_summary
 from espnet_probe.utils.checkpoint import load_checkpoint
@@ -56,12 +56,7 @@ def probe_recipe(tmp_path_factory, librispeech_dir):
 
     env = dict(os.environ, PATH=f"{REPO / 'tools' / 'venv' / 'bin'}:{os.environ['PATH']}")
     root = tmp_path_factory.mktemp("byo")
-    for name in ("run.sh", "path.sh", "cmd.sh", "local", "conf", "scripts", "tools"):
-        (root / name).symlink_to(REPO / name)
-    recipe = root / "egs" / "librispeech_probe"
-    recipe.mkdir(parents=True)
-    for name in ("run.sh", "local", "conf"):
-        (recipe / name).symlink_to(REPO / "egs" / "librispeech_probe" / name)
+    recipe = egs_recipe(root)
     user = root / "users_data"
     # each speaker's UTTS_PER_SPK shortest utterances (3.7 s on average in the test set, against
     # 12.3 s at random): every stage's cost grows with the audio

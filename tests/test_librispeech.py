@@ -22,6 +22,7 @@ from espnet_probe.data.librispeech import (LibriSpeechError, _part_sizes, downlo
                                            read_speakers, safe_extract, split_speakers)
 from espnet_probe.utils.freshness import Stamp
 from espnet_probe.utils.kaldi_dir import load_data_dir
+from conftest import egs_recipe
 from test_recipe import _check_recipe_outputs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -369,13 +370,7 @@ def test_truncated_archive_is_reported(tmp_path):
 # groups, one pytest-xdist unit; this run is independent of it and goes to whichever worker is free.
 @pytest.mark.integration
 def test_librispeech_recipe_on_shared_data(tmp_path, recipe_env, librispeech_dir, musan_mini_dir):
-    # A scratch copy of the repository layout (symlinks), so data/ and dump/ land in tmp_path.
-    for name in ("run.sh", "path.sh", "cmd.sh", "local", "conf", "scripts", "tools"):
-        (tmp_path / name).symlink_to(REPO / name)
-    recipe = tmp_path / "egs" / "librispeech_probe"
-    recipe.mkdir(parents=True)
-    for name in ("run.sh", "local", "conf"):
-        (recipe / name).symlink_to(REPO / "egs" / "librispeech_probe" / name)
+    recipe = egs_recipe(tmp_path)
     utts = 2  # a speaker's: the egs' options and stages are under test, not the amount of audio
     proc = subprocess.run(
         ["./run.sh", "--musan_dir", str(musan_mini_dir), "--local_data_opts",
