@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.asr_exps:
         p.error("give --asr_exps or --checkpoint_of")
     # torch comes in with these, for bringing only: run.sh asks --checkpoint_of once for every
-    # training job it starts, and that answer needs no torch (0.1 s instead of 2 s)
+    # training job it starts, and that answer needs no torch (0.2 s instead of 2.3 s)
     from espnet_probe.asr.whisper import WhisperSourceError
     from espnet_probe.utils.checkpoint import CheckpointError
 

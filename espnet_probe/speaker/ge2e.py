@@ -127,8 +127,8 @@ class GE2EEncoder:
         spectrum = np.fft.rfft(_hann(n_fft)[:, None] * frames, axis=0)
         spectrum = np.asfortranarray(spectrum, dtype=np.result_type(wav.dtype, np.complex64))
         power = np.abs(spectrum) ** 2
-        mel = np.einsum("...ft,mf->...mt", power, _mel_filters(hp.sampling_rate, n_fft, hp.mel_n_channels),
-                        optimize=True)
+        filters = _mel_filters(hp.sampling_rate, n_fft, hp.mel_n_channels)
+        mel = np.einsum("...ft,mf->...mt", power, filters, optimize=True)
         return mel.astype(np.float32).T
 
     def embed(self, wavs: list[np.ndarray], utts: list[str] | None = None,

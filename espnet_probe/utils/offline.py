@@ -18,7 +18,7 @@
   numba) for one ``isinstance`` test, and no training here plots attention (``num_att_plot:
   0``).  scipy.signal is loaded on first use (importlib's LazyLoader); in the attention-plot
   module, the imported name stands for a class whose ``isinstance`` test imports the real
-  AlignmentModule and asks it, so the test answers as before.  Together 1.2 s of import
+  AlignmentModule and asks it, so the test answers as before.  Together 1.3 s of import
   in every process that loads ESPnet's tasks (measured, BENCHMARKS.md section 10).
 
 The hooks cost nothing until their module is imported.  ``hook_import`` is the one way to
