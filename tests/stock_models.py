@@ -18,7 +18,7 @@ experiment directory that looks like the one ``asr.sh`` leaves:
 The steps mirror asr.sh's stages: the token lists, collect stats with one job plus the
 aggregation and the ``text_shape.<token_type>`` files, training, and packing. Each tool is
 ``python -m espnet2.bin.<tool>`` from the project's venv (the trainer's main through our entry
-point for every kind but the rnn: see ``TRAINER``), so every path inside
+point for every kind but the CTC-only transformer: see ``TRAINER``), so every path inside
 ``exp/asr_<kind>/config.yaml`` is relative to the recipe directory, like a real recipe's.
 
 Reuse: :func:`stock_recipe` trains each kind once per pytest run, also across pytest-xdist

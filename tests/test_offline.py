@@ -89,7 +89,7 @@ def test_load_yaml_reads_as_safe_load_and_builds_no_objects(tmp_path):
 
 def test_espnet_tasks_load_without_scipy_signal_and_jets_until_used():
     """ESPnet's preprocessor (scipy.signal) and its attention-plot module (JETS: scipy.stats,
-    numba) stay unloaded (1.2 s per job); scipy.signal works on first use, and the plot module's
+    numba) stay unloaded (1.3 s per job); scipy.signal works on first use, and the plot module's
     isinstance test answers as the real class does, importing it then."""
     code = ("import sys\nimport espnet_probe\nimport torch\nimport espnet2.tasks.asr\n"
             "import espnet2.train.trainer\n"
