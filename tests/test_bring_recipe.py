@@ -1,6 +1,7 @@
 """Bring your own ESPnet model, end to end: stock models trained by espnet2.bin.asr_train (asr.sh's
-collect_stats + training), one of them packed, probed by ./run.sh --asr_exps through stages 6-12
-on real speech, and the stock hybrid model's WER checked against espnet2.bin.asr_inference.
+collect_stats + training), brought by ./run.sh --asr_exps on real speech: stage 6 decodes or
+refuses each, the packed one goes on through stages 7-12, and the stock conformer's WER is
+checked against espnet2.bin.asr_inference.
 Whisper tiny.en fine-tuned as the egs2 Whisper recipes do runs in test_bring_families.py, on the
 other pytest-xdist worker."""
 
@@ -102,9 +103,12 @@ def tiny_speaker_config(where: Path) -> Path:
 def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, tmp_path_factory, tmp_path):
     """The stock models train for 2 epochs (tests/stock_models.py): the hybrid ones' attention
     decoders already emit text, the CTC-only transformer still gives blanks only.  So stage 6
-    decodes the two hybrid models (the rnn from its packed zip) and stages 7-12 probe them; stage
-    6 refuses the CTC-only one (the old silent WER 100 %).  A model refused by stage 6 and probed
-    all the same is the default run's (test_recipe.py)."""
+    decodes the two hybrid models (the rnn from its packed zip) and refuses the CTC-only one (the
+    old silent WER 100 %); stages 7-12 probe the packed rnn, with its random-encoder control and
+    the noisy condition, the stages every brought model takes alike.  The conformer's layers go
+    through them in test_bring_families.py (two conformer families), and every family's layer
+    map and control in test_encoder_families.py.  A model refused by stage 6 and probed all the
+    same is the default run's (test_recipe.py)."""
     recipe, common, env = probe_recipe
     stock = stock_recipe(tmp_path_factory, kinds=STOCK_KINDS)
     packed = pack_model(stock.recipe_dir, stock.exp("rnn"), tmp_path / "rnn_packed.zip")
@@ -149,7 +153,8 @@ def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, tmp_path_fa
     assert "hypotheses is empty" in refused.stderr and "asr_transformer_conv2d6_brought" in refused.stderr
     assert not list((exp / "asr_transformer_conv2d6_brought").glob("decode_*/result.json"))
 
-    proc = _run(base + ["--stage", "7", "--stop_stage", "12", "--asr_exps", exps,
+    name = "rnn_packed"
+    proc = _run(base + ["--stage", "7", "--stop_stage", "12", "--asr_exps", str(packed),
                         "--probe_train_set", "train",  # clean only: half the work of train_robust
                         "--probe_args", "--max_epoch 4 --batch_bins 400000 --probe_conf hidden_size=64",
                         "--vocode_max_utts", str(N_TEST), "--speaker_config", str(spk_conf), "--n_boot", "100"],
@@ -157,27 +162,26 @@ def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, tmp_path_fa
     assert proc.returncode == 0, proc.stderr[-4000:]
     constant = _mean_mel_l1(recipe, "test")
     assert yaml.safe_load((exp / "asr_rnn_packed_brought" / "experiment.yaml").read_text())["packed"]
-    for name in names:
-        summary = read_summary(exp / f"probe_{name}_brought" / "decode_test")
-        assert summary.input == "wave" and summary.utterances == N_TEST
-        # layer 0 holds the heard audio (the model's own log-mel): its probe must beat the best
-        # constant predictor by far, which it cannot unless frames are aligned in time
-        assert summary.layers[0].layer.name == "input"
-        assert summary.layers[0].l1_heard < 0.6 * constant, (name, summary, constant)
-        assert read_summary(exp / f"probe_{name}_random" / "decode_test").layer_names
-        assert not (exp / f"probe_{name}_random" / f"decode_test_snr{SNRS}").exists()
-        sid = (exp / f"asr_{name}_brought" / "speaker_id" / "results.csv").read_text().splitlines()
-        assert sid[0].startswith("layer,layer_index,accuracy") and len(sid) >= 1 + 4
+    assert not (exp / "probe_conformer_hybrid_bpe_brought").exists()
+    summary = read_summary(exp / f"probe_{name}_brought" / "decode_test")
+    assert summary.input == "wave" and summary.utterances == N_TEST
+    # layer 0 holds the heard audio (the model's own log-mel): its probe must beat the best
+    # constant predictor by far, which it cannot unless frames are aligned in time
+    assert summary.layers[0].layer.name == "input"
+    assert summary.layers[0].l1_heard < 0.6 * constant, (summary, constant)
+    assert read_summary(exp / f"probe_{name}_random" / "decode_test").layer_names
+    assert not (exp / f"probe_{name}_random" / f"decode_test_snr{SNRS}").exists()
+    sid = (exp / f"asr_{name}_brought" / "speaker_id" / "results.csv").read_text().splitlines()
+    assert sid[0].startswith("layer,layer_index,accuracy") and len(sid) >= 1 + 4
     with open(exp / "report" / "scores.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     got = {(r["model"], r["training"], r["condition"], r["layer"], r["metric"]) for r in rows}
-    for name in names:
-        for metric in ("eer_ge2e", "stoi", "pesq", "mel_l1"):
-            assert (name, "brought", "clean", "input", metric) in got
-            assert (name, "brought", f"snr{SNRS}", "input", metric) in got
-            assert (name, "random", "clean", "input", metric) in got
-        assert (name, "brought", "clean", "input", "speaker_id_acc") in got
-        assert (name, "brought", "clean", "output", "wer") in got
+    for metric in ("eer_ge2e", "stoi", "pesq", "mel_l1"):
+        assert (name, "brought", "clean", "input", metric) in got
+        assert (name, "brought", f"snr{SNRS}", "input", metric) in got
+        assert (name, "random", "clean", "input", metric) in got
+    assert (name, "brought", "clean", "input", "speaker_id_acc") in got
+    assert (name, "brought", "clean", "output", "wer") in got
     assert (exp / "report" / "eer_ge2e.png").stat().st_size > 5000
     assert (f"babble from speech/from_training ({SPEAKERS[0]} files: voices of {SPEAKERS[0]} "
             "training speakers") in \

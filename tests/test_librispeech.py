@@ -371,11 +371,13 @@ def test_truncated_archive_is_reported(tmp_path):
 @pytest.mark.integration
 def test_librispeech_recipe_on_shared_data(tmp_path, recipe_env, librispeech_dir, musan_mini_dir):
     recipe = egs_recipe(tmp_path)
-    utts = 2  # a speaker's: the egs' options and stages are under test, not the amount of audio
+    # a speaker's 2 shortest utterances: the egs' options and stages are under test, not the
+    # amount of audio (the shortest are a third as long as random ones; every stage scales with it)
+    utts = 2
     proc = subprocess.run(
         ["./run.sh", "--musan_dir", str(musan_mini_dir), "--local_data_opts",
          f"--librispeech_dir {librispeech_dir} --subsets train-clean-5 --split_by_speaker 14,2,4 "
-         f"--max_utts_per_spk {utts}", "--stop_stage", "3"],
+         f"--max_utts_per_spk {utts} --utt_choice shortest", "--stop_stage", "3"],
         cwd=recipe, env=recipe_env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _check_recipe_outputs(recipe, "train", ["test"], snrs=(20, 10, 0))  # the egs: the paper's SNRs
