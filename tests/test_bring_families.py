@@ -22,8 +22,8 @@ import yaml
 
 from espnet_probe.probe.summary import read_summary
 from stock_models import S3PRL_KIND, STREAMING_KIND, WHISPER_KIND, stock_recipe
-from test_bring_recipe import (BEAM, MAXLENRATIO, N_TEST, SNRS, _mean_mel_l1, _run,  # noqa: F401
-                               probe_recipe, tiny_speaker_config)
+from test_bring_recipe import (BEAM, MAXLENRATIO, N_TEST, PROBE_ARGS, SNRS, _mean_mel_l1,  # noqa: F401
+                               _run, probe_recipe, tiny_speaker_config)
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def test_whisper_streaming_and_ssl_frontend_models_through_stages_6_to_12(probe_
     proc = _run(["./run.sh", *common, "--asr_configs", "", "--beam_size", str(BEAM),
                  "--maxlenratio", MAXLENRATIO, "--stage", "3", "--stop_stage", "12",
                  "--asr_exps", exps, "--probe_train_set", "train", "--probe_controls", "false",
-                 "--probe_args", "--max_epoch 4 --batch_bins 400000 --probe_conf hidden_size=64",
+                 "--probe_args", PROBE_ARGS,
                  "--vocode_max_utts", str(N_TEST), "--speaker_config", str(spk_conf), "--n_boot", "100"],
                 recipe, env)
     assert proc.returncode == 0, proc.stderr[-4000:]
