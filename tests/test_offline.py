@@ -78,13 +78,25 @@ def test_load_yaml_reads_as_safe_load_and_builds_no_objects(tmp_path):
 
     text = ("token_list: [<blank>, ' the', \"\\xC3\\u0125\", 'yes', 'null']\nlr: 1.0e-3\n"
             "flag: yes\nnothing: null\nnested: {a: [1, 2.5, -3], b: on}\n")
-    assert load_yaml(text) == yaml.safe_load(text)
+    python_parser = yaml.load(text, Loader=yaml.SafeLoader)  # what yaml.safe_load is unpatched
+    assert load_yaml(text) == python_parser
     path = tmp_path / "config.yaml"
     path.write_text(text)
     with path.open() as f:
-        assert load_yaml(f) == yaml.safe_load(text)
+        assert load_yaml(f) == python_parser
     with pytest.raises(yaml.YAMLError):
         load_yaml("run: !!python/object/apply:os.system ['true']\n")
+
+
+def test_a_tools_yaml_safe_load_is_libyamls_and_a_librarys_is_pyyamls():
+    """ESPnet's build_model_from_file reads config.yaml with yaml.safe_load: in a tool (the bin
+    package imported) that goes through libyaml; importing espnet_probe alone changes nothing."""
+    code = ("import yaml\nsafe_load = yaml.safe_load\nimport espnet_probe\n"
+            "print(yaml.safe_load is safe_load)\nimport espnet_probe.bin\n"
+            "from espnet_probe.utils.yaml_io import load_yaml\nprint(yaml.safe_load is load_yaml)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["True", "True"]
 
 
 def test_espnet_tasks_load_without_scipy_signal_and_jets_until_used():
