@@ -328,11 +328,11 @@ FEATS_NORMALIZE = {"conformer_hybrid_bpe": "global_mvn", "transformer_conv2d6": 
 CLEANER = {WHISPER_KIND: "whisper_en"}
 # ESPnet's trainer: its own `python -m espnet2.bin.asr_train` trains the CTC-only transformer, the
 # witness that what the untouched tool writes is brought (or refused) as it should be; the same
-# ESPnet main through espnet_probe.bin.asr_train trains the others and runs every stats pass.  That entry point starts ESPnet
-# as every tool of ours does: typeguard off (utils/typecheck.py: 6 CPU-s of import a process,
-# and checks at run time), tiny.en's weights served offline (ESPnet's Whisper encoder would
-# download them), s3prl importable beside torchaudio >= 2.9.  The model, config.yaml and
-# checkpoints it writes are ESPnet's.
+# ESPnet main through espnet_probe.bin.asr_train trains the others and runs every stats pass. That
+# entry point starts ESPnet as every tool of ours does: typeguard off (utils/typecheck.py: 6 CPU-s
+# of import a process, and checks at run time), tiny.en's weights served offline (ESPnet's Whisper
+# encoder would download them), s3prl importable beside torchaudio >= 2.9. The model, config.yaml
+# and checkpoints it writes are ESPnet's.
 TRAINER = {kind: "espnet_probe.bin.asr_train" for kind in CONFIGS if kind != "transformer_conv2d6"}
 # Whisper's epochs are few: each is one update and a validation pass over 30-s windows (~1 min
 # on one CPU thread); one is enough to show ESPnet's trainer made the model
@@ -587,7 +587,8 @@ def collect_stats(recipe_dir: Path, kind: str) -> Path:
                         recipe_dir / logdir / f"{split}.1.scp")
     # through our entry point for every kind: the pass writes shapes and feature statistics, not
     # a model (ESPnet's untouched binary, typeguard on, took 18 CPU-s for it instead of 5)
-    _run(["-m", "espnet_probe.bin.asr_train", "--collect_stats", "true", "--use_preprocessor", "true",
+    _run(["-m", "espnet_probe.bin.asr_train", "--collect_stats", "true",
+          "--use_preprocessor", "true",
           *_token_args(kind), "--non_linguistic_symbols", "none", *_cleaner(kind),
           "--g2p", "none", *_data_args("train"), *_data_args("valid"),
           "--train_shape_file", str(logdir / "train.1.scp"),

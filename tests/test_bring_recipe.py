@@ -33,10 +33,10 @@ PYTHON = sys.executable
 # held-out utterance of each training speaker and the EER both target and non-target trials. The
 # stages' plumbing is under test; every utterance costs each model a decoding, its probes'
 # decodings, vocodings and PESQ / STOI / speaker scores, layer by layer.
-# The shared subset's 20 speakers: 8 train, 2 dev, 2 test; 8 left out (before the dev and test
-# ones in the split, so these are the speakers a 16-speaker train set leaves them). Every
-# training-set pass (a probe's first epoch, the speaker-ID probes) costs a Whisper 30-s window
-# per utterance.
+# The shared subset's 20 speakers: 8 train, 2 dev, 2 test, and 8 spare, placed before dev and
+# test in the split so that those are the speakers a 16-speaker train set left them. Every
+# training-set pass (a probe's first epoch, the speaker-ID probes) costs a Whisper model a 30-s
+# window per utterance.
 SPLIT = "train=8,spare=8,dev=2,test=2"
 TRAIN_SPEAKERS, TEST_SPEAKERS = 8, 2
 UTTS_PER_SPK = 2
