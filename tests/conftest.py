@@ -31,10 +31,10 @@ MUSAN_MINI = SHARED_DATA / "musan_mini"
 # files in collection order (--no-loadscope-reorder), two each at the start (the first and third
 # file to one worker, the second and fourth to the other), so the two brought-model runs start at
 # once on different workers instead of closing the run, and the short files come last, to
-# whichever worker is free. In a quiet run before this order (558 s) they took 257 s (stock models),
-# 269 s (families), 237 s (the default run's chain), 50 s (Whisper) and 43 s (the LibriSpeech
-# egs), the other files 213 s; test_whisper.py, alphabetically last, closed the run alone for
-# its last 50 s. test_stock_models is left in place: it waits for the stock models
+# whichever worker is free. In a quiet run before this order (558 s) they took 257 s (stock
+# models), 269 s (families), 237 s (the default run's chain), 50 s (Whisper) and 43 s (the
+# LibriSpeech egs), the other files 213 s; test_whisper.py, alphabetically last, closed the run
+# alone for its last 50 s. test_stock_models is left in place: it waits for the stock models
 # test_bring_recipe trains.
 LONGEST_FIRST = ("test_bring_recipe.py", "test_bring_families.py", "test_recipe.py",
                  "test_whisper.py", "test_librispeech.py")

@@ -526,6 +526,13 @@ def make_recipe(recipe_dir: Path, train_dir: Path, valid_dir: Path) -> None:
           "--add_symbol", "<sos/eos>:-1"], recipe_dir, Path("log") / "tokenize_text.char.log")
 
 
+def as_our_tool(module: str) -> list[str]:
+    """Python's arguments that run ESPnet's tool ``module`` as our tools start ESPnet: typeguard
+    off (its checks only re-verify argument types) and espnet_probe's import hooks in."""
+    return ["-c", "import espnet_probe.utils.typecheck, runpy, espnet_probe; "
+                  f"runpy.run_module({module!r}, run_name='__main__')"]
+
+
 def whisper_token_list(recipe_dir: Path | None = None) -> Path:
     rel = Path("data") / "token_list" / "whisper_en" / "tokens.txt"
     return rel if recipe_dir is None else Path(recipe_dir) / rel
@@ -538,8 +545,7 @@ def export_whisper_token_list(recipe_dir: Path) -> None:
     turns the checks off first, as our own tools do."""
     if whisper_token_list(recipe_dir).is_file():
         return
-    _run(["-c", "import espnet_probe.utils.typecheck, runpy, espnet_probe; runpy.run_module("
-                "'espnet2.bin.whisper_export_vocabulary', run_name='__main__')",
+    _run([*as_our_tool("espnet2.bin.whisper_export_vocabulary"),
           "--whisper_model", "whisper_en", "--output", str(whisper_token_list())],
          recipe_dir, Path("log") / "whisper_export_vocabulary.log")
 

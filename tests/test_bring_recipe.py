@@ -24,7 +24,7 @@ from espnet_probe.metrics.wer import score
 from espnet_probe.probe.summary import read_summary
 from espnet_probe.utils.checkpoint import load_checkpoint
 from espnet_probe.utils.kaldi_dir import read_table
-from stock_models import STOCK_KINDS, pack_model, stock_recipe
+from stock_models import STOCK_KINDS, as_our_tool, pack_model, stock_recipe
 from hostile import payload_checkpoint
 
 pytestmark = pytest.mark.integration
@@ -204,8 +204,7 @@ def test_run_sh_probes_brought_stock_models_end_to_end(probe_recipe, tmp_path_fa
     record = yaml.safe_load((brought / "experiment.yaml").read_text())
     out = tmp_path / "espnet_inference"
     wav_scp = recipe / "data" / "test" / "wav.scp"
-    proc = _run([PYTHON, "-c", "import espnet_probe.utils.typecheck, runpy; "
-                 "runpy.run_module('espnet2.bin.asr_inference', run_name='__main__')", "--asr_train_config",
+    proc = _run([PYTHON, *as_our_tool("espnet2.bin.asr_inference"), "--asr_train_config",
                  str(brought / "config.yaml"), "--asr_model_file", record["checkpoint"],
                  "--data_path_and_name_and_type", f"{wav_scp},speech,sound", "--output_dir",
                  str(out), "--beam_size", str(BEAM), "--maxlenratio", MAXLENRATIO,
